@@ -1,0 +1,84 @@
+// Package httpx holds the HTTP plumbing shared by every server: JSON replies,
+// JSON errors, servers with timeouts and TLS, and matching clients.
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError writes {"error": msg} with the given status.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
+}
+
+// Server wraps http.Server with the timeouts every cairn server uses.
+func Server(h http.Handler, sec *security.Config) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		TLSConfig:         sec.ServerTLS(),
+	}
+}
+
+// Serve serves s on ln until ctx ends, then shuts it down gracefully.
+// It returns nil after a shutdown caused by ctx.
+func Serve(ctx context.Context, s *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() {
+		if s.TLSConfig != nil {
+			errc <- s.ServeTLS(ln, "", "")
+		} else {
+			errc <- s.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(sctx); err != nil {
+			slog.Warn("http server did not shut down cleanly", "addr", ln.Addr().String(), "err", err)
+			s.Close()
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// Client returns an HTTP client speaking TLS when sec is not nil.
+func Client(sec *security.Config, timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.TLSClientConfig = sec.ClientTLS()
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+// Scheme is "https" when sec is not nil, else "http".
+func Scheme(sec *security.Config) string {
+	if sec != nil {
+		return "https"
+	}
+	return "http"
+}

@@ -1,0 +1,104 @@
+// Package rpc is the gRPC plumbing every component shares: address
+// conventions, servers and a pool of client connections, all of which honour
+// a *security.Config (nil means plaintext).
+package rpc
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// GRPCOffset is added to a server's HTTP port to get its gRPC port, the
+// convention SeaweedFS users know.
+const GRPCOffset = 10000
+
+// MaxMessage bounds one gRPC message; needles of a few MiB must fit.
+const MaxMessage = 64 << 20
+
+// GRPCAddr derives "host:port+10000" from an HTTP address "host:port".
+func GRPCAddr(httpAddr string) (string, error) {
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return "", fmt.Errorf("rpc: address %q is not host:port: %w", httpAddr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p+GRPCOffset > 65535 {
+		return "", fmt.Errorf("rpc: address %q: port must be 1..%d", httpAddr, 65535-GRPCOffset)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+GRPCOffset)), nil
+}
+
+// NewServer returns a gRPC server using sec (nil: plaintext).
+func NewServer(sec *security.Config, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append(opts, grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage))
+	if t := sec.ServerTLS(); t != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(t)))
+	}
+	return grpc.NewServer(opts...)
+}
+
+// DialOptions returns the client options matching sec.
+func DialOptions(sec *security.Config) []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if t := sec.ClientTLS(); t != nil {
+		creds = credentials.NewTLS(t)
+	}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage), grpc.MaxCallSendMsgSize(MaxMessage)),
+	}
+}
+
+// Pool caches one client connection per gRPC address. Safe for concurrent use.
+type Pool struct {
+	sec *security.Config
+
+	mu    sync.Mutex // guards conns
+	conns map[string]*grpc.ClientConn
+}
+
+// NewPool returns an empty pool dialling with sec.
+func NewPool(sec *security.Config) *Pool {
+	return &Pool{sec: sec, conns: make(map[string]*grpc.ClientConn)}
+}
+
+// Conn returns the connection to the gRPC server behind an HTTP address
+// (the gRPC port is derived with GRPCAddr). Connecting is lazy: errors show up
+// on the first call.
+func (p *Pool) Conn(httpAddr string) (*grpc.ClientConn, error) {
+	addr, err := GRPCAddr(httpAddr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, DialOptions(p.sec)...)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+// Close closes every cached connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		c.Close()
+		delete(p.conns, a)
+	}
+	return nil
+}
+
