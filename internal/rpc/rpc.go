@@ -102,3 +102,19 @@ func (p *Pool) Close() error {
 	return nil
 }
 
+
+// RaftOffset is added to a Raft member's HTTP port to get its Raft (TCP) port.
+const RaftOffset = 20000
+
+// RaftAddr derives "host:port+20000" from an HTTP address "host:port".
+func RaftAddr(httpAddr string) (string, error) {
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return "", fmt.Errorf("rpc: address %q is not host:port: %w", httpAddr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p+RaftOffset > 65535 {
+		return "", fmt.Errorf("rpc: address %q: port must be 1..%d", httpAddr, 65535-RaftOffset)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+RaftOffset)), nil
+}
