@@ -1,0 +1,53 @@
+# cairn — build, run, test.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+DATA     ?= $(CURDIR)/data
+PKGS     := ./...
+
+.PHONY: all build run test test-short bench lint fuzz crash-campaign proto clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/cairn ./cmd/cairn
+
+# The embedded default: master and volume server on this machine, data in ./data.
+run: build
+	@echo "Starting cairn on 127.0.0.1 (master :9333, volume :8080), data in $(DATA). Ctrl-C stops it."
+	./bin/cairn server --dir $(DATA)
+
+# Every test: unit, conformance, fuzz seeds, crash and kill tests on real processes.
+test: build lint
+	CAIRN_BIN=$(CURDIR)/bin/cairn $(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+# The long kill campaign: many SIGKILL cycles against a 3+3 cluster.
+crash-campaign: build
+	CAIRN_BIN=$(CURDIR)/bin/cairn CAIRN_KILL_CYCLES=$${CAIRN_KILL_CYCLES:-200} \
+		$(GO) test -count=1 -timeout 4h -run 'TestKillCycles' -v ./internal/e2e/
+
+# Fuzz every decoder for a while (FUZZTIME each).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/fid/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZTIME) ./volume/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./master/
+
+# Benchmarks, reported as ratios against local-disk baselines from the same run.
+bench: build
+	./scripts/bench-core.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+proto:
+	cd internal/pb && protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative cairn.proto
+
+clean:
+	rm -rf bin

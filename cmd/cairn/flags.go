@@ -1,0 +1,82 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// common holds the flags every server subcommand shares.
+type common struct {
+	logLevel  string
+	logFormat string
+	security  string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.security, "security", "", "security config file enabling mutual TLS (empty: plaintext)")
+}
+
+// logger builds the process logger and makes it the slog default.
+func (c *common) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
+	switch c.logFormat {
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l, nil
+}
+
+// securityConfig loads --security; nil means plaintext.
+func (c *common) securityConfig() (*security.Config, error) {
+	if c.security == "" {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--security %s: mutual TLS configuration files are not supported yet; run without --security", c.security)
+}
+
+// newFlagSet returns a flag set that prints errors and usage to stderr.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: cairn %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// splitList splits "a,b,,c" into ["a","b","c"].
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// fail prints a one-line error for the operator and returns exit status 1.
+func fail(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "cairn: "+format+"\n", args...)
+	return 1
+}
+

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/cairn-storage/cairn/master"
+	"github.com/cairn-storage/cairn/volume"
+)
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("server", "server --dir DATA [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080]", stderr)
+	var c common
+	c.register(fs)
+	dir := fs.String("dir", "", "data directory; master/ and volume/ are created inside (required)")
+	ip := fs.String("ip", "127.0.0.1", "address to listen on and advertise")
+	mport := fs.Int("master.port", 9333, "master HTTP port")
+	vport := fs.Int("volume.port", 8080, "volume server HTTP port")
+	maxVolumes := fs.Int("volume.max", 8, "most volumes the volume server holds")
+	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" {
+		return fail(stderr, "server: --dir is required (where all data is kept)")
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return fail(stderr, "server: %v", err)
+	}
+	sec, err := c.securityConfig()
+	if err != nil {
+		return fail(stderr, "server: %v", err)
+	}
+	masterAddr := net.JoinHostPort(*ip, strconv.Itoa(*mport))
+	m, err := master.New(master.Config{
+		Dir: filepath.Join(*dir, "master"), IP: *ip, Port: *mport,
+		DefaultReplication: "000", VolumeSizeLimit: *limit << 20, Pulse: time.Second,
+		Security: sec, Logger: log,
+	})
+	if err != nil {
+		return fail(stderr, "server: %v", err)
+	}
+	v, err := volume.NewServer(volume.Config{
+		Dir: filepath.Join(*dir, "volume"), IP: *ip, Port: *vport, Masters: []string{masterAddr},
+		MaxVolumes: *maxVolumes, Pulse: time.Second, Security: sec, Logger: log,
+	})
+	if err != nil {
+		return fail(stderr, "server: %v", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- m.Run(ctx) }()
+	go func() { errc <- v.Run(ctx) }()
+	go func() {
+		if waitReady(ctx, m.Ready) == nil {
+			fmt.Fprintf(stdout, "cairn is ready: master http://%s, volume server http://%s, data in %s\n", masterAddr, v.URL(), *dir)
+		}
+	}()
+	var first error
+	for range 2 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	if first != nil {
+		return fail(stderr, "server: %v", first)
+	}
+	return 0
+}
+
+// waitReady polls ready until it returns nil or ctx ends.
+func waitReady(ctx context.Context, ready func() error) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := ready(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

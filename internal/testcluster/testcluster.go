@@ -1,0 +1,402 @@
+// Package testcluster starts real cairn processes on loopback addresses for
+// integration tests, and kills them with SIGKILL. Every process gets its own
+// 127.x.y.z address so default ports never collide between tests.
+package testcluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/testutil"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary returns the cairn binary to run: $CAIRN_BIN if set (make test sets
+// it), else one built once per test process.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("CAIRN_BIN"); b != "" {
+		return b
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cairn-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "cairn")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/cairn-storage/cairn/cmd/cairn").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("testcluster: %v", buildErr)
+	}
+	return binPath
+}
+
+// Proc is one cairn process (a master or a volume server).
+type Proc struct {
+	Name string
+	HTTP string // HTTP address ip:port
+	Dir  string
+	args []string
+	bin  string
+	log  string // log file path
+
+	mu  sync.Mutex // guards cmd and the exit channel
+	cmd *exec.Cmd
+	ch  chan struct{} // closed when cmd exits
+}
+
+// Start launches the process. It does not wait for readiness.
+func (p *Proc) Start(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		t.Fatalf("%s: already running", p.Name)
+	}
+	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(lf, "=== start %s %s\n", p.Name, strings.Join(p.args, " "))
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		t.Fatalf("%s: start: %v", p.Name, err)
+	}
+	ch := make(chan struct{})
+	go func() { cmd.Wait(); lf.Close(); close(ch) }()
+	p.cmd, p.ch = cmd, ch
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Proc) Kill() { p.signal(syscall.SIGKILL) }
+
+// Stop sends SIGTERM and waits (up to 30s, then SIGKILL).
+func (p *Proc) Stop() { p.signal(syscall.SIGTERM) }
+
+func (p *Proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, ch := p.cmd, p.ch
+	p.cmd, p.ch = nil, nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-ch
+	}
+}
+
+// Running reports whether the process was started and not stopped by us.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.ch:
+		return false
+	default:
+		return true
+	}
+}
+
+// Log returns the process's log so far.
+func (p *Proc) Log() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// Options shape a cluster.
+type Options struct {
+	Masters           int
+	Volumes           int
+	Replication       string // default placement, "000" if empty
+	VolumeSizeLimitMB int    // default 64
+	MaxVolumes        int    // per volume server, default 30
+	Pulse             time.Duration
+	// VolumeDirs, when set, gives the data directory of each volume server.
+	VolumeDirs []string
+}
+
+// Cluster is a set of masters and volume servers.
+type Cluster struct {
+	Masters []*Proc
+	Volumes []*Proc
+	Client  *http.Client
+}
+
+// Start starts a cluster and waits until it has a master leader and every
+// volume server registered. Processes are killed at cleanup, and their logs
+// are printed if the test failed.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Replication == "" {
+		o.Replication = "000"
+	}
+	if o.VolumeSizeLimitMB == 0 {
+		o.VolumeSizeLimitMB = 64
+	}
+	if o.MaxVolumes == 0 {
+		o.MaxVolumes = 30
+	}
+	if o.Pulse == 0 {
+		o.Pulse = 500 * time.Millisecond
+	}
+	bin := Binary(t)
+	root := t.TempDir()
+	c := &Cluster{Client: &http.Client{Timeout: 30 * time.Second}}
+	var peers []string
+	for range o.Masters {
+		peers = append(peers, net.JoinHostPort(testutil.LoopbackIP(t, 9333, 19333, 29333), "9333"))
+	}
+	for i, addr := range peers {
+		ip, _, _ := net.SplitHostPort(addr)
+		dir := filepath.Join(root, fmt.Sprintf("m%d", i))
+		c.Masters = append(c.Masters, &Proc{
+			Name: fmt.Sprintf("master%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
+			args: []string{"master", "--dir", dir, "--ip", ip, "--port", "9333",
+				"--peers", strings.Join(peers, ","), "--default-replication", o.Replication,
+				"--volume-size-limit-mb", strconv.Itoa(o.VolumeSizeLimitMB), "--pulse", o.Pulse.String()},
+		})
+	}
+	for i := range o.Volumes {
+		ip := testutil.LoopbackIP(t, 8080, 18080)
+		dir := filepath.Join(root, fmt.Sprintf("v%d", i))
+		if i < len(o.VolumeDirs) {
+			dir = o.VolumeDirs[i]
+		}
+		c.Volumes = append(c.Volumes, &Proc{
+			Name: fmt.Sprintf("volume%d", i), HTTP: net.JoinHostPort(ip, "8080"), Dir: dir, bin: bin,
+			log: filepath.Join(root, fmt.Sprintf("v%d.log", i)),
+			args: []string{"volume", "--dir", dir, "--ip", ip, "--port", "8080",
+				"--master", strings.Join(peers, ","), "--max", strconv.Itoa(o.MaxVolumes),
+				"--dc", "dc1", "--rack", "rack1", "--pulse", o.Pulse.String()},
+		})
+	}
+	t.Cleanup(func() {
+		for _, p := range c.all() {
+			p.Kill()
+		}
+		if t.Failed() {
+			for _, p := range c.all() {
+				log := p.Log()
+				if len(log) > 20000 {
+					log = "...\n" + log[len(log)-20000:]
+				}
+				t.Logf("---- log of %s (%s)\n%s", p.Name, p.HTTP, log)
+			}
+		}
+	})
+	for _, p := range c.all() {
+		p.Start(t)
+	}
+	c.WaitLeader(t)
+	c.WaitVolumesRegistered(t)
+	return c
+}
+
+func (c *Cluster) all() []*Proc { return append(append([]*Proc{}, c.Masters...), c.Volumes...) }
+
+// Status is the subset of /cluster/status tests use.
+type Status struct {
+	IsLeader bool   `json:"IsLeader"`
+	Leader   string `json:"Leader"`
+	Servers  []struct {
+		URL   string `json:"url"`
+		Alive bool   `json:"alive"`
+	} `json:"servers"`
+	Volumes []struct {
+		ID       uint32   `json:"id"`
+		Replicas []string `json:"replicas"`
+		Writable bool     `json:"writable"`
+	} `json:"volumes"`
+}
+
+// GetJSON GETs url and decodes a JSON answer into v; non-2xx is an error.
+func (c *Cluster) GetJSON(url string, v any) error {
+	resp, err := c.Client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return json.Unmarshal(body, v)
+}
+
+// LeaderStatus returns the cluster status as the current leader reports it.
+func (c *Cluster) LeaderStatus() (*Proc, *Status, error) {
+	var errs []string
+	for _, m := range c.Masters {
+		if !m.Running() {
+			continue
+		}
+		var st Status
+		if err := c.GetJSON("http://"+m.HTTP+"/cluster/status", &st); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if st.IsLeader {
+			return m, &st, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no leader among running masters: %s", strings.Join(errs, "; "))
+}
+
+// WaitLeader waits (generously) for a master leader and returns it.
+func (c *Cluster) WaitLeader(t testing.TB) *Proc {
+	t.Helper()
+	var leader *Proc
+	testutil.WaitFor(t, 60*time.Second, "a master leader", func() error {
+		m, _, err := c.LeaderStatus()
+		leader = m
+		return err
+	})
+	return leader
+}
+
+// WaitVolumesRegistered waits until the leader sees every running volume
+// server alive.
+func (c *Cluster) WaitVolumesRegistered(t testing.TB) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "volume servers registered and alive", func() error {
+		_, st, err := c.LeaderStatus()
+		if err != nil {
+			return err
+		}
+		alive := map[string]bool{}
+		for _, s := range st.Servers {
+			alive[s.URL] = s.Alive
+		}
+		for _, v := range c.Volumes {
+			if v.Running() && !alive[v.HTTP] {
+				return fmt.Errorf("%s not alive at the master", v.HTTP)
+			}
+		}
+		return nil
+	})
+}
+
+// Assignment is a /dir/assign answer.
+type Assignment struct {
+	Fid   string `json:"fid"`
+	URL   string `json:"url"`
+	Count int    `json:"count"`
+	Error string `json:"error"`
+}
+
+// Assign asks the running masters in turn for a file id.
+func (c *Cluster) Assign(query string) (Assignment, error) {
+	var errs []string
+	for _, m := range c.Masters {
+		if !m.Running() {
+			continue
+		}
+		var a Assignment
+		err := c.GetJSON("http://"+m.HTTP+"/dir/assign?"+query, &a)
+		if err == nil && a.Fid != "" {
+			return a, nil
+		}
+		errs = append(errs, fmt.Sprint(err))
+	}
+	return Assignment{}, errors.New(strings.Join(errs, "; "))
+}
+
+// Put writes data at fid on the volume server url; nil only for a 201.
+func (c *Cluster) Put(url, fid string, data []byte) error {
+	req, _ := http.NewRequest(http.MethodPut, "http://"+url+"/"+fid, bytes.NewReader(data))
+	resp, err := c.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return &HTTPError{Code: resp.StatusCode, Body: string(bytes.TrimSpace(body))}
+	}
+	return nil
+}
+
+// Get reads fid from the volume server url.
+func (c *Cluster) Get(url, fid string) ([]byte, error) {
+	resp, err := c.Client.Get("http://" + url + "/" + fid)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &HTTPError{Code: resp.StatusCode, Body: string(bytes.TrimSpace(body))}
+	}
+	return body, nil
+}
+
+// HTTPError is a non-success HTTP answer.
+type HTTPError struct {
+	Code int
+	Body string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code, e.Body) }
+
+// Lookup returns the locations of a volume from the leader.
+func (c *Cluster) Lookup(vid string) ([]string, error) {
+	var errs []string
+	for _, m := range c.Masters {
+		if !m.Running() {
+			continue
+		}
+		var lr struct {
+			Locations []struct {
+				URL string `json:"url"`
+			} `json:"locations"`
+		}
+		if err := c.GetJSON("http://"+m.HTTP+"/dir/lookup?volumeId="+vid, &lr); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		var out []string
+		for _, l := range lr.Locations {
+			out = append(out, l.URL)
+		}
+		return out, nil
+	}
+	return nil, errors.New(strings.Join(errs, "; "))
+}

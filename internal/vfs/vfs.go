@@ -1,0 +1,138 @@
+// Package vfs is the narrow filesystem interface through which the needle
+// store does all of its disk IO, so tests can substitute a crash-simulating
+// (memfs) or error-injecting (errorfs) implementation.
+package vfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"golang.org/x/sys/unix"
+)
+
+// File is an open file. ReadAt and WriteAt may be called concurrently; the
+// other methods may be called concurrently with them.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	// Sync makes the file's data and size durable (fdatasync). After a
+	// failed Sync the durability of earlier writes is unknown; callers
+	// must not retry it into success.
+	Sync() error
+	// Truncate changes the file's size. It is durable only after Sync.
+	Truncate(size int64) error
+	// Size returns the current size of the file.
+	Size() (int64, error)
+	Close() error
+}
+
+// FS is a filesystem. Creating, renaming and removing a file is durable only
+// once the parent directory has been synced with SyncDir. All methods are
+// safe for concurrent use.
+type FS interface {
+	// OpenFile opens name with os.O_* flags. O_APPEND is not supported.
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	Remove(name string) error
+	// Rename atomically replaces newname with oldname.
+	Rename(oldname, newname string) error
+	MkdirAll(dir string, perm os.FileMode) error
+	// ReadDir returns the names of the entries of dir, sorted.
+	ReadDir(dir string) ([]string, error)
+	// SyncDir makes the entries of dir durable (fsync of the directory).
+	SyncDir(dir string) error
+	Stat(name string) (os.FileInfo, error)
+	// FreeBytes returns the space available to unprivileged users on the
+	// filesystem holding dir.
+	FreeBytes(dir string) (uint64, error)
+}
+
+// OS is the real filesystem of the operating system. Errors wrap the
+// underlying errno, so errors.Is(err, syscall.ENOSPC) works.
+var OS FS = osFS{}
+
+// ErrUnsupportedFlag is returned by OpenFile for flags the package does not
+// support (O_APPEND).
+var ErrUnsupportedFlag = errors.New("vfs: unsupported open flag")
+
+type osFS struct{}
+
+type osFile struct{ f *os.File }
+
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	if flag&os.O_APPEND != 0 {
+		return nil, fmt.Errorf("vfs: open %s: %w", name, ErrUnsupportedFlag)
+	}
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Remove(name string) error                    { return os.Remove(name) }
+func (osFS) Rename(oldname, newname string) error        { return os.Rename(oldname, newname) }
+func (osFS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
+func (osFS) Stat(name string) (os.FileInfo, error)       { return os.Stat(name) }
+
+func (osFS) ReadDir(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return fmt.Errorf("vfs: fsync directory %s: %w", dir, err)
+	}
+	return d.Close()
+}
+
+func (osFS) FreeBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func (f osFile) ReadAt(p []byte, off int64) (int, error)  { return f.f.ReadAt(p, off) }
+func (f osFile) WriteAt(p []byte, off int64) (int, error) { return f.f.WriteAt(p, off) }
+func (f osFile) Truncate(size int64) error                { return f.f.Truncate(size) }
+func (f osFile) Close() error                             { return f.f.Close() }
+
+func (f osFile) Sync() error {
+	for {
+		err := unix.Fdatasync(int(f.f.Fd()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "fdatasync", Path: f.f.Name(), Err: err}
+		}
+		return nil
+	}
+}
+
+func (f osFile) Size() (int64, error) {
+	fi, err := f.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}

@@ -1,0 +1,84 @@
+package volume
+
+import (
+	"context"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/pb"
+)
+
+// heartbeatLoop reports this server and its volumes to the master leader
+// every pulse (and at once when kicked), following leader hints and trying
+// every configured master in turn when one does not answer.
+func (s *Server) heartbeatLoop(ctx context.Context) {
+	target := s.cfg.Masters[0]
+	next := 1
+	t := time.NewTicker(s.cfg.Pulse)
+	defer t.Stop()
+	for {
+		hint, err := s.heartbeat(ctx, target)
+		switch {
+		case err != nil || hint == "":
+			target = s.cfg.Masters[next%len(s.cfg.Masters)]
+			next++
+		case hint != target:
+			target = hint // follow the leader and report at once
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// heartbeat sends one heartbeat to master and returns the leader it names.
+func (s *Server) heartbeat(ctx context.Context, master string) (string, error) {
+	conn, err := s.pool.Conn(master)
+	if err != nil {
+		return "", err
+	}
+	free, _ := s.store.FreeBytes()
+	req := &pb.HeartbeatRequest{
+		Url: s.url, PublicUrl: s.cfg.PublicURL, GrpcPort: uint32(s.cfg.Port + 10000),
+		Dc: s.cfg.DC, Rack: s.cfg.Rack, MaxVolumes: uint32(s.cfg.MaxVolumes),
+		FreeBytes: free, Volumes: s.volumeInfos(),
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Pulse+time.Second)
+	defer cancel()
+	resp, err := pb.NewMasterClient(conn).Heartbeat(ctx, req)
+	if err != nil {
+		s.setLeader("", err)
+		return "", err
+	}
+	if !resp.IsLeader {
+		return resp.Leader, nil
+	}
+	locs := make(map[uint32]*pb.VolumeLocation, len(resp.Volumes))
+	for _, l := range resp.Volumes {
+		locs[l.VolumeId] = l
+	}
+	s.mu.Lock()
+	s.mu.locations = locs
+	s.mu.sizeLimit = resp.VolumeSizeLimit
+	s.mu.Unlock()
+	s.setLeader(master, nil)
+	return master, nil
+}
+
+func (s *Server) setLeader(leader string, err error) {
+	s.mu.Lock()
+	old := s.mu.leader
+	s.mu.leader = leader
+	s.mu.Unlock()
+	if old == leader {
+		return
+	}
+	if leader == "" {
+		s.log.Warn("lost the master leader; volumes keep serving reads, new placements wait for a leader", "was", old, "err", err)
+		return
+	}
+	s.log.Info("registered with master leader", "master", leader)
+}
