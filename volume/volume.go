@@ -299,7 +299,10 @@ func (v *Volume) readRawLocked(key uint64, e entry) ([]byte, error) {
 		return nil, fmt.Errorf("volume: needle %d in volume %s failed its checksum; repair it from a replica: %w", key, v.base, ErrCorrupt)
 	}
 	rec := make([]byte, e.size())
-	if _, err := v.mu.file.ReadAt(rec, e.off); err != nil && !(err == io.EOF && false) {
+	if n, err := v.mu.file.ReadAt(rec, e.off); n < len(rec) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
 	}
 	return rec, nil
