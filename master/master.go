@@ -1,0 +1,320 @@
+// Package master is cairn's master server: a Raft group that owns the
+// topology (volume servers, volumes, replica sets, primaries) and the
+// volume-id and file-key sequences, and serves assign and lookup.
+//
+// Replicated state lives in fsm (see command.go for the commands); liveness
+// of volume servers is soft state kept by the leader from heartbeats.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/raftutil"
+	"github.com/cairn-storage/cairn/internal/rpc"
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// ErrNoLeader is returned when no master leader is known.
+var ErrNoLeader = errors.New("no master leader elected yet; retry in a few seconds")
+
+// ErrNotRunning is returned by Ready before Run started Raft or after it stopped.
+var ErrNotRunning = errors.New("master: not running")
+
+// Defaults for zero Config fields.
+const (
+	DefaultReplication     = "000"
+	DefaultVolumeSizeLimit = 1 << 30
+	DefaultPulse           = time.Second
+	// keyBlock is how many file keys the leader leases per Raft round trip.
+	keyBlock = 10000
+)
+
+// Config configures one master.
+type Config struct {
+	Dir  string // Raft state
+	IP   string // address to listen on and advertise
+	Port int    // HTTP; gRPC on Port+10000, Raft on Port+20000
+	// Peers are the HTTP addresses of all masters, this one included. Empty
+	// means a single master.
+	Peers              []string
+	DefaultReplication string // "000" when empty
+	// VolumeSizeLimit: a volume at or over it is not writable (1 GiB when 0).
+	VolumeSizeLimit uint64
+	// Pulse is the heartbeat interval of volume servers; one is dead after
+	// three missed pulses (1s when 0).
+	Pulse    time.Duration
+	Security *security.Config
+	Logger   *slog.Logger
+	// RaftTimeout, when set, is Raft's heartbeat and election timeout
+	// (hashicorp/raft's default of 1s otherwise). Tests shorten it.
+	RaftTimeout time.Duration
+}
+
+// Master is one master server. Create it with New and start it with Run.
+type Master struct {
+	cfg     Config
+	addr    string // HTTP address, the Raft ID
+	log     *slog.Logger
+	fsm     *fsm
+	live    *liveness
+	pool    *rpc.Pool
+	client  *http.Client
+	metrics *metrics
+	node    atomic.Pointer[raftutil.Node] // set while Run runs
+
+	// lead tracks this master's current leadership epoch.
+	lead struct {
+		mu    sync.Mutex // guards term and since
+		term  uint64     // term in which this master was last seen leading
+		since time.Time  // when it was first seen leading in term
+	}
+	// keys is the leader's block of leased file keys.
+	keys struct {
+		mu        sync.Mutex // guards the fields below; held across the lease round trip
+		term      uint64     // epoch the block was leased in
+		next, end uint64
+	}
+	// grow serializes volume growth per collection and replication.
+	grow struct {
+		mu    sync.Mutex // guards locks
+		locks map[string]*sync.Mutex
+	}
+}
+
+// New validates cfg and returns a master that is not yet listening.
+func New(cfg Config) (*Master, error) {
+	if cfg.Dir == "" || cfg.IP == "" || cfg.Port <= 0 {
+		return nil, errors.New("master: Dir, IP and Port are required")
+	}
+	if cfg.DefaultReplication == "" {
+		cfg.DefaultReplication = DefaultReplication
+	}
+	if _, err := parsePlacement(cfg.DefaultReplication); err != nil {
+		return nil, fmt.Errorf("master: default replication: %w", err)
+	}
+	if cfg.VolumeSizeLimit == 0 {
+		cfg.VolumeSizeLimit = DefaultVolumeSizeLimit
+	}
+	if cfg.Pulse <= 0 {
+		cfg.Pulse = DefaultPulse
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	addr := net.JoinHostPort(cfg.IP, strconv.Itoa(cfg.Port))
+	if _, err := rpc.RaftAddr(addr); err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	for _, p := range cfg.Peers {
+		if _, err := rpc.RaftAddr(p); err != nil {
+			return nil, fmt.Errorf("master: peer: %w", err)
+		}
+	}
+	m := &Master{
+		cfg:    cfg,
+		addr:   addr,
+		log:    cfg.Logger.With("master", addr),
+		fsm:    newFSM(),
+		live:   newLiveness(3 * cfg.Pulse),
+		pool:   rpc.NewPool(cfg.Security),
+		client: httpx.Client(cfg.Security, 30*time.Second),
+	}
+	m.grow.locks = map[string]*sync.Mutex{}
+	m.metrics = newMetrics(m)
+	return m, nil
+}
+
+// Addr returns the master's HTTP address.
+func (m *Master) Addr() string { return m.addr }
+
+// deadAfter is how long a silent volume server stays alive.
+func (m *Master) deadAfter() time.Duration { return 3 * m.cfg.Pulse }
+
+// Run listens on HTTP and gRPC, joins the Raft group and serves until ctx is
+// cancelled, then shuts everything down. Listen errors are returned at once.
+func (m *Master) Run(ctx context.Context) error {
+	httpLn, err := net.Listen("tcp", m.addr)
+	if err != nil {
+		return fmt.Errorf("master: listen on %s: %w", m.addr, err)
+	}
+	grpcAddr, _ := rpc.GRPCAddr(m.addr)
+	grpcLn, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("master: listen for gRPC on %s: %w", grpcAddr, err)
+	}
+	rt := m.cfg.RaftTimeout
+	node, err := raftutil.Start(raftutil.Config{
+		Dir:                m.cfg.Dir,
+		ID:                 m.addr,
+		Peers:              m.cfg.Peers,
+		Security:           m.cfg.Security,
+		FSM:                m.fsm,
+		Logger:             m.log,
+		HeartbeatTimeout:   rt,
+		ElectionTimeout:    rt,
+		LeaderLeaseTimeout: rt / 2,
+		OnLeaderChange:     func(bool, string) { m.leaderEpoch() },
+	})
+	if err != nil {
+		httpLn.Close()
+		grpcLn.Close()
+		return fmt.Errorf("master: %w", err)
+	}
+	m.node.Store(node)
+	m.log.Info("master started", "http", m.addr, "grpc", grpcAddr, "peers", m.cfg.Peers)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gs := rpc.NewServer(m.cfg.Security)
+	pb.RegisterMasterServer(gs, &grpcService{m: m})
+	hs := httpx.Server(m.handler(), m.cfg.Security)
+
+	httpErr := make(chan error, 1)
+	grpcErr := make(chan error, 1)
+	go func() { httpErr <- httpx.Serve(ctx, hs, httpLn) }()
+	go func() { grpcErr <- gs.Serve(grpcLn) }()
+	var loopDone sync.WaitGroup
+	loopDone.Add(1)
+	go func() {
+		defer loopDone.Done()
+		m.loop(ctx)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		runErr = fmt.Errorf("master: http server: %w", err)
+		httpErr <- nil
+	case err := <-grpcErr:
+		runErr = fmt.Errorf("master: gRPC server: %w", err)
+		grpcErr <- nil
+	}
+	cancel()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-stopped
+	}
+	<-grpcErr
+	<-httpErr
+	loopDone.Wait()
+	m.node.Store(nil)
+	if err := node.Shutdown(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("master: %w", err)
+	}
+	m.pool.Close()
+	m.log.Info("master stopped")
+	return runErr
+}
+
+// Ready returns nil when this master knows a leader.
+func (m *Master) Ready() error {
+	node := m.node.Load()
+	if node == nil {
+		return ErrNotRunning
+	}
+	if node.LeaderHTTP() == "" {
+		return ErrNoLeader
+	}
+	return nil
+}
+
+// leaderEpoch reports whether this master leads, since when, and in which
+// term. Entering a new term as leader resets soft state: heartbeats seen
+// before are stale.
+func (m *Master) leaderEpoch() (term uint64, since time.Time, ok bool) {
+	node := m.node.Load()
+	if node == nil || !node.IsLeader() {
+		return 0, time.Time{}, false
+	}
+	term = node.Term()
+	m.lead.mu.Lock()
+	defer m.lead.mu.Unlock()
+	if term != m.lead.term {
+		m.lead.term = term
+		m.lead.since = time.Now()
+		m.live.reset()
+	}
+	return term, m.lead.since, true
+}
+
+// inGrace reports whether a leader that started leading at since should
+// still wait for heartbeats before judging servers dead.
+func (m *Master) inGrace(since time.Time) bool {
+	return time.Since(since) < m.deadAfter()
+}
+
+// loop runs leader housekeeping until ctx ends: it notices leadership, moves
+// primaries away from dead servers and refreshes gauges.
+func (m *Master) loop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.Pulse / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, since, ok := m.leaderEpoch(); ok && !m.inGrace(since) {
+			m.failoverPrimaries(ctx, since)
+		}
+	}
+}
+
+// failoverPrimaries moves the primary of each volume whose primary server has
+// been dead for longer than the dead timeout to its first alive replica.
+func (m *Master) failoverPrimaries(ctx context.Context, since time.Time) {
+	view := m.live.snapshot(time.Now())
+	type move struct {
+		id       uint32
+		from, to string
+	}
+	var moves []move
+	m.fsm.view(func(s *state) {
+		for _, v := range s.Volumes {
+			if view.alive(v.Primary) {
+				continue
+			}
+			ref, ok := view.lastSeen(v.Primary)
+			if !ok || ref.Before(since) {
+				ref = since
+			}
+			if view.now.Sub(ref) <= 2*m.deadAfter() {
+				continue
+			}
+			for _, r := range v.Replicas {
+				if r != v.Primary && view.alive(r) {
+					moves = append(moves, move{v.ID, v.Primary, r})
+					break
+				}
+			}
+		}
+	})
+	node := m.node.Load()
+	for _, mv := range moves {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := node.Apply(actx, setPrimaryCmd(mv.id, mv.to))
+		cancel()
+		if err != nil {
+			m.log.Warn("could not move primary of volume away from dead server; will retry", "volume", mv.id, "dead", mv.from, "new", mv.to, "err", err)
+			continue
+		}
+		m.log.Warn("moved primary of volume away from dead server", "volume", mv.id, "dead", mv.from, "new", mv.to)
+	}
+}
