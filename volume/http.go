@@ -17,8 +17,6 @@ import (
 	"github.com/cairn-storage/cairn/internal/httpx"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // handleData serves the SeaweedFS-compatible data path on /<fid>.
 func (s *Server) handleData(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/" {

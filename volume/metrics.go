@@ -82,6 +82,7 @@ func (w *statusWriter) WriteHeader(code int) {
 type storeCollector struct {
 	st                            *Store
 	size, needles, deleted, ratio *prometheus.Desc
+	syncs, synced                 *prometheus.Desc
 }
 
 func newStoreCollector(st *Store) *storeCollector {
@@ -92,6 +93,8 @@ func newStoreCollector(st *Store) *storeCollector {
 		needles: prometheus.NewDesc("cairn_volume_needles", "Live needles in the volume.", l, nil),
 		deleted: prometheus.NewDesc("cairn_volume_deleted_needles", "Deleted or overwritten needles not yet vacuumed.", l, nil),
 		ratio:   prometheus.NewDesc("cairn_volume_garbage_ratio", "Share of the data file that vacuum would reclaim.", l, nil),
+		syncs:   prometheus.NewDesc("cairn_volume_fsyncs_total", "fdatasync calls on the volume's data file (one per group-commit batch).", l, nil),
+		synced:  prometheus.NewDesc("cairn_volume_synced_records_total", "Records made durable; divided by fsyncs it is the mean group-commit batch size.", l, nil),
 	}
 }
 
@@ -100,6 +103,8 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.needles
 	ch <- c.deleted
 	ch <- c.ratio
+	ch <- c.syncs
+	ch <- c.synced
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -114,5 +119,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			ratio = float64(in.DeletedBytes) / float64(in.Size)
 		}
 		ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, ratio, lv...)
+		syncs, records := v.Stats()
+		ch <- prometheus.MustNewConstMetric(c.syncs, prometheus.CounterValue, float64(syncs), lv...)
+		ch <- prometheus.MustNewConstMetric(c.synced, prometheus.CounterValue, float64(records), lv...)
 	}
 }

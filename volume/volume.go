@@ -35,17 +35,17 @@ type IndexEntry struct {
 
 // Info is a summary of a volume for heartbeats and admin tools.
 type Info struct {
-	ID                       uint32
-	Collection, Replication  string
-	Size                     uint64 // bytes in the volume file
-	NeedleCount              uint64 // live needles
-	DeletedCount             uint64 // keys whose latest record is a tombstone
-	DeletedBytes             uint64 // bytes Vacuum would reclaim
-	ReadOnly                 bool
-	ReadOnlyReason           string // why, when ReadOnly
-	Err                      string // the IO error that made the volume read-only, if any
-	CorruptCount             uint64 // needles known to fail their checksum
-	DamagedBytes             uint64 // unreadable bytes skipped when the volume was opened
+	ID                      uint32
+	Collection, Replication string
+	Size                    uint64 // bytes in the volume file
+	NeedleCount             uint64 // live needles
+	DeletedCount            uint64 // keys whose latest record is a tombstone
+	DeletedBytes            uint64 // bytes Vacuum would reclaim
+	ReadOnly                bool
+	ReadOnlyReason          string // why, when ReadOnly
+	Err                     string // the IO error that made the volume read-only, if any
+	CorruptCount            uint64 // needles known to fail their checksum
+	DamagedBytes            uint64 // unreadable bytes skipped when the volume was opened
 }
 
 // entry is the in-memory index entry of a key: where its latest record is.
@@ -88,16 +88,16 @@ type Volume struct {
 	// read them without the lock.
 	mu struct {
 		sync.RWMutex
-		file         vfs.File // nil once closed
-		size         int64
-		index        map[uint64]entry
-		lastNs       uint64 // highest AppendNs in the file
-		live, tombs  uint64
-		corrupt      uint64
-		garbage      uint64 // bytes of superseded records
-		damaged      uint64 // bytes skipped at open
-		readOnly     string // operator's reason; "" if writable
-		fatal        error  // IO failure: read-only until reopened
+		file        vfs.File // nil once closed
+		size        int64
+		index       map[uint64]entry
+		lastNs      uint64 // highest AppendNs in the file
+		live, tombs uint64
+		corrupt     uint64
+		garbage     uint64 // bytes of superseded records
+		damaged     uint64 // bytes skipped at open
+		readOnly    string // operator's reason; "" if writable
+		fatal       error  // IO failure: read-only until reopened
 	}
 }
 

@@ -7,6 +7,6 @@ import (
 	"github.com/cairn-storage/cairn/internal/bench"
 )
 
-func runBenchmark(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return bench.Main(ctx, args, stdout, stderr)
+func runBenchmark(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	return bench.Main(args, stdout, stderr)
 }

@@ -76,7 +76,9 @@ var (
 // only its first Keep bytes and return io.ErrShortWrite.
 type ShortWriteError struct{ Keep int }
 
-func (e *ShortWriteError) Error() string { return fmt.Sprintf("errorfs: short write of %d bytes", e.Keep) }
+func (e *ShortWriteError) Error() string {
+	return fmt.Sprintf("errorfs: short write of %d bytes", e.Keep)
+}
 
 // ShortWrite returns a ShortWriteError keeping keep bytes.
 func ShortWrite(keep int) error { return &ShortWriteError{Keep: keep} }
