@@ -52,7 +52,7 @@ func (s *Server) catchUp(ctx context.Context, vid uint32) error {
 	if !ok {
 		return fmt.Errorf("volume %d is gone", vid)
 	}
-	loc := s.location(vid)
+	loc := s.locate(ctx, vid)
 	if loc == nil {
 		return errors.New("no placement from the master yet")
 	}

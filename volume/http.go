@@ -94,7 +94,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.File
 		httpx.WriteError(w, http.StatusNotFound, fmt.Sprintf("volume %d is not on this server; ask the master where it lives (/dir/lookup?volumeId=%d)", id.Volume, id.Volume))
 		return
 	}
-	loc := s.location(id.Volume)
+	loc := s.locate(r.Context(), id.Volume)
 	if loc != nil && loc.Primary != "" && loc.Primary != s.url {
 		s.proxy(w, r, loc.Primary)
 		return
@@ -121,7 +121,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, id fid.Fil
 		httpx.WriteError(w, http.StatusNotFound, fmt.Sprintf("volume %d is not on this server", id.Volume))
 		return
 	}
-	loc := s.location(id.Volume)
+	loc := s.locate(r.Context(), id.Volume)
 	if loc != nil && loc.Primary != "" && loc.Primary != s.url {
 		s.proxy(w, r, loc.Primary)
 		return

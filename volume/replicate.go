@@ -206,7 +206,7 @@ func (s *Server) repair(ctx context.Context, v *Volume, id fid.FileID, cause err
 
 // fetchFromPeers returns the first verified record of key from another replica.
 func (s *Server) fetchFromPeers(ctx context.Context, vid uint32, key uint64) ([]byte, error) {
-	loc := s.location(vid)
+	loc := s.locate(ctx, vid)
 	peers := peersOf(loc, s.url)
 	if len(peers) == 0 {
 		return nil, errors.New("no other replica known")

@@ -70,6 +70,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.DC == "" {
+		cfg.DC = "dc1"
+	}
+	if cfg.Rack == "" {
+		cfg.Rack = "rack1"
+	}
 	if cfg.MaxVolumes <= 0 {
 		cfg.MaxVolumes = 8
 	}
@@ -245,6 +251,40 @@ func (s *Server) location(id uint32) *pb.VolumeLocation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mu.locations[id]
+}
+
+// locate returns the placement of volume id, asking the master leader when
+// no heartbeat answer has carried it yet (a volume grown a moment ago).
+func (s *Server) locate(ctx context.Context, id uint32) *pb.VolumeLocation {
+	if loc := s.location(id); loc != nil {
+		return loc
+	}
+	s.mu.Lock()
+	leader := s.mu.leader
+	s.mu.Unlock()
+	if leader == "" {
+		return nil
+	}
+	conn, err := s.pool.Conn(leader)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := pb.NewMasterClient(conn).Lookup(ctx, &pb.LookupRequest{VolumeId: id})
+	if err != nil || resp.Primary == "" {
+		return nil
+	}
+	loc := &pb.VolumeLocation{VolumeId: id, Primary: resp.Primary, Writable: resp.Writable}
+	for _, l := range resp.Locations {
+		loc.Replicas = append(loc.Replicas, l.Url)
+	}
+	s.mu.Lock()
+	if _, ok := s.mu.locations[id]; !ok {
+		s.mu.locations[id] = loc
+	}
+	s.mu.Unlock()
+	return loc
 }
 
 func (s *Server) behind(id uint32) (string, bool) {

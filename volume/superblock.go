@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strconv"
@@ -73,6 +74,9 @@ func decodeSuperblock(b []byte) (superblock, error) {
 	}
 	if err := ValidCollection(sb.collection); err != nil {
 		return superblock{}, fmt.Errorf("%w: %w", err, ErrCorrupt)
+	}
+	if !bytes.Equal(sb.encode(), b[:superblockSize]) {
+		return superblock{}, fmt.Errorf("volume: superblock has non-zero padding: %w", ErrCorrupt)
 	}
 	return sb, nil
 }

@@ -303,8 +303,15 @@ func (c *Cluster) WaitVolumesRegistered(t testing.TB) {
 			alive[s.URL] = s.Alive
 		}
 		for _, v := range c.Volumes {
-			if v.Running() && !alive[v.HTTP] {
+			if !v.Running() {
+				continue
+			}
+			if !alive[v.HTTP] {
 				return fmt.Errorf("%s not alive at the master", v.HTTP)
+			}
+			var ready map[string]string
+			if err := c.GetJSON("http://"+v.HTTP+"/readyz", &ready); err != nil {
+				return err
 			}
 		}
 		return nil
