@@ -79,4 +79,3 @@ func fail(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "cairn: "+format+"\n", args...)
 	return 1
 }
-

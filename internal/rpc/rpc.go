@@ -102,7 +102,6 @@ func (p *Pool) Close() error {
 	return nil
 }
 
-
 // RaftOffset is added to a Raft member's HTTP port to get its Raft (TCP) port.
 const RaftOffset = 20000
 

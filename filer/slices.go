@@ -1,0 +1,181 @@
+package filer
+
+import (
+	"cmp"
+	"slices"
+	"syscall"
+
+	"github.com/cairn-storage/cairn/internal/fid"
+)
+
+// MaxFileSize is the largest file size the filer accepts (EFBIG beyond).
+const MaxFileSize uint64 = 1 << 62
+
+// Slice is a piece of a file's data: Len bytes at file offset Off, stored
+// in needle Fid starting at NeedleOff. Fid "" is a hole: the range reads as
+// zeros. Where slices overlap, the later one in the list wins.
+type Slice struct {
+	Off       uint64 `json:"off"`
+	Len       uint64 `json:"len"`
+	Fid       string `json:"fid,omitempty"`
+	NeedleOff uint64 `json:"noff,omitempty"`
+}
+
+func (s Slice) end() uint64 { return s.Off + s.Len }
+
+// Extent is a visible piece of a byte range: Len bytes at file offset Off
+// are read from needle Fid at NeedleOff, or are zeros when Fid is "".
+type Extent struct {
+	Off       uint64 `json:"off"`
+	Len       uint64 `json:"len"`
+	Fid       string `json:"fid,omitempty"`
+	NeedleOff uint64 `json:"noff,omitempty"`
+}
+
+// interval is a half-open byte range [lo, hi).
+type interval struct{ lo, hi uint64 }
+
+// coverage is a sorted list of disjoint, non-adjacent intervals.
+type coverage []interval
+
+// uncovered returns the parts of [lo, hi) not in c, in order.
+func (c coverage) uncovered(lo, hi uint64) []interval {
+	var out []interval
+	for _, iv := range c {
+		if iv.hi <= lo {
+			continue
+		}
+		if iv.lo >= hi {
+			break
+		}
+		if iv.lo > lo {
+			out = append(out, interval{lo, iv.lo})
+		}
+		lo = max(lo, iv.hi)
+		if lo >= hi {
+			return out
+		}
+	}
+	if lo < hi {
+		out = append(out, interval{lo, hi})
+	}
+	return out
+}
+
+// add merges [lo, hi) into c.
+func (c coverage) add(lo, hi uint64) coverage {
+	i := 0
+	for i < len(c) && c[i].hi < lo {
+		i++
+	}
+	j := i
+	for j < len(c) && c[j].lo <= hi {
+		lo = min(lo, c[j].lo)
+		hi = max(hi, c[j].hi)
+		j++
+	}
+	return slices.Replace(c, i, j, interval{lo, hi})
+}
+
+// VisibleExtents returns, for the byte range [off, off+length), the pieces
+// to read in file order: each from the latest slice covering it, or a hole
+// (Fid "") where no slice or a hole slice covers it. The extents exactly
+// tile the range. The caller clips the range to the file size.
+func VisibleExtents(sl []Slice, off, length uint64) []Extent {
+	if length == 0 {
+		return nil
+	}
+	end := off + length
+	if end < off {
+		end = ^uint64(0)
+	}
+	var cov coverage
+	var out []Extent
+	for i := len(sl) - 1; i >= 0; i-- {
+		s := sl[i]
+		lo, hi := max(s.Off, off), min(s.end(), end)
+		if lo >= hi {
+			continue
+		}
+		for _, iv := range cov.uncovered(lo, hi) {
+			e := Extent{Off: iv.lo, Len: iv.hi - iv.lo}
+			if s.Fid != "" {
+				e.Fid = s.Fid
+				e.NeedleOff = s.NeedleOff + (iv.lo - s.Off)
+			}
+			out = append(out, e)
+		}
+		cov = cov.add(lo, hi)
+	}
+	for _, iv := range cov.uncovered(off, end) {
+		out = append(out, Extent{Off: iv.lo, Len: iv.hi - iv.lo})
+	}
+	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Off, b.Off) })
+	// Merge neighbouring holes so a range reads as few pieces as possible.
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Fid == "" && merged[n-1].Fid == "" && merged[n-1].Off+merged[n-1].Len == e.Off {
+			merged[n-1].Len += e.Len
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
+
+// pruneShadowed drops the slices no byte of which is visible because later
+// slices cover them, and returns the kept list and the dropped slices.
+func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
+	visible := make([]bool, len(sl))
+	var cov coverage
+	for i := len(sl) - 1; i >= 0; i-- {
+		s := sl[i]
+		if len(cov.uncovered(s.Off, s.end())) > 0 {
+			visible[i] = true
+		}
+		cov = cov.add(s.Off, s.end())
+	}
+	for i, s := range sl {
+		if visible[i] {
+			kept = append(kept, s)
+		} else {
+			dropped = append(dropped, s)
+		}
+	}
+	return kept, dropped
+}
+
+// truncateSlices cuts the slices at size: those starting at or past it are
+// dropped, those crossing it are shortened.
+func truncateSlices(sl []Slice, size uint64) (kept, dropped []Slice) {
+	for _, s := range sl {
+		switch {
+		case s.Off >= size:
+			dropped = append(dropped, s)
+		case s.end() > size:
+			s.Len = size - s.Off
+			kept = append(kept, s)
+		default:
+			kept = append(kept, s)
+		}
+	}
+	return kept, dropped
+}
+
+// validateSlice checks a slice sent by a client.
+func validateSlice(s Slice) syscall.Errno {
+	if s.Len == 0 {
+		return syscall.EINVAL
+	}
+	if s.end() < s.Off || s.end() > MaxFileSize {
+		return syscall.EFBIG
+	}
+	if s.Fid != "" {
+		if _, err := fid.Parse(s.Fid); err != nil {
+			return syscall.EINVAL
+		}
+	} else if s.NeedleOff != 0 {
+		return syscall.EINVAL
+	}
+	return 0
+}
