@@ -38,6 +38,8 @@ fuzz:
 
 # Benchmarks, reported as ratios against local-disk baselines from the same run.
 bench: build
+	@command -v fio >/dev/null || { apt-get install -y -qq fio >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq fio; } || echo "fio not installed: its baseline is skipped"; }
 	./scripts/bench-core.sh
 
 lint:

@@ -122,7 +122,7 @@ func pickServers(cands []candidate, p placement, rnd *rand.Rand) ([]string, erro
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("%w: replication %s needs %d servers with free volume slots (%d in one rack, %d on other racks of that data center, %d in other data centers), but only %d of %d alive servers have free slots; start more volume servers or raise their max volumes",
+		return nil, fmt.Errorf("%w: replication %s needs %d servers with free volume slots (%d in one rack, %d on other racks of that data center, %d in other data centers); %d of %d alive servers have free slots and they do not fit that layout; start more volume servers or raise their max volumes",
 			ErrNoRoom, p, p.Copies(), p.SameRack+1, p.DiffRack, p.DiffDC, len(free), len(cands))
 	}
 	return best, nil

@@ -8,7 +8,7 @@ import (
 
 func TestRecordRoundTrip(t *testing.T) {
 	for _, size := range []int{0, 1, 7, 8, 9, 4096, 100000} {
-		n := &Needle{Key: 0x0102030405060708, Cookie: 0xdeadbeef, AppendNs: 12345, Data: payload(uint64(size), size)}
+		n := &Needle{Key: 0x0102030405060708, Cookie: 0xdeadbeef, AppendNs: 12345, Data: testPayload(uint64(size), size)}
 		rec := EncodeRecord(n)
 		if len(rec)%8 != 0 || int64(len(rec)) != recordSize(uint32(size)) || len(rec) < headerSize+size {
 			t.Fatalf("size %d: record of %d bytes", size, len(rec))

@@ -215,10 +215,14 @@ func (s *Server) volumeInfos() []*pb.VolumeInfo {
 	for _, v := range vols {
 		in := v.Info()
 		_, behind := s.mu.needSync[in.ID]
+		why := in.ReadOnlyReason
+		if in.Err != "" {
+			why = in.Err
+		}
 		out = append(out, &pb.VolumeInfo{
 			Id: in.ID, Collection: in.Collection, Replication: in.Replication,
 			Size: in.Size, NeedleCount: in.NeedleCount, DeletedCount: in.DeletedCount,
-			DeletedBytes: in.DeletedBytes, InSync: !behind, ReadOnly: in.ReadOnly, Error: in.Err,
+			DeletedBytes: in.DeletedBytes, InSync: !behind, ReadOnly: in.ReadOnly, Error: why,
 		})
 	}
 	return out

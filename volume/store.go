@@ -34,13 +34,8 @@ type Store struct {
 func OpenStore(fsys vfs.FS, dir string) (*Store, error) {
 	s := &Store{fs: fsys, dir: dir, log: slog.Default().With("dir", dir)}
 	s.mu.vols = make(map[uint32]*Volume)
-	if _, err := fsys.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := fsys.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("volume: create store directory %s: %w", dir, err)
-		}
-		if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
-			return nil, fmt.Errorf("volume: sync parent of store directory %s: %w", dir, err)
-		}
+	if err := mkdirAllDurable(fsys, dir); err != nil {
+		return nil, err
 	}
 	names, err := fsys.ReadDir(dir)
 	if err != nil {
@@ -79,6 +74,37 @@ func OpenStore(fsys vfs.FS, dir string) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// mkdirAllDurable creates dir and its missing parents and syncs the parent
+// of each created directory, so the directory survives a crash.
+func mkdirAllDurable(fsys vfs.FS, dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		_, err := fsys.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("volume: store directory %s: %w", d, err)
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("volume: create store directory %s: %w", dir, err)
+	}
+	for _, d := range created {
+		if err := fsys.SyncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("volume: sync directory %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) openFile(name, base string) error {

@@ -318,7 +318,7 @@ func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
 		err = fmt.Errorf("volume: record at offset %d is not needle %d: %w", e.off, key, ErrCorrupt)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("volume: needle %d in volume %s; repair it from a replica: %w", key, v.base, err)
+		return nil, fmt.Errorf("volume: needle %d in volume %s needs repair from a replica: %w", key, v.base, err)
 	}
 	return n, nil
 }

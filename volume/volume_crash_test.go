@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cairn-storage/cairn/internal/vfs/errorfs"
 	"github.com/cairn-storage/cairn/internal/vfs/memfs"
 )
 
@@ -46,24 +47,60 @@ func TestPowerLoss(t *testing.T) {
 	if testing.Short() {
 		iterations = 50
 	}
+	torn := 0
 	for seed := range uint64(iterations) {
-		powerLossOnce(t, seed)
+		if powerLossOnce(t, seed) {
+			torn++
+		}
 		if t.Failed() {
 			t.Fatalf("failed with seed %d", seed)
 		}
 	}
+	t.Logf("%d of %d crashes hit an append in flight", torn, iterations)
+	// The test is only meaningful if crashes hit appends in flight.
+	if torn < iterations/20 {
+		t.Fatalf("only %d of %d crashes hit an append in flight", torn, iterations)
+	}
 }
 
-func powerLossOnce(t *testing.T, seed uint64) {
+// powerLossOnce runs one seeded crash and reports whether recovery had to
+// truncate a torn tail.
+func powerLossOnce(t *testing.T, seed uint64) (torn bool) {
 	rng := rand.New(rand.NewPCG(seed, 0xc0ffee))
-	m := newMemFS(t)
-	v, err := OpenVolume(m, testDir, 1, "", "000")
+	m := newTestMemFS(t)
+	h := &crashHistory{attempted: map[uint64][][]byte{}, acked: map[uint64][]byte{}, delTried: map[uint64]bool{}, delAcked: map[uint64]bool{}}
+	const writers, ops = 4, 12
+	// Odd seeds crash from inside the filesystem, at a random operation of
+	// the writer (often between an append and its fdatasync); even seeds
+	// crash from outside at a random moment.
+	var (
+		opCount, crashAtOp int
+		armed              atomic.Bool
+		acked              map[uint64][]byte
+		deleted            map[uint64]bool
+		clone              *memfs.FS
+	)
+	if seed%2 == 1 {
+		crashAtOp = 1 + rng.IntN(3*writers*ops/2)
+	}
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if crashAtOp > 0 && armed.Load() && clone == nil {
+			if opCount++; opCount == crashAtOp { // only the writer goroutine gets here
+				acked, deleted = h.snapshot()
+				clone = m.CrashClone(memfs.CrashOptions{Rand: rng})
+			}
+		}
+		return nil
+	})
+	v, err := OpenVolume(errorfs.Wrap(m, inj), volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &crashHistory{attempted: map[uint64][][]byte{}, acked: map[uint64][]byte{}, delTried: map[uint64]bool{}, delAcked: map[uint64]bool{}}
-	const writers, ops = 4, 12
+	armed.Store(true)
 	crashAfter := int64(rng.IntN(writers * ops))
+	if crashAtOp > 0 {
+		crashAfter = writers * ops // wait for the writers
+	}
 	var wg sync.WaitGroup
 	var finished atomic.Int64
 	for w := range writers {
@@ -76,7 +113,7 @@ func powerLossOnce(t *testing.T, seed uint64) {
 					h.mu.Lock()
 					h.delTried[key] = true
 					h.mu.Unlock()
-					if _, err := v.Delete(ctx, key, uint32(key)); err == nil {
+					if _, err := v.Delete(bgCtx, key, uint32(key)); err == nil {
 						h.mu.Lock()
 						h.delAcked[key] = true
 						delete(h.acked, key)
@@ -84,11 +121,11 @@ func powerLossOnce(t *testing.T, seed uint64) {
 					}
 					continue
 				}
-				data := payload(wr.Uint64(), wr.IntN(3000))
+				data := testPayload(wr.Uint64(), wr.IntN(3000))
 				h.mu.Lock()
 				h.attempted[key] = append(h.attempted[key], data)
 				h.mu.Unlock()
-				if err := v.Write(ctx, &Needle{Key: key, Cookie: uint32(key), Data: data}); err != nil {
+				if err := v.Write(bgCtx, &Needle{Key: key, Cookie: uint32(key), Data: data}); err != nil {
 					return // the volume was closed under us
 				}
 				h.mu.Lock()
@@ -102,15 +139,23 @@ func powerLossOnce(t *testing.T, seed uint64) {
 	for h.ackedCount.Load() < crashAfter && finished.Load() < writers {
 		runtime.Gosched()
 	}
-	acked, deleted := h.snapshot()
-	clone := m.CrashClone(memfs.CrashOptions{Rand: rng})
+	if crashAtOp == 0 {
+		acked, deleted = h.snapshot()
+		clone = m.CrashClone(memfs.CrashOptions{Rand: rng})
+	}
 	wg.Wait()
 	v.Close()
+	if clone == nil { // the writers finished first
+		acked, deleted = h.snapshot()
+		clone = m.CrashClone(memfs.CrashOptions{Rand: rng})
+	}
 
-	v, err = OpenVolume(clone, testDir, 1, "", "000")
+	crashedSize := len(fileBytes(t, clone, datPath(1)))
+	v, err = OpenVolume(clone, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatalf("seed %d: reopen after crash: %v", seed, err)
 	}
+	torn = v.Info().Size < uint64(crashedSize)
 	defer v.Close()
 	checkVolume(t, v)
 	h.mu.Lock()
@@ -148,9 +193,9 @@ func powerLossOnce(t *testing.T, seed uint64) {
 		}
 	}
 	// The recovered file takes appends and survives another clean reopen.
-	write(t, v, 99999, 1, []byte("after recovery"))
+	mustWrite(t, v, 99999, 1, []byte("after recovery"))
 	v.Close()
-	v, err = OpenVolume(clone.CrashClone(memfs.CrashOptions{}), testDir, 1, "", "000")
+	v, err = OpenVolume(clone.CrashClone(memfs.CrashOptions{}), volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatalf("seed %d: second reopen: %v", seed, err)
 	}
@@ -159,6 +204,7 @@ func powerLossOnce(t *testing.T, seed uint64) {
 	if in := v.Info(); in.DamagedBytes != 0 {
 		t.Errorf("seed %d: recovery left damage: %+v", seed, in)
 	}
+	return torn
 }
 
 func wasWritten(attempts [][]byte, data []byte) bool {
@@ -180,7 +226,7 @@ func TestGarbageAppended(t *testing.T) {
 			garbage[j] = byte(rng.Uint32())
 		}
 		if i%4 == 0 && len(garbage) > 8 { // a plausible header start
-			copy(garbage, EncodeRecord(&Needle{Key: 1, Data: payload(1, 64)})[:8])
+			copy(garbage, EncodeRecord(&Needle{Key: 1, Data: testPayload(1, 64)})[:8])
 		}
 		openWithGarbage(t, garbage)
 	}
@@ -195,19 +241,19 @@ func FuzzOpenWithGarbage(f *testing.F) {
 }
 
 func openWithGarbage(t *testing.T, garbage []byte) {
-	m := newMemFS(t)
-	v, err := OpenVolume(m, testDir, 1, "", "000")
+	m := newTestMemFS(t)
+	v, err := OpenVolume(m, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[uint64]*Needle{}
 	for k := uint64(1); k <= 3; k++ {
-		want[k] = write(t, v, k, 1, payload(k, int(k)*50))
+		want[k] = mustWrite(t, v, k, 1, testPayload(k, int(k)*50))
 	}
 	size := v.Info().Size
 	v.Close()
 	patchFile(t, m, datPath(1), int64(size), garbage)
-	v, err = OpenVolume(m, testDir, 1, "", "000")
+	v, err = OpenVolume(m, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatalf("open with %d garbage bytes: %v", len(garbage), err)
 	}
@@ -222,7 +268,7 @@ func openWithGarbage(t *testing.T, garbage []byte) {
 			t.Fatalf("needle %d lost to appended garbage: %v", k, err)
 		}
 	}
-	write(t, v, 10, 1, []byte("append after garbage"))
+	mustWrite(t, v, 10, 1, []byte("append after garbage"))
 	mustRead(t, v, 10, 1, []byte("append after garbage"))
 }
 

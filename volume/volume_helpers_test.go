@@ -12,13 +12,13 @@ import (
 	"github.com/cairn-storage/cairn/internal/vfs/memfs"
 )
 
-const testDir = "/data"
+const volTestDir = "/data"
 
-// newMemFS returns a memfs with testDir created durably.
-func newMemFS(t testing.TB) *memfs.FS {
+// newMemFS returns a memfs with volTestDir created durably.
+func newTestMemFS(t testing.TB) *memfs.FS {
 	t.Helper()
 	m := memfs.New()
-	if err := m.MkdirAll(testDir, 0o755); err != nil {
+	if err := m.MkdirAll(volTestDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.SyncDir("/"); err != nil {
@@ -29,9 +29,9 @@ func newMemFS(t testing.TB) *memfs.FS {
 
 // mustOpen opens volume 1 of the default collection and closes it at cleanup
 // after checking its consistency.
-func mustOpen(t testing.TB, fsys vfs.FS) *Volume {
+func mustOpenVolume(t testing.TB, fsys vfs.FS) *Volume {
 	t.Helper()
-	v, err := OpenVolume(fsys, testDir, 1, "", "000")
+	v, err := OpenVolume(fsys, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatalf("OpenVolume: %v", err)
 	}
@@ -80,7 +80,7 @@ func checkVolume(t testing.TB, v *Volume) {
 	}
 }
 
-func write(t testing.TB, v *Volume, key uint64, cookie uint32, data []byte) *Needle {
+func mustWrite(t testing.TB, v *Volume, key uint64, cookie uint32, data []byte) *Needle {
 	t.Helper()
 	n := &Needle{Key: key, Cookie: cookie, Data: data}
 	if err := v.Write(context.Background(), n); err != nil {
@@ -135,10 +135,10 @@ func patchFile(t testing.TB, fsys vfs.FS, name string, off int64, b []byte) {
 	}
 }
 
-func datPath(id uint32) string { return testDir + "/" + fileBase("", id) + extData }
+func datPath(id uint32) string { return volTestDir + "/" + fileBase("", id) + extData }
 
 // payload returns deterministic bytes for key.
-func payload(key uint64, n int) []byte {
+func testPayload(key uint64, n int) []byte {
 	b := make([]byte, n)
 	x := key*0x9e3779b97f4a7c15 + 1
 	for i := range b {

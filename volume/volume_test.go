@@ -17,25 +17,25 @@ import (
 	"github.com/cairn-storage/cairn/internal/vfs/memfs"
 )
 
-var ctx = context.Background()
+var bgCtx = context.Background()
 
 func TestWriteReadRoundTrip(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
 	sizes := []int{0, 1, 7, 8, 40, 4096, 1 << 20}
 	for i, size := range sizes {
-		write(t, v, uint64(i+1), uint32(1000+i), payload(uint64(i), size))
+		mustWrite(t, v, uint64(i+1), uint32(1000+i), testPayload(uint64(i), size))
 	}
 	for i, size := range sizes {
-		mustRead(t, v, uint64(i+1), uint32(1000+i), payload(uint64(i), size))
+		mustRead(t, v, uint64(i+1), uint32(1000+i), testPayload(uint64(i), size))
 	}
 	if in := v.Info(); in.NeedleCount != uint64(len(sizes)) || in.ReadOnly || in.ID != 1 || in.Replication != "000" {
 		t.Fatalf("Info = %+v", in)
 	}
 	v.Close()
-	v2 := mustOpen(t, m.CrashClone(memfs.CrashOptions{}))
+	v2 := mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
 	for i, size := range sizes {
-		mustRead(t, v2, uint64(i+1), uint32(1000+i), payload(uint64(i), size))
+		mustRead(t, v2, uint64(i+1), uint32(1000+i), testPayload(uint64(i), size))
 	}
 }
 
@@ -45,7 +45,7 @@ func TestOSRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, v, 1, 2, []byte("on a real disk"))
+	mustWrite(t, v, 1, 2, []byte("on a real disk"))
 	v.Close()
 	v, err = OpenVolume(vfs.OS, dir, 3, "pics", "001")
 	if err != nil {
@@ -56,8 +56,8 @@ func TestOSRoundTrip(t *testing.T) {
 }
 
 func TestReadErrors(t *testing.T) {
-	v := mustOpen(t, newMemFS(t))
-	write(t, v, 1, 0xabc, []byte("x"))
+	v := mustOpenVolume(t, newTestMemFS(t))
+	mustWrite(t, v, 1, 0xabc, []byte("x"))
 	if _, err := v.Read(2, 0xabc); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing: %v", err)
 	}
@@ -67,7 +67,7 @@ func TestReadErrors(t *testing.T) {
 	if _, err := v.ReadRecord(2); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ReadRecord missing: %v", err)
 	}
-	err := v.Write(ctx, &Needle{Key: 3, Data: make([]byte, MaxNeedleSize+1)})
+	err := v.Write(bgCtx, &Needle{Key: 3, Data: make([]byte, MaxNeedleSize+1)})
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
@@ -77,10 +77,10 @@ func TestReadErrors(t *testing.T) {
 }
 
 func TestOverwrite(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
-	first := write(t, v, 7, 1, []byte("first version"))
-	second := write(t, v, 7, 2, []byte("second"))
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
+	first := mustWrite(t, v, 7, 1, []byte("first version"))
+	second := mustWrite(t, v, 7, 2, []byte("second"))
 	if second.AppendNs <= first.AppendNs {
 		t.Fatalf("AppendNs not increasing: %d then %d", first.AppendNs, second.AppendNs)
 	}
@@ -93,7 +93,7 @@ func TestOverwrite(t *testing.T) {
 		t.Fatalf("Info after overwrite = %+v", in)
 	}
 	v.Close()
-	v2 := mustOpen(t, m)
+	v2 := mustOpenVolume(t, m)
 	mustRead(t, v2, 7, 2, []byte("second"))
 	if in := v2.Info(); in.DeletedBytes != uint64(recordSize(13)) {
 		t.Fatalf("garbage not rebuilt on open: %+v", in)
@@ -101,24 +101,24 @@ func TestOverwrite(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
-	n := write(t, v, 5, 9, []byte("doomed"))
-	if _, err := v.Delete(ctx, 6, 9); !errors.Is(err, ErrNotFound) {
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
+	n := mustWrite(t, v, 5, 9, []byte("doomed"))
+	if _, err := v.Delete(bgCtx, 6, 9); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete missing: %v", err)
 	}
-	if _, err := v.Delete(ctx, 5, 8); !errors.Is(err, ErrCookieMismatch) {
+	if _, err := v.Delete(bgCtx, 5, 8); !errors.Is(err, ErrCookieMismatch) {
 		t.Fatalf("delete wrong cookie: %v", err)
 	}
 	mustRead(t, v, 5, 9, []byte("doomed"))
-	ns, err := v.Delete(ctx, 5, 9)
+	ns, err := v.Delete(bgCtx, 5, 9)
 	if err != nil || ns <= n.AppendNs {
 		t.Fatalf("Delete = %d, %v (write was at %d)", ns, err, n.AppendNs)
 	}
 	if _, err := v.Read(5, 9); !errors.Is(err, ErrDeleted) {
 		t.Fatalf("read deleted: %v", err)
 	}
-	if _, err := v.Delete(ctx, 5, 9); !errors.Is(err, ErrDeleted) {
+	if _, err := v.Delete(bgCtx, 5, 9); !errors.Is(err, ErrDeleted) {
 		t.Fatalf("delete twice: %v", err)
 	}
 	rec, err := v.ReadRecord(5)
@@ -133,7 +133,7 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("Index = %+v", idx)
 	}
 	v.Close()
-	v2 := mustOpen(t, m.CrashClone(memfs.CrashOptions{}))
+	v2 := mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
 	if _, err := v2.Read(5, 9); !errors.Is(err, ErrDeleted) {
 		t.Fatalf("after reopen: %v", err)
 	}
@@ -143,11 +143,11 @@ func TestDelete(t *testing.T) {
 }
 
 func TestAppendNs(t *testing.T) {
-	v := mustOpen(t, newMemFS(t))
-	explicit := write(t, v, 1, 1, nil)
+	v := mustOpenVolume(t, newTestMemFS(t))
+	explicit := mustWrite(t, v, 1, 1, nil)
 	last := explicit.AppendNs
 	for i := range 20 {
-		n := write(t, v, uint64(i+2), 1, []byte("x"))
+		n := mustWrite(t, v, uint64(i+2), 1, []byte("x"))
 		if n.AppendNs <= last {
 			t.Fatalf("AppendNs %d after %d", n.AppendNs, last)
 		}
@@ -155,31 +155,31 @@ func TestAppendNs(t *testing.T) {
 	}
 	future := uint64(time.Now().Add(time.Hour).UnixNano())
 	n := &Needle{Key: 100, AppendNs: future, Data: []byte("y")}
-	if err := v.Write(ctx, n); err != nil || n.AppendNs != future {
+	if err := v.Write(bgCtx, n); err != nil || n.AppendNs != future {
 		t.Fatalf("explicit AppendNs: %d, %v", n.AppendNs, err)
 	}
-	if n := write(t, v, 101, 1, nil); n.AppendNs != future+1 {
+	if n := mustWrite(t, v, 101, 1, nil); n.AppendNs != future+1 {
 		t.Fatalf("after a future AppendNs got %d, want %d", n.AppendNs, future+1)
 	}
 }
 
 // The higher AppendNs wins; on a tie the later record in the file wins.
 func TestMergeRule(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
 	rec := func(ns uint64, data string) []byte {
 		return EncodeRecord(&Needle{Key: 1, Cookie: 1, AppendNs: ns, Data: []byte(data)})
 	}
 	for _, r := range [][]byte{rec(100, "new"), rec(50, "older, arrives late"), rec(100, "repair copy")} {
-		if err := v.WriteRecord(ctx, r); err != nil {
+		if err := v.WriteRecord(bgCtx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mustRead(t, v, 1, 1, []byte("repair copy"))
 	v.Close()
-	v = mustOpen(t, m)
+	v = mustOpenVolume(t, m)
 	mustRead(t, v, 1, 1, []byte("repair copy"))
-	if err := v.WriteRecord(ctx, rec(101, "newest")[:40]); !errors.Is(err, ErrCorrupt) {
+	if err := v.WriteRecord(bgCtx, rec(101, "newest")[:40]); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("truncated record accepted: %v", err)
 	}
 	mustRead(t, v, 1, 1, []byte("repair copy"))
@@ -201,7 +201,7 @@ func (s *slowSync) MaybeError(op errorfs.Op) error {
 
 func TestGroupCommitBatches(t *testing.T) {
 	inj := &slowSync{d: 2 * time.Millisecond}
-	v := mustOpen(t, errorfs.Wrap(newMemFS(t), inj))
+	v := mustOpenVolume(t, errorfs.Wrap(newTestMemFS(t), inj))
 	var batches []int
 	var bmu sync.Mutex
 	v.SetBatchObserver(func(n int) { bmu.Lock(); batches = append(batches, n); bmu.Unlock() })
@@ -211,7 +211,7 @@ func TestGroupCommitBatches(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				key := uint64(w*each + i + 1)
-				if err := v.Write(ctx, &Needle{Key: key, Cookie: 1, Data: payload(key, 100)}); err != nil {
+				if err := v.Write(bgCtx, &Needle{Key: key, Cookie: 1, Data: testPayload(key, 100)}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -236,7 +236,7 @@ func TestGroupCommitBatches(t *testing.T) {
 		t.Fatalf("observer saw %d batches totalling %d", len(batches), total)
 	}
 	for key := uint64(1); key <= writers*each; key++ {
-		mustRead(t, v, key, 1, payload(key, 100))
+		mustRead(t, v, key, 1, testPayload(key, 100))
 	}
 }
 
@@ -257,10 +257,10 @@ func (b *blockSync) MaybeError(op errorfs.Op) error {
 
 func TestNotVisibleBeforeSync(t *testing.T) {
 	inj := &blockSync{entered: make(chan struct{}), release: make(chan struct{})}
-	v := mustOpen(t, errorfs.Wrap(newMemFS(t), inj))
+	v := mustOpenVolume(t, errorfs.Wrap(newTestMemFS(t), inj))
 	inj.armed.Store(true)
 	done := make(chan error)
-	go func() { done <- v.Write(ctx, &Needle{Key: 1, Cookie: 1, Data: []byte("x")}) }()
+	go func() { done <- v.Write(bgCtx, &Needle{Key: 1, Cookie: 1, Data: []byte("x")}) }()
 	<-inj.entered
 	if _, err := v.Read(1, 1); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("needle visible before its sync: %v", err)
@@ -279,11 +279,11 @@ func TestNotVisibleBeforeSync(t *testing.T) {
 }
 
 func TestContextCanceledBeforeHandoff(t *testing.T) {
-	v := mustOpen(t, newMemFS(t))
-	c, cancel := context.WithCancel(ctx)
+	v := mustOpenVolume(t, newTestMemFS(t))
+	c, cancel := context.WithCancel(bgCtx)
 	cancel()
 	if err := v.Write(c, &Needle{Key: 1, Data: []byte("x")}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Write with canceled ctx: %v", err)
+		t.Fatalf("Write with canceled bgCtx: %v", err)
 	}
 	if _, err := v.Read(1, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("canceled write stored: %v", err)
@@ -291,10 +291,10 @@ func TestContextCanceledBeforeHandoff(t *testing.T) {
 }
 
 func TestCRCFlipThenRepair(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
-	write(t, v, 1, 1, []byte("neighbour"))
-	n := write(t, v, 2, 2, []byte("precious bytes"))
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
+	mustWrite(t, v, 1, 1, []byte("neighbour"))
+	n := mustWrite(t, v, 2, 2, []byte("precious bytes"))
 	good := EncodeRecord(n) // what a healthy replica holds
 	off := v.mu.index[2].off
 	patchFile(t, m, datPath(1), off+headerSize+3, []byte{'X'})
@@ -305,7 +305,7 @@ func TestCRCFlipThenRepair(t *testing.T) {
 	if _, err := v.ReadRecord(2); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ReadRecord of flipped needle: %v", err)
 	}
-	if bad, err := v.Verify(ctx); err != nil || len(bad) != 1 || bad[0] != 2 {
+	if bad, err := v.Verify(bgCtx); err != nil || len(bad) != 1 || bad[0] != 2 {
 		t.Fatalf("Verify = %v, %v", bad, err)
 	}
 	if v.Info().CorruptCount != 1 {
@@ -314,22 +314,22 @@ func TestCRCFlipThenRepair(t *testing.T) {
 	mustRead(t, v, 1, 1, []byte("neighbour"))
 	v.Close()
 
-	v = mustOpen(t, m)
+	v = mustOpenVolume(t, m)
 	if _, err := v.Read(2, 2); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("after reopen: %v", err)
 	}
-	if bad, _ := v.Verify(ctx); len(bad) != 1 {
+	if bad, _ := v.Verify(bgCtx); len(bad) != 1 {
 		t.Fatalf("Verify after reopen = %v", bad)
 	}
-	if err := v.WriteRecord(ctx, good); err != nil {
+	if err := v.WriteRecord(bgCtx, good); err != nil {
 		t.Fatal(err)
 	}
 	mustRead(t, v, 2, 2, []byte("precious bytes"))
-	if bad, _ := v.Verify(ctx); len(bad) != 0 {
+	if bad, _ := v.Verify(bgCtx); len(bad) != 0 {
 		t.Fatalf("Verify after repair = %v", bad)
 	}
 	v.Close()
-	v = mustOpen(t, m)
+	v = mustOpenVolume(t, m)
 	mustRead(t, v, 2, 2, []byte("precious bytes"))
 	if v.Info().CorruptCount != 0 {
 		t.Fatalf("corrupt count after repair: %+v", v.Info())
@@ -337,19 +337,19 @@ func TestCRCFlipThenRepair(t *testing.T) {
 }
 
 func TestTornTailTruncated(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
 	for i := range 5 {
-		write(t, v, uint64(i), 1, payload(uint64(i), 300))
+		mustWrite(t, v, uint64(i), 1, testPayload(uint64(i), 300))
 	}
 	size := v.Info().Size
 	v.Close()
-	torn := EncodeRecord(&Needle{Key: 99, Cookie: 1, AppendNs: 1 << 62, Data: payload(99, 500)})
+	torn := EncodeRecord(&Needle{Key: 99, Cookie: 1, AppendNs: 1 << 62, Data: testPayload(99, 500)})
 	for _, cut := range []int{3, 39, 40, 41, 300, len(torn) - 1} {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
 			c := m.CrashClone(memfs.CrashOptions{})
 			patchFile(t, c, datPath(1), int64(size), torn[:cut])
-			v := mustOpen(t, c)
+			v := mustOpenVolume(t, c)
 			if got := v.Info().Size; got != size {
 				t.Fatalf("size after recovery %d, want %d", got, size)
 			}
@@ -359,11 +359,11 @@ func TestTornTailTruncated(t *testing.T) {
 			if _, err := v.Read(99, 1); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("torn needle visible: %v", err)
 			}
-			write(t, v, 6, 1, []byte("after"))
+			mustWrite(t, v, 6, 1, []byte("after"))
 			v.Close()
-			v = mustOpen(t, c.CrashClone(memfs.CrashOptions{}))
+			v = mustOpenVolume(t, c.CrashClone(memfs.CrashOptions{}))
 			for i := range 5 {
-				mustRead(t, v, uint64(i), 1, payload(uint64(i), 300))
+				mustRead(t, v, uint64(i), 1, testPayload(uint64(i), 300))
 			}
 			mustRead(t, v, 6, 1, []byte("after"))
 		})
@@ -371,19 +371,19 @@ func TestTornTailTruncated(t *testing.T) {
 }
 
 func TestMidFileCorruptionSkipped(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
-	write(t, v, 1, 1, payload(1, 100))
-	write(t, v, 2, 1, payload(2, 5000))
-	write(t, v, 3, 1, payload(3, 100))
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
+	mustWrite(t, v, 1, 1, testPayload(1, 100))
+	mustWrite(t, v, 2, 1, testPayload(2, 5000))
+	mustWrite(t, v, 3, 1, testPayload(3, 100))
 	off2 := v.mu.index[2].off
 	size := v.Info().Size
 	v.Close()
 	patchFile(t, m, datPath(1), off2+1, []byte("garbage!")) // smash magic and header CRC
 
-	v = mustOpen(t, m)
-	mustRead(t, v, 1, 1, payload(1, 100))
-	mustRead(t, v, 3, 1, payload(3, 100))
+	v = mustOpenVolume(t, m)
+	mustRead(t, v, 1, 1, testPayload(1, 100))
+	mustRead(t, v, 3, 1, testPayload(3, 100))
 	if _, err := v.Read(2, 1); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("damaged needle: %v", err)
 	}
@@ -391,24 +391,24 @@ func TestMidFileCorruptionSkipped(t *testing.T) {
 	if in.Size != size || in.DamagedBytes != uint64(recordSize(5000)) || in.ReadOnly {
 		t.Fatalf("Info = %+v (size before %d)", in, size)
 	}
-	write(t, v, 4, 1, []byte("still writable"))
+	mustWrite(t, v, 4, 1, []byte("still writable"))
 	v.Close()
-	v = mustOpen(t, m)
-	mustRead(t, v, 3, 1, payload(3, 100))
+	v = mustOpenVolume(t, m)
+	mustRead(t, v, 3, 1, testPayload(3, 100))
 	mustRead(t, v, 4, 1, []byte("still writable"))
 }
 
 func TestFailedSyncTurnsReadOnly(t *testing.T) {
-	m := newMemFS(t)
+	m := newTestMemFS(t)
 	sw := errorfs.NewSwitch(".dat", errorfs.OpSync)
-	v := mustOpen(t, errorfs.Wrap(m, sw))
-	write(t, v, 1, 1, []byte("before"))
+	v := mustOpenVolume(t, errorfs.Wrap(m, sw))
+	mustWrite(t, v, 1, 1, []byte("before"))
 	sw.Arm(errorfs.ErrIO)
 	var wg sync.WaitGroup
 	var succeeded atomic.Int64
 	for i := range 16 {
 		wg.Go(func() {
-			if err := v.Write(ctx, &Needle{Key: uint64(100 + i), Data: []byte("lost?")}); err == nil {
+			if err := v.Write(bgCtx, &Needle{Key: uint64(100 + i), Data: []byte("lost?")}); err == nil {
 				succeeded.Add(1)
 			}
 		})
@@ -423,13 +423,13 @@ func TestFailedSyncTurnsReadOnly(t *testing.T) {
 		t.Fatalf("Info after failed sync = %+v", in)
 	}
 	v.ClearReadOnly() // must not revive a volume after a failed fsync
-	if err := v.Write(ctx, &Needle{Key: 200, Data: []byte("x")}); !errors.Is(err, ErrReadOnly) {
+	if err := v.Write(bgCtx, &Needle{Key: 200, Data: []byte("x")}); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write after failed sync: %v", err)
 	}
-	if _, err := v.Delete(ctx, 1, 1); !errors.Is(err, ErrReadOnly) {
+	if _, err := v.Delete(bgCtx, 1, 1); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("delete after failed sync: %v", err)
 	}
-	if _, _, err := v.Vacuum(ctx); !errors.Is(err, ErrReadOnly) {
+	if _, _, err := v.Vacuum(bgCtx); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("vacuum after failed sync: %v", err)
 	}
 	if sw.Hits() != 1 {
@@ -442,15 +442,15 @@ func TestFailedSyncTurnsReadOnly(t *testing.T) {
 	}
 	mustRead(t, v, 1, 1, []byte("before"))
 	v.Close()
-	v = mustOpen(t, m)
-	write(t, v, 300, 1, []byte("after reopen"))
+	v = mustOpenVolume(t, m)
+	mustWrite(t, v, 300, 1, []byte("after reopen"))
 	mustRead(t, v, 1, 1, []byte("before"))
 }
 
 func TestOperatorReadOnly(t *testing.T) {
-	v := mustOpen(t, newMemFS(t))
+	v := mustOpenVolume(t, newTestMemFS(t))
 	v.SetReadOnly("disk replacement")
-	err := v.Write(ctx, &Needle{Key: 1, Data: []byte("x")})
+	err := v.Write(bgCtx, &Needle{Key: 1, Data: []byte("x")})
 	if !errors.Is(err, ErrReadOnly) || !bytes.Contains([]byte(err.Error()), []byte("disk replacement")) {
 		t.Fatalf("write on read-only: %v", err)
 	}
@@ -458,17 +458,17 @@ func TestOperatorReadOnly(t *testing.T) {
 		t.Fatalf("Info = %+v", in)
 	}
 	v.ClearReadOnly()
-	write(t, v, 1, 1, []byte("x"))
+	mustWrite(t, v, 1, 1, []byte("x"))
 }
 
 func TestNoSpace(t *testing.T) {
-	m := newMemFS(t)
-	v := mustOpen(t, m)
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
 	var acked []uint64
 	m.SetCapacity(superblockSize + 20*recordSize(1000) + headerSize - 1)
 	var err error
 	for key := uint64(1); key < 100; key++ {
-		if err = v.Write(ctx, &Needle{Key: key, Cookie: 1, Data: payload(key, 1000)}); err != nil {
+		if err = v.Write(bgCtx, &Needle{Key: key, Cookie: 1, Data: testPayload(key, 1000)}); err != nil {
 			break
 		}
 		acked = append(acked, key)
@@ -480,18 +480,18 @@ func TestNoSpace(t *testing.T) {
 	if in.ReadOnly || in.Size != uint64(len(fileBytes(t, m, datPath(1)))) {
 		t.Fatalf("Info %+v, file %d bytes", in, len(fileBytes(t, m, datPath(1))))
 	}
-	if _, err := v.Delete(ctx, 1, 1); !errors.Is(err, ErrNoSpace) {
+	if _, err := v.Delete(bgCtx, 1, 1); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("delete on a full disk: %v", err)
 	}
 	for _, key := range acked {
-		mustRead(t, v, key, 1, payload(key, 1000))
+		mustRead(t, v, key, 1, testPayload(key, 1000))
 	}
 	m.SetCapacity(0)
-	write(t, v, 1000, 1, []byte("space again"))
+	mustWrite(t, v, 1000, 1, []byte("space again"))
 	v.Close()
-	v = mustOpen(t, m.CrashClone(memfs.CrashOptions{}))
+	v = mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
 	for _, key := range acked {
-		mustRead(t, v, key, 1, payload(key, 1000))
+		mustRead(t, v, key, 1, testPayload(key, 1000))
 	}
 	mustRead(t, v, 1000, 1, []byte("space again"))
 	if v.Info().DamagedBytes != 0 {
@@ -500,7 +500,7 @@ func TestNoSpace(t *testing.T) {
 }
 
 func TestShortWriteRolledBack(t *testing.T) {
-	m := newMemFS(t)
+	m := newTestMemFS(t)
 	var fail atomic.Bool
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if op.Kind == errorfs.OpWrite && fail.Load() {
@@ -508,17 +508,17 @@ func TestShortWriteRolledBack(t *testing.T) {
 		}
 		return nil
 	})
-	v := mustOpen(t, errorfs.Wrap(m, inj))
-	write(t, v, 1, 1, []byte("first"))
+	v := mustOpenVolume(t, errorfs.Wrap(m, inj))
+	mustWrite(t, v, 1, 1, []byte("first"))
 	fail.Store(true)
-	err := v.Write(ctx, &Needle{Key: 2, Data: payload(2, 3000)})
+	err := v.Write(bgCtx, &Needle{Key: 2, Data: testPayload(2, 3000)})
 	if err == nil || errors.Is(err, ErrNoSpace) {
 		t.Fatalf("short write: %v", err)
 	}
 	fail.Store(false)
-	write(t, v, 3, 1, []byte("third"))
+	mustWrite(t, v, 3, 1, []byte("third"))
 	v.Close()
-	v = mustOpen(t, m)
+	v = mustOpenVolume(t, m)
 	mustRead(t, v, 1, 1, []byte("first"))
 	mustRead(t, v, 3, 1, []byte("third"))
 	if _, err := v.Read(2, 0); !errors.Is(err, ErrNotFound) {
@@ -530,39 +530,39 @@ func TestShortWriteRolledBack(t *testing.T) {
 }
 
 func TestFailedRollbackTurnsReadOnly(t *testing.T) {
-	m := newMemFS(t)
+	m := newTestMemFS(t)
 	sw := errorfs.NewSwitch(".dat", errorfs.OpWrite, errorfs.OpTruncate)
-	v := mustOpen(t, errorfs.Wrap(m, sw))
+	v := mustOpenVolume(t, errorfs.Wrap(m, sw))
 	sw.Arm(errorfs.ErrNoSpace)
-	if err := v.Write(ctx, &Needle{Key: 1, Data: []byte("x")}); err == nil {
+	if err := v.Write(bgCtx, &Needle{Key: 1, Data: []byte("x")}); err == nil {
 		t.Fatal("write succeeded")
 	}
 	sw.Disarm()
-	if err := v.Write(ctx, &Needle{Key: 2, Data: []byte("x")}); !errors.Is(err, ErrReadOnly) {
+	if err := v.Write(bgCtx, &Needle{Key: 2, Data: []byte("x")}); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write after failed rollback: %v", err)
 	}
 }
 
 func TestCloseAndDestroy(t *testing.T) {
-	m := newMemFS(t)
-	v, err := OpenVolume(m, testDir, 1, "", "")
+	m := newTestMemFS(t)
+	v, err := OpenVolume(m, volTestDir, 1, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, v, 1, 1, []byte("x"))
+	mustWrite(t, v, 1, 1, []byte("x"))
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := v.Write(ctx, &Needle{Key: 2}); !errors.Is(err, ErrClosed) {
+	if err := v.Write(bgCtx, &Needle{Key: 2}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after close: %v", err)
 	}
 	if _, err := v.Read(1, 1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("read after close: %v", err)
 	}
-	v, err = OpenVolume(m, testDir, 1, "", "000")
+	v, err = OpenVolume(m, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,23 +575,23 @@ func TestCloseAndDestroy(t *testing.T) {
 }
 
 func TestOpenChecksSuperblock(t *testing.T) {
-	m := newMemFS(t)
-	v, err := OpenVolume(m, testDir, 1, "", "001")
+	m := newTestMemFS(t)
+	v, err := OpenVolume(m, volTestDir, 1, "", "001")
 	if err != nil {
 		t.Fatal(err)
 	}
 	v.Close()
-	if _, err := OpenVolume(m, testDir, 1, "", "002"); !errors.Is(err, ErrInvalid) {
+	if _, err := OpenVolume(m, volTestDir, 1, "", "002"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("replication mismatch: %v", err)
 	}
-	if _, err := OpenVolume(m, testDir, 1, "bad name", "001"); !errors.Is(err, ErrInvalid) {
+	if _, err := OpenVolume(m, volTestDir, 1, "bad name", "001"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad collection: %v", err)
 	}
-	if _, err := OpenVolume(m, testDir, 1, "", "1"); !errors.Is(err, ErrInvalid) {
+	if _, err := OpenVolume(m, volTestDir, 1, "", "1"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad replication: %v", err)
 	}
 	patchFile(t, m, datPath(1), 9, []byte{0xff})
-	if _, err := OpenVolume(m, testDir, 1, "", "001"); !errors.Is(err, ErrCorrupt) {
+	if _, err := OpenVolume(m, volTestDir, 1, "", "001"); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupt superblock: %v", err)
 	}
 }
@@ -600,7 +600,7 @@ func TestOpenChecksSuperblock(t *testing.T) {
 // volume file or a complete one.
 func TestCreateCrashAtEachStep(t *testing.T) {
 	for step := 1; ; step++ {
-		m := newMemFS(t)
+		m := newTestMemFS(t)
 		var n int
 		var clone *memfs.FS
 		inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
@@ -609,7 +609,7 @@ func TestCreateCrashAtEachStep(t *testing.T) {
 			}
 			return nil
 		})
-		v, err := OpenVolume(errorfs.Wrap(m, inj), testDir, 1, "c", "000")
+		v, err := OpenVolume(errorfs.Wrap(m, inj), volTestDir, 1, "c", "000")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -620,15 +620,87 @@ func TestCreateCrashAtEachStep(t *testing.T) {
 			}
 			return
 		}
-		names, _ := clone.ReadDir(testDir)
-		v, err = OpenVolume(clone, testDir, 1, "c", "000")
+		names, _ := clone.ReadDir(volTestDir)
+		v, err = OpenVolume(clone, volTestDir, 1, "c", "000")
 		if err != nil {
 			t.Fatalf("step %d (files %v): %v", step, names, err)
 		}
-		write(t, v, 1, 1, []byte("x"))
+		mustWrite(t, v, 1, 1, []byte("x"))
 		v.Close()
-		if names, _ := clone.ReadDir(testDir); len(names) != 1 || names[0] != "c_1.dat" {
+		if names, _ := clone.ReadDir(volTestDir); len(names) != 1 || names[0] != "c_1.dat" {
 			t.Fatalf("step %d: files after reopen %v", step, names)
 		}
+	}
+}
+
+// Writes racing with Close either succeed durably or fail with ErrClosed;
+// none hangs.
+func TestCloseDuringWrites(t *testing.T) {
+	m := newTestMemFS(t)
+	v, err := OpenVolume(m, volTestDir, 1, "", "000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok []uint64
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				key := uint64(w*1000 + i)
+				err := v.Write(bgCtx, &Needle{Key: key, Data: testPayload(key, 64)})
+				if err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Errorf("write racing Close: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				ok = append(ok, key)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Millisecond)
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	v = mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
+	for _, key := range ok {
+		mustRead(t, v, key, 0, testPayload(key, 64))
+	}
+}
+
+// The replica path: ReadRecord on one volume, WriteRecord on another,
+// needles and tombstones alike, keeps AppendNs and bytes.
+func TestReplicateRecords(t *testing.T) {
+	primary := mustOpenVolume(t, newTestMemFS(t))
+	replica := mustOpenVolume(t, newTestMemFS(t))
+	n := mustWrite(t, primary, 1, 7, []byte("replicated"))
+	mustWrite(t, primary, 2, 8, []byte("to be deleted"))
+	delNs, err := primary.Delete(bgCtx, 2, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []uint64{1, 2} {
+		rec, err := primary.ReadRecord(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := replica.WriteRecord(bgCtx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRead(t, replica, 1, 7, []byte("replicated"))
+	if _, err := replica.Read(2, 8); !errors.Is(err, ErrDeleted) {
+		t.Fatalf("replicated tombstone: %v", err)
+	}
+	idx := replica.Index()
+	if len(idx) != 2 || idx[0].AppendNs != n.AppendNs || idx[1].AppendNs != delNs || !idx[1].Deleted {
+		t.Fatalf("replica index %+v", idx)
+	}
+	if pi := primary.Index(); pi[0] != idx[0] || pi[1] != idx[1] {
+		t.Fatalf("indexes differ: %+v vs %+v", pi, idx)
 	}
 }

@@ -148,6 +148,16 @@ func (v *Volume) run() {
 	}
 }
 
+// staged is a batch ready to append: its bytes and the index entries of
+// the accepted requests.
+type staged struct {
+	buf      []byte
+	accepted []*request
+	keys     []uint64
+	entries  []entry
+	lastNs   uint64
+}
+
 // commit appends the batch with one write and one fdatasync, then indexes
 // it. Every request is finished.
 func (v *Volume) commit(batch []*request) {
@@ -161,8 +171,39 @@ func (v *Volume) commit(batch []*request) {
 		return
 	}
 	start := v.mu.size // only the writer changes size
+	st := v.stage(batch, start)
+	if len(st.accepted) == 0 {
+		return
+	}
+	if err := v.append(start, st.buf); err != nil {
+		for _, r := range st.accepted {
+			r.finish(err)
+		}
+		return
+	}
+	v.mu.Lock()
+	for i, e := range st.entries {
+		v.applyLocked(st.keys[i], e)
+	}
+	v.mu.size = start + int64(len(st.buf))
+	v.mu.lastNs = st.lastNs
+	v.mu.Unlock()
+	v.syncs.Add(1)
+	v.batched.Add(uint64(len(st.accepted)))
+	if f := v.observer.Load(); f != nil {
+		(*f)(len(st.accepted))
+	}
+	for _, r := range st.accepted {
+		r.finish(nil)
+	}
+}
+
+// stage checks deletes against the index (and earlier requests of the
+// batch), assigns AppendNs and lays the records out from offset start.
+// Rejected requests are finished.
+func (v *Volume) stage(batch []*request, start int64) staged {
 	now := uint64(time.Now().UnixNano())
-	lastNs := v.mu.lastNs
+	st := staged{lastNs: v.mu.lastNs}
 	pending := make(map[uint64]entry) // index overlay for this batch
 	lookup := func(key uint64) (entry, bool) {
 		if e, ok := pending[key]; ok {
@@ -173,69 +214,44 @@ func (v *Volume) commit(batch []*request) {
 		e, ok := v.mu.index[key]
 		return e, ok
 	}
-	var buf []byte
-	accepted := make([]*request, 0, len(batch))
-	entries := make([]entry, 0, len(batch))
-	keys := make([]uint64, 0, len(batch))
 	for _, r := range batch {
 		if r.kind == reqDelete {
 			cur, ok := lookup(r.key)
+			var err error
 			switch {
 			case !ok:
-				r.finish(fmt.Errorf("volume: delete needle %d in volume %s: %w", r.key, v.base, ErrNotFound))
-				continue
+				err = ErrNotFound
 			case cur.cookie != r.cookie:
-				r.finish(fmt.Errorf("volume: delete needle %d in volume %s: %w", r.key, v.base, ErrCookieMismatch))
-				continue
+				err = ErrCookieMismatch
 			case cur.deleted:
-				r.finish(fmt.Errorf("volume: delete needle %d in volume %s: %w", r.key, v.base, ErrDeleted))
+				err = ErrDeleted
+			}
+			if err != nil {
+				r.finish(fmt.Errorf("volume: delete needle %d in volume %s: %w", r.key, v.base, err))
 				continue
 			}
 			r.rec = EncodeRecord(&Needle{Key: r.key, Cookie: r.cookie, Deleted: true})
 			r.assignNs = true
 		}
 		if r.assignNs {
-			ns := max(now, lastNs+1)
+			ns := max(now, st.lastNs+1)
 			binary.LittleEndian.PutUint64(r.rec[offAppendNs:], ns)
 			binary.LittleEndian.PutUint32(r.rec[offHeaderCRC:], crc32c(r.rec[offFlags:headerSize]))
 		}
 		h, _ := decodeHeader(r.rec) // valid: built by EncodeRecord or checked by WriteRecord
 		r.appendNs = h.appendNs
-		lastNs = max(lastNs, h.appendNs)
-		e := entry{off: start + int64(len(buf)), dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
+		st.lastNs = max(st.lastNs, h.appendNs)
+		e := entry{off: start + int64(len(st.buf)), dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
 			crc: h.dataCRC, deleted: h.flags&flagTombstone != 0}
 		if old, ok := lookup(h.key); !ok || e.appendNs >= old.appendNs {
 			pending[h.key] = e
 		}
-		buf = append(buf, r.rec...)
-		accepted = append(accepted, r)
-		entries = append(entries, e)
-		keys = append(keys, h.key)
+		st.buf = append(st.buf, r.rec...)
+		st.accepted = append(st.accepted, r)
+		st.entries = append(st.entries, e)
+		st.keys = append(st.keys, h.key)
 	}
-	if len(accepted) == 0 {
-		return
-	}
-	if err := v.append(start, buf); err != nil {
-		for _, r := range accepted {
-			r.finish(err)
-		}
-		return
-	}
-	v.mu.Lock()
-	for i, e := range entries {
-		v.applyLocked(keys[i], e)
-	}
-	v.mu.size = start + int64(len(buf))
-	v.mu.lastNs = lastNs
-	v.mu.Unlock()
-	v.syncs.Add(1)
-	v.batched.Add(uint64(len(accepted)))
-	if f := v.observer.Load(); f != nil {
-		(*f)(len(accepted))
-	}
-	for _, r := range accepted {
-		r.finish(nil)
-	}
+	return st
 }
 
 // append writes buf at start and fdatasyncs. On a failed write it truncates

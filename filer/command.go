@@ -1,0 +1,325 @@
+package filer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+)
+
+// ErrBadCommand is wrapped by every error decoding a Raft command. Such a
+// command is not applied.
+var ErrBadCommand = errors.New("filer: bad raft command")
+
+// CommandVersion is the encoding version this filer writes and reads.
+const CommandVersion = 1
+
+// Command is one mutation of the namespace, the payload of one Raft log
+// entry. ClientID and Seq identify it for at-most-once execution: the state
+// remembers the last Seq and Result of every client and answers a repeated
+// (ClientID, Seq) with the stored Result without applying it again; an
+// empty ClientID or a zero Seq opts out. Time (ns since the epoch) is set
+// by the proposer and is the only clock Apply uses (ctime, default mtime).
+type Command struct {
+	ClientID string
+	Seq      uint64
+	Time     int64
+	Op       Op
+}
+
+// Op is the operation of a Command; one of the types in this file.
+type Op interface {
+	// OpType is the type tag of the operation in the encoding.
+	OpType() string
+}
+
+// wireCommand is the JSON encoding of a Command.
+type wireCommand struct {
+	V        int             `json:"v"`
+	Type     string          `json:"type"`
+	ClientID string          `json:"client,omitempty"`
+	Seq      uint64          `json:"seq,omitempty"`
+	Time     int64           `json:"time"`
+	Op       json.RawMessage `json:"op"`
+}
+
+// Encode returns the JSON encoding of c.
+func (c *Command) Encode() ([]byte, error) {
+	if c.Op == nil {
+		return nil, fmt.Errorf("%w: no operation", ErrBadCommand)
+	}
+	op, err := json.Marshal(c.Op)
+	if err != nil {
+		return nil, fmt.Errorf("filer: encode %s command: %w", c.Op.OpType(), err)
+	}
+	return json.Marshal(wireCommand{V: CommandVersion, Type: c.Op.OpType(), ClientID: c.ClientID, Seq: c.Seq, Time: c.Time, Op: op})
+}
+
+// DecodeCommand decodes a Command encoded by Encode. It never panics; every
+// error wraps ErrBadCommand.
+func DecodeCommand(b []byte) (*Command, error) {
+	var w wireCommand
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if w.V != CommandVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadCommand, w.V, CommandVersion)
+	}
+	newOp, ok := opTypes[w.Type]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown type %q", ErrBadCommand, w.Type)
+	}
+	op := newOp()
+	if len(w.Op) == 0 || string(w.Op) == "null" {
+		return nil, fmt.Errorf("%w: %s without operation", ErrBadCommand, w.Type)
+	}
+	if err := json.Unmarshal(w.Op, op); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadCommand, w.Type, err)
+	}
+	return &Command{ClientID: w.ClientID, Seq: w.Seq, Time: w.Time, Op: op}, nil
+}
+
+var opTypes = map[string]func() Op{}
+
+func init() {
+	for _, op := range []Op{
+		&Mkdir{}, &Create{}, &Symlink{}, &Link{}, &Unlink{}, &Rmdir{}, &Rename{},
+		&SetAttr{}, &CommitSlices{}, &PunchHole{}, &Fallocate{}, &ReplaceSlices{},
+		&SetXattr{}, &RemoveXattr{}, &SetQuota{}, &Snapshot{}, &Clone{},
+		&DeleteSnapshot{}, &DequeueDeleted{}, &ReleaseOrphan{},
+	} {
+		typ := reflect.TypeOf(op).Elem()
+		opTypes[op.OpType()] = func() Op { return reflect.New(typ).Interface().(Op) }
+	}
+}
+
+// Mkdir creates directory Name in Parent.
+type Mkdir struct {
+	Parent uint64 `json:"parent"`
+	Name   string `json:"name"`
+	Mode   uint32 `json:"mode"` // permission bits
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+}
+
+// Create creates regular file Name in Parent. If the name exists, Excl
+// (O_EXCL) makes it fail with EEXIST; otherwise an existing directory gives
+// EISDIR and any other existing inode is returned unchanged.
+type Create struct {
+	Parent uint64 `json:"parent"`
+	Name   string `json:"name"`
+	Mode   uint32 `json:"mode"`
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+	Excl   bool   `json:"excl,omitempty"`
+}
+
+// Symlink creates symbolic link Name in Parent pointing at Target.
+type Symlink struct {
+	Parent uint64 `json:"parent"`
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+}
+
+// Link adds entry NewName in NewParent for inode Ino (EPERM for a
+// directory). The inode stays charged to its quota root.
+type Link struct {
+	Ino       uint64 `json:"ino"`
+	NewParent uint64 `json:"new_parent"`
+	NewName   string `json:"new_name"`
+}
+
+// Unlink removes the non-directory entry Name of Parent. When the last
+// link goes and KeepIfOpen is set (the file is open in a mount), the inode
+// is kept on the orphan list with Nlink 0, still readable and writable by
+// inode number, until ReleaseOrphan frees it.
+type Unlink struct {
+	Parent     uint64 `json:"parent"`
+	Name       string `json:"name"`
+	KeepIfOpen bool   `json:"keep_if_open,omitempty"`
+}
+
+// Rmdir removes the empty directory Name of Parent. Removing a quota root
+// drops its quota.
+type Rmdir struct {
+	Parent uint64 `json:"parent"`
+	Name   string `json:"name"`
+}
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace uint32 = 1 << 0 // RENAME_NOREPLACE
+	RenameExchange  uint32 = 1 << 1 // RENAME_EXCHANGE
+)
+
+// Rename moves entry OldName of OldParent to NewName of NewParent,
+// atomically replacing an existing file or empty directory there.
+// KeepIfOpen applies to a replaced file as in Unlink.
+type Rename struct {
+	OldParent  uint64 `json:"old_parent"`
+	OldName    string `json:"old_name"`
+	NewParent  uint64 `json:"new_parent"`
+	NewName    string `json:"new_name"`
+	Flags      uint32 `json:"flags,omitempty"`
+	KeepIfOpen bool   `json:"keep_if_open,omitempty"`
+}
+
+// SetAttr field selectors for SetAttr.Valid.
+const (
+	SetMode uint32 = 1 << iota
+	SetUid
+	SetGid
+	SetSize
+	SetAtime
+	SetMtime
+)
+
+// SetAttr changes the attributes selected by Valid. SetSize truncates or
+// extends a regular file (EISDIR for a directory, EINVAL otherwise); it
+// sets mtime to the command time unless SetMtime is also given. Ctime is
+// always set to the command time.
+type SetAttr struct {
+	Ino   uint64 `json:"ino"`
+	Valid uint32 `json:"valid"`
+	Mode  uint32 `json:"mode,omitempty"` // permission bits only; the type stays
+	Uid   uint32 `json:"uid,omitempty"`
+	Gid   uint32 `json:"gid,omitempty"`
+	Size  uint64 `json:"size,omitempty"`
+	Atime int64  `json:"atime,omitempty"`
+	Mtime int64  `json:"mtime,omitempty"`
+}
+
+// CommitSlices is the write path: it appends Slices to the file's list
+// (the new ones win), grows the size to at least Size and the end of every
+// slice, and sets mtime (the command time if Mtime is 0). A fid on the
+// delete queue is refused with ESTALE.
+type CommitSlices struct {
+	Ino    uint64  `json:"ino"`
+	Slices []Slice `json:"slices"`
+	Size   uint64  `json:"size,omitempty"`
+	Mtime  int64   `json:"mtime,omitempty"`
+}
+
+// PunchHole makes [Off, Off+Len) read as zeros without changing the size;
+// the part past the end of the file is ignored.
+type PunchHole struct {
+	Ino uint64 `json:"ino"`
+	Off uint64 `json:"off"`
+	Len uint64 `json:"len"`
+}
+
+// Fallocate modes, as fallocate(2).
+const (
+	FallocKeepSize  uint32 = 0x01 // FALLOC_FL_KEEP_SIZE
+	FallocPunchHole uint32 = 0x02 // FALLOC_FL_PUNCH_HOLE, only with KEEP_SIZE
+)
+
+// Fallocate with Mode 0 extends the file to Off+Len if it is shorter,
+// keeping its data; KEEP_SIZE alone changes nothing (space is not
+// reserved); PUNCH_HOLE|KEEP_SIZE is PunchHole; other modes EOPNOTSUPP.
+type Fallocate struct {
+	Ino  uint64 `json:"ino"`
+	Off  uint64 `json:"off"`
+	Len  uint64 `json:"len"`
+	Mode uint32 `json:"mode,omitempty"`
+}
+
+// ReplaceSlices swaps the slice list of a file for NewSlices (a compacted
+// equivalent) only if the file's Generation still equals ExpectGeneration,
+// else it fails with EAGAIN and changes nothing. NewSlices must lie within
+// the file size.
+type ReplaceSlices struct {
+	Ino              uint64  `json:"ino"`
+	ExpectGeneration uint64  `json:"expect_gen"`
+	NewSlices        []Slice `json:"new_slices"`
+}
+
+// Xattr flags, as setxattr(2).
+const (
+	XattrCreate  uint32 = 1 // XATTR_CREATE: fail with EEXIST if present
+	XattrReplace uint32 = 2 // XATTR_REPLACE: fail with ENODATA if absent
+)
+
+// SetXattr sets extended attribute Name of Ino.
+type SetXattr struct {
+	Ino   uint64 `json:"ino"`
+	Name  string `json:"name"`
+	Value []byte `json:"value"`
+	Flags uint32 `json:"flags,omitempty"`
+}
+
+// RemoveXattr removes extended attribute Name of Ino (ENODATA if absent).
+type RemoveXattr struct {
+	Ino  uint64 `json:"ino"`
+	Name string `json:"name"`
+}
+
+// SetQuota makes directory Ino a quota root with the given limits (0 is
+// unlimited), or changes its limits. Remove drops the quota root (not for
+// the root directory, which is always one); its usage moves to the
+// enclosing quota root. Limits below the current usage are accepted; later
+// growth then fails with EDQUOT.
+type SetQuota struct {
+	Ino       uint64 `json:"ino"`
+	MaxBytes  uint64 `json:"max_bytes,omitempty"`
+	MaxInodes uint64 `json:"max_inodes,omitempty"`
+	Remove    bool   `json:"remove,omitempty"`
+}
+
+// Snapshot copies the metadata of the live directory tree at SrcIno into a
+// new read-only snapshot called Name (unique; EEXIST otherwise).
+type Snapshot struct {
+	SrcIno uint64 `json:"src_ino"`
+	Name   string `json:"name"`
+}
+
+// Clone makes a writable copy named Name in DstParent of the live inode
+// SrcIno (any type) or, if SnapshotID is set, of that snapshot's tree. The
+// copy is charged to DstParent's quota root; quota roots inside the source
+// are not copied.
+type Clone struct {
+	SrcIno     uint64 `json:"src_ino,omitempty"`
+	SnapshotID uint64 `json:"snapshot_id,omitempty"`
+	DstParent  uint64 `json:"dst_parent"`
+	Name       string `json:"name"`
+}
+
+// DeleteSnapshot drops snapshot ID and its references to needles.
+type DeleteSnapshot struct {
+	ID uint64 `json:"id"`
+}
+
+// DequeueDeleted removes Fids from the delete queue once the GC worker has
+// deleted the needles from the volume servers. Fids not queued are ignored.
+type DequeueDeleted struct {
+	Fids []string `json:"fids"`
+}
+
+// ReleaseOrphan frees an inode kept by Unlink or Rename with KeepIfOpen
+// once the last open handle is closed (ENOENT if it is not an orphan).
+type ReleaseOrphan struct {
+	Ino uint64 `json:"ino"`
+}
+
+func (*Mkdir) OpType() string          { return "mkdir" }
+func (*Create) OpType() string         { return "create" }
+func (*Symlink) OpType() string        { return "symlink" }
+func (*Link) OpType() string           { return "link" }
+func (*Unlink) OpType() string         { return "unlink" }
+func (*Rmdir) OpType() string          { return "rmdir" }
+func (*Rename) OpType() string         { return "rename" }
+func (*SetAttr) OpType() string        { return "setattr" }
+func (*CommitSlices) OpType() string   { return "commit_slices" }
+func (*PunchHole) OpType() string      { return "punch_hole" }
+func (*Fallocate) OpType() string      { return "fallocate" }
+func (*ReplaceSlices) OpType() string  { return "replace_slices" }
+func (*SetXattr) OpType() string       { return "setxattr" }
+func (*RemoveXattr) OpType() string    { return "removexattr" }
+func (*SetQuota) OpType() string       { return "set_quota" }
+func (*Snapshot) OpType() string       { return "snapshot" }
+func (*Clone) OpType() string          { return "clone" }
+func (*DeleteSnapshot) OpType() string { return "delete_snapshot" }
+func (*DequeueDeleted) OpType() string { return "dequeue_deleted" }
+func (*ReleaseOrphan) OpType() string  { return "release_orphan" }

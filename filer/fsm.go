@@ -1,0 +1,103 @@
+package filer
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// FSM is the filer's raft.FSM over a State. As raft requires, Apply,
+// Snapshot and Restore are called from one goroutine; Persist and Release
+// of a snapshot may run concurrently with Apply. Reads go to State()
+// directly and may run at any time.
+type FSM struct {
+	st *State
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// NewFSM creates an FSM with an empty state at path (any old file there is
+// replaced: raft rebuilds the state from its snapshot and log).
+func NewFSM(path string) (*FSM, error) {
+	st, err := OpenState(path)
+	if err != nil {
+		return nil, err
+	}
+	return &FSM{st: st}, nil
+}
+
+// State returns the state for reads.
+func (f *FSM) State() *State { return f.st }
+
+// Close closes the state.
+func (f *FSM) Close() error { return f.st.Close() }
+
+// Apply applies a committed log entry. The response is the *Result of the
+// command, or an error wrapping ErrBadCommand for an entry that does not
+// decode (it changes nothing but the apply index). Entries other than
+// commands only advance the apply index. An IO error of the state file
+// panics: the state no longer matches the log, and the process must
+// restart and rebuild it.
+func (f *FSM) Apply(l *raft.Log) any {
+	c := &Command{}
+	var decodeErr error
+	if l.Type == raft.LogCommand {
+		c, decodeErr = DecodeCommand(l.Data)
+	}
+	if l.Type != raft.LogCommand || decodeErr != nil {
+		if err := f.st.setApplyIndex(l.Index); err != nil {
+			panic(fmt.Sprintf("filer: state file failed at log index %d: %v", l.Index, err))
+		}
+		if decodeErr != nil {
+			return fmt.Errorf("log index %d: %w", l.Index, decodeErr)
+		}
+		return nil
+	}
+	res, err := f.st.Apply(l.Index, c)
+	if err != nil {
+		panic(fmt.Sprintf("filer: state file failed at log index %d: %v", l.Index, err))
+	}
+	return res
+}
+
+// Snapshot captures the state in a read transaction; Persist writes it.
+// While the snapshot is held, an Apply that must grow the state file's
+// memory map waits for Persist to finish.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.st.mu.RLock()
+	tx, err := f.st.db.Begin(false)
+	if err != nil {
+		f.st.mu.RUnlock()
+		return nil, fmt.Errorf("filer: snapshot: %w", err)
+	}
+	return &fsmSnapshot{st: f.st, tx: tx}, nil
+}
+
+// Restore replaces the state with a snapshot written by Persist.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.st.Restore(rc)
+}
+
+type fsmSnapshot struct {
+	st *State
+	tx *bolt.Tx // read transaction; State.mu is read-held until Release
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.tx.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("filer: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {
+	if s.tx != nil {
+		s.tx.Rollback()
+		s.tx = nil
+		s.st.mu.RUnlock()
+	}
+}

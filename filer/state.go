@@ -1,0 +1,325 @@
+package filer
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. Keys of 8 bytes are big-endian inode or snapshot numbers.
+var (
+	bucketInodes    = []byte("inodes")    // ino -> JSON Inode
+	bucketDentries  = []byte("dentries")  // parent ino + name -> child ino
+	bucketXattrs    = []byte("xattrs")    // ino + name -> value
+	bucketRefs      = []byte("refs")      // fid -> uint64 count (> 0)
+	bucketDeleteQ   = []byte("deleteq")   // fid -> empty: count 0, needle to delete
+	bucketQuotas    = []byte("quotas")    // quota root ino -> JSON Quota
+	bucketSessions  = []byte("sessions")  // client id -> JSON session
+	bucketSnapshots = []byte("snapshots") // snapshot id -> JSON SnapshotInfo
+	bucketOrphans   = []byte("orphans")   // ino -> empty: unlinked, kept while open
+	bucketMeta      = []byte("meta")      // keys below
+
+	allBuckets = [][]byte{bucketInodes, bucketDentries, bucketXattrs, bucketRefs, bucketDeleteQ,
+		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketMeta}
+
+	metaNextIno     = []byte("next_ino")
+	metaNextSnap    = []byte("next_snapshot")
+	metaApplyIndex  = []byte("apply_index")
+	metaFormat      = []byte("format")
+	formatVersion   = []byte("cairn-filer-1")
+	errRollback     = errors.New("filer: rollback")
+	errNotFilerFile = errors.New("filer: not a filer state file")
+)
+
+// Result is the outcome of applying a Command. Errno 0 is success; any
+// other Errno means the command changed nothing.
+type Result struct {
+	Errno syscall.Errno `json:"errno,omitempty"`
+	// Inode is the inode created or changed (Mkdir, Create, Symlink, Link,
+	// Rename (the moved inode), SetAttr, CommitSlices, PunchHole,
+	// Fallocate, ReplaceSlices, SetXattr, RemoveXattr, Clone).
+	Inode *Inode `json:"inode,omitempty"`
+	// Snapshot is set by Snapshot.
+	Snapshot *SnapshotInfo `json:"snapshot,omitempty"`
+}
+
+func errnoResult(e syscall.Errno) *Result { return &Result{Errno: e} }
+
+// session is the at-most-once record of one client.
+type session struct {
+	Seq    uint64  `json:"seq"`
+	Result *Result `json:"result"`
+}
+
+// State is the namespace state machine on a bbolt file. Apply must be
+// called from one goroutine at a time (raft's FSM goroutine); the read
+// methods may be called concurrently with it and with each other and see a
+// consistent state. The file is a cache: OpenState recreates it empty and
+// the caller rebuilds it from the Raft snapshot and log, so it is opened
+// without fsync.
+type State struct {
+	path string
+	mu   sync.RWMutex // guards db: held for reading by every use, for writing by Restore and Close
+	db   *bolt.DB
+}
+
+// OpenState creates an empty state at path, replacing any file there.
+func OpenState(path string) (*State, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("filer: remove stale state %s: %w", path, err)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &State{path: path, db: db}
+	if err := db.Update(initBuckets); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("filer: initialize state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, InitialMmapSize: 64 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("filer: open state %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// initBuckets creates the buckets and the root directory (deterministic:
+// owned by root, mode 0755, times 0).
+func initBuckets(tx *bolt.Tx) error {
+	for _, b := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(metaFormat) != nil {
+		return nil
+	}
+	root := &Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, QuotaRoot: RootIno, Generation: 1}
+	q, _ := json.Marshal(Quota{})
+	for _, kv := range [][3][]byte{
+		{bucketMeta, metaFormat, formatVersion},
+		{bucketMeta, metaNextIno, u64key(RootIno + 1)},
+		{bucketMeta, metaNextSnap, u64key(1)},
+		{bucketInodes, u64key(RootIno), encodeInode(root)},
+		{bucketQuotas, u64key(RootIno), q},
+	} {
+		if err := tx.Bucket(kv[0]).Put(kv[1], kv[2]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the state file.
+func (s *State) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.Close()
+}
+
+// view runs fn in a read transaction.
+func (s *State) view(fn func(t *txn) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.View(func(tx *bolt.Tx) error {
+		return catch(func() error { return fn(newTxn(tx, 0)) })
+	})
+}
+
+// Apply applies c as the log entry at index (0: not from a log; the apply
+// index is then left alone). The error is an IO error of the state file,
+// after which the state must not be trusted; a command the namespace
+// refuses is a Result with an Errno.
+func (s *State) Apply(index uint64, c *Command) (*Result, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var res *Result
+	failed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return catch(func() error {
+			t := newTxn(tx, c.Time)
+			if r := t.replay(c); r != nil {
+				res = r
+				t.setApplyIndex(index)
+				return nil
+			}
+			res = t.apply(c.Op)
+			if res.Errno != 0 {
+				failed = true
+				return errRollback
+			}
+			t.finish(index, c, res)
+			return nil
+		})
+	})
+	if failed {
+		// The mutation is rolled back; record only the session and index.
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			return catch(func() error {
+				newTxn(tx, c.Time).finish(index, c, res)
+				return nil
+			})
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("filer: apply %s at index %d: %w", c.Op.OpType(), index, err)
+	}
+	return res, nil
+}
+
+// ApplyIndex returns the index of the last log entry applied.
+func (s *State) ApplyIndex() uint64 {
+	var idx uint64
+	_ = s.view(func(t *txn) error {
+		if v := t.meta.Get(metaApplyIndex); v != nil {
+			idx = keyU64(v)
+		}
+		return nil
+	})
+	return idx
+}
+
+// WriteTo writes a consistent copy of the state file to w.
+func (s *State) WriteTo(w io.Writer) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Restore replaces the state with the state file read from r (as written
+// by WriteTo).
+func (s *State) Restore(r io.Reader) error {
+	tmp := s.path + ".restore"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("filer: restore: %w", err)
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = checkStateFile(tmp)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("filer: restore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("filer: restore: close old state: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("filer: restore: %w", err)
+	}
+	db, err := openDB(s.path)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+func checkStateFile(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%w: bucket %s missing", errNotFilerFile, b)
+			}
+		}
+		if !bytes.Equal(tx.Bucket(bucketMeta).Get(metaFormat), formatVersion) {
+			return errNotFilerFile
+		}
+		return nil
+	})
+}
+
+// Dump writes every key and value of the state in a canonical text form:
+// two states are identical iff their dumps are.
+func (s *State) Dump(w io.Writer) error {
+	return s.view(func(t *txn) error {
+		for _, name := range allBuckets {
+			if err := t.tx.Bucket(name).ForEach(func(k, v []byte) error {
+				_, err := fmt.Fprintf(w, "%s %s %s\n", name, hex.EncodeToString(k), hex.EncodeToString(v))
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// replay returns the stored result of a repeated command, ESTALE for a
+// command older than the client's last one, or nil to apply it.
+func (t *txn) replay(c *Command) *Result {
+	if c.ClientID == "" || c.Seq == 0 {
+		return nil
+	}
+	v := t.sessions.Get([]byte(c.ClientID))
+	if v == nil {
+		return nil
+	}
+	var s session
+	t.must(json.Unmarshal(v, &s))
+	switch {
+	case c.Seq == s.Seq:
+		return s.Result
+	case c.Seq < s.Seq:
+		return errnoResult(syscall.ESTALE)
+	}
+	return nil
+}
+
+// finish records the client's session and the apply index.
+func (t *txn) finish(index uint64, c *Command, res *Result) {
+	if c.ClientID != "" && c.Seq != 0 {
+		b, err := json.Marshal(session{Seq: c.Seq, Result: res})
+		t.must(err)
+		t.must(t.sessions.Put([]byte(c.ClientID), b))
+	}
+	t.setApplyIndex(index)
+}
+
+func (t *txn) setApplyIndex(index uint64) {
+	if index != 0 {
+		t.must(t.meta.Put(metaApplyIndex, u64key(index)))
+	}
+}
+
+func (s *State) setApplyIndex(index uint64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return catch(func() error {
+			newTxn(tx, 0).setApplyIndex(index)
+			return nil
+		})
+	})
+}

@@ -1,0 +1,258 @@
+package filer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// ErrCorrupt is wrapped by every error reporting a broken invariant of the
+// state: found by Check, or met while applying a command.
+var ErrCorrupt = errors.New("filer: state corrupt")
+
+// Check verifies every invariant of the state: link counts against
+// entries, directory parents and reachability, needle reference counts
+// against slices and the delete queue, quota usage against the inodes
+// charged, orphans, xattrs and snapshots. It returns nil or an error
+// wrapping ErrCorrupt listing the first problems found.
+func (s *State) Check() error {
+	var problems []error
+	err := s.view(func(t *txn) error {
+		problems = t.check()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		if len(problems) > 20 {
+			problems = problems[:20]
+		}
+		return fmt.Errorf("%w: %w", ErrCorrupt, errors.Join(problems...))
+	}
+	return nil
+}
+
+func (t *txn) check() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	var inos []uint64
+	inodes := map[uint64]*Inode{}
+	t.must(t.inodes.ForEach(func(k, v []byte) error {
+		in := &Inode{}
+		if err := json.Unmarshal(v, in); err != nil || in.Ino != keyU64(k) {
+			bad("inode record %d does not decode to itself", keyU64(k))
+			return nil
+		}
+		inodes[in.Ino] = in
+		inos = append(inos, in.Ino)
+		return nil
+	}))
+	if len(inos) > 0 && keyU64(t.meta.Get(metaNextIno)) <= inos[len(inos)-1] {
+		bad("next inode number %d is in use", keyU64(t.meta.Get(metaNextIno)))
+	}
+	if r := inodes[RootIno]; r == nil || !r.IsDir() {
+		bad("root directory missing")
+		return errs
+	}
+
+	links := map[uint64]uint32{}    // entries pointing at each inode
+	dirEntry := map[uint64]uint64{} // directory -> parent holding its entry
+	subdirs := map[uint64]uint32{}
+	t.must(t.dentries.ForEach(func(k, v []byte) error {
+		parent, name, child := keyU64(k), string(k[8:]), keyU64(v)
+		p, c := inodes[parent], inodes[child]
+		switch {
+		case ValidateName(name) != 0:
+			bad("entry %q of %d has an invalid name", name, parent)
+		case p == nil || !p.IsDir():
+			bad("entry %q: parent %d is not a directory", name, parent)
+		case c == nil:
+			bad("entry %q of %d: inode %d missing", name, parent, child)
+		case p.Snapshot != c.Snapshot:
+			bad("entry %q of %d crosses snapshots", name, parent)
+		case c.IsDir():
+			if _, dup := dirEntry[child]; dup {
+				bad("directory %d has two entries", child)
+			}
+			dirEntry[child] = parent
+			subdirs[parent]++
+		default:
+			links[child]++
+		}
+		return nil
+	}))
+
+	snapRoots := map[uint64]uint64{}
+	t.must(t.snapshots.ForEach(func(k, v []byte) error {
+		var si SnapshotInfo
+		t.must(json.Unmarshal(v, &si))
+		r := inodes[si.Root]
+		if si.ID != keyU64(k) || r == nil || !r.IsDir() || r.Snapshot != si.ID {
+			bad("snapshot %d: bad root %d", keyU64(k), si.Root)
+		}
+		snapRoots[si.Root] = si.ID
+		return nil
+	}))
+	orphans := map[uint64]bool{}
+	t.must(t.orphans.ForEach(func(k, _ []byte) error {
+		orphans[keyU64(k)] = true
+		if in := inodes[keyU64(k)]; in == nil || in.Nlink != 0 {
+			bad("orphan %d missing or linked", keyU64(k))
+		}
+		return nil
+	}))
+
+	refs := map[string]uint64{}
+	type use struct{ bytes, inodes uint64 }
+	usage := map[uint64]*use{}
+	for _, ino := range inos {
+		in := inodes[ino]
+		errs = append(errs, t.checkInode(in, inodes, links[ino], dirEntry, subdirs[ino], snapRoots, orphans)...)
+		for _, s := range in.Slices {
+			if s.Fid != "" {
+				refs[s.Fid]++
+			}
+		}
+		if in.Snapshot == 0 {
+			u := usage[in.QuotaRoot]
+			if u == nil {
+				u = &use{}
+				usage[in.QuotaRoot] = u
+			}
+			u.bytes += in.chargedBytes()
+			u.inodes++
+		}
+	}
+
+	t.must(t.refs.ForEach(func(k, v []byte) error {
+		if n := binary.BigEndian.Uint64(v); n != refs[string(k)] {
+			bad("needle %s: count %d, referenced %d times", k, n, refs[string(k)])
+		}
+		if t.deleteq.Get(k) != nil {
+			bad("needle %s is referenced and queued for deletion", k)
+		}
+		return nil
+	}))
+	for f := range refs {
+		if t.refs.Get([]byte(f)) == nil {
+			bad("needle %s referenced without a count", f)
+		}
+	}
+	t.must(t.quotas.ForEach(func(k, v []byte) error {
+		root := keyU64(k)
+		var q Quota
+		t.must(json.Unmarshal(v, &q))
+		u := usage[root]
+		if u == nil {
+			u = &use{}
+		}
+		if in := inodes[root]; in == nil || !in.IsDir() || in.Snapshot != 0 {
+			bad("quota root %d is not a live directory", root)
+		}
+		if q.Bytes != u.bytes || q.Inodes != u.inodes {
+			bad("quota root %d: usage %d bytes %d inodes, charged %d bytes %d inodes", root, q.Bytes, q.Inodes, u.bytes, u.inodes)
+		}
+		delete(usage, root)
+		return nil
+	}))
+	for root := range usage {
+		bad("inodes charged to %d, which is not a quota root", root)
+	}
+	t.must(t.xattrs.ForEach(func(k, _ []byte) error {
+		if inodes[keyU64(k[:8])] == nil {
+			bad("xattr of missing inode %d", keyU64(k[:8]))
+		}
+		return nil
+	}))
+	return errs
+}
+
+func (t *txn) checkInode(in *Inode, inodes map[uint64]*Inode, links uint32, dirEntry map[uint64]uint64,
+	subdirs uint32, snapRoots map[uint64]uint64, orphans map[uint64]bool) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("inode %d: "+format, append([]any{in.Ino}, args...)...))
+	}
+	if in.Snapshot != 0 {
+		if t.snapshotInfo(in.Snapshot) == nil {
+			bad("in missing snapshot %d", in.Snapshot)
+		}
+		if in.QuotaRoot != 0 {
+			bad("snapshot inode charged to %d", in.QuotaRoot)
+		}
+	} else if in.QuotaRoot == 0 {
+		bad("live inode charged to no quota root")
+	}
+	switch {
+	case in.IsDir():
+		parent, hasEntry := dirEntry[in.Ino]
+		_, isSnapRoot := snapRoots[in.Ino]
+		if in.Ino == RootIno || isSnapRoot {
+			if hasEntry || in.Parent != in.Ino {
+				bad("root directory with an entry or parent %d", in.Parent)
+			}
+		} else if !hasEntry || parent != in.Parent {
+			bad("parent %d, entry in %d (present %v)", in.Parent, parent, hasEntry)
+		}
+		if in.Nlink != 2+subdirs {
+			bad("directory nlink %d, want %d", in.Nlink, 2+subdirs)
+		}
+		if in.Size != 0 || len(in.Slices) != 0 {
+			bad("directory with size or slices")
+		}
+		if in.Snapshot == 0 {
+			want := in.Ino
+			if !t.isQuotaRoot(in.Ino) {
+				if p := inodes[in.Parent]; p != nil {
+					want = t.rootOf(p)
+				}
+			}
+			if in.QuotaRoot != want {
+				bad("directory charged to %d, nearest quota root is %d", in.QuotaRoot, want)
+			}
+		}
+		// Reachability: the parent chain ends at a root.
+		cur, n := in, 0
+		for ; cur != nil && cur.Parent != cur.Ino && n <= len(inodes); n++ {
+			cur = inodes[cur.Parent]
+		}
+		_, curSnap := snapRoots[func() uint64 {
+			if cur == nil {
+				return 0
+			}
+			return cur.Ino
+		}()]
+		if cur == nil || n > len(inodes) || cur.Ino != RootIno && !curSnap {
+			bad("directory not reachable from a root")
+		}
+	default:
+		if in.Nlink != links {
+			bad("nlink %d, %d entries", in.Nlink, links)
+		}
+		if in.Nlink == 0 && (!orphans[in.Ino] || !in.IsRegular() || in.Snapshot != 0) {
+			bad("unlinked but not an orphan")
+		}
+		if in.Parent != 0 {
+			bad("non-directory with parent %d", in.Parent)
+		}
+	}
+	switch {
+	case in.IsSymlink():
+		if in.Size != uint64(len(in.Target)) || len(in.Slices) != 0 {
+			bad("symlink size %d for target of %d bytes", in.Size, len(in.Target))
+		}
+	case in.IsRegular():
+		if in.Size > MaxFileSize {
+			bad("size %d too large", in.Size)
+		}
+		for _, s := range in.Slices {
+			if validateSlice(s) != 0 || s.end() > in.Size {
+				bad("bad slice %+v for size %d", s, in.Size)
+			}
+		}
+	}
+	return errs
+}
