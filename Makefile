@@ -48,8 +48,8 @@ lint:
 	$(GO) vet $(PKGS)
 
 proto:
-	cd internal/pb && protoc --go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative cairn.proto
+	cd internal/pb && protoc -I. --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative cairn.proto filer.proto
 
 clean:
 	rm -rf bin

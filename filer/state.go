@@ -109,7 +109,7 @@ func initBuckets(tx *bolt.Tx) error {
 		return nil
 	}
 	root := &Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, QuotaRoot: RootIno, Generation: 1}
-	q, _ := json.Marshal(Quota{})
+	q, _ := json.Marshal(Quota{Inodes: 1}) // the root counts itself
 	for _, kv := range [][3][]byte{
 		{bucketMeta, metaFormat, formatVersion},
 		{bucketMeta, metaNextIno, u64key(RootIno + 1)},

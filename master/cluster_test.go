@@ -16,11 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/rpc"
+	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
@@ -30,22 +29,25 @@ const (
 	testPulse      = 300 * time.Millisecond
 )
 
+var testClient = &http.Client{Timeout: 20 * time.Second}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testMaster is one in-process master run by a test.
 type testMaster struct {
 	m      *Master
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
+	err    error         // what Run returned
 }
 
 func (tm *testMaster) stop(t *testing.T) {
 	t.Helper()
 	tm.cancel()
 	select {
-	case err := <-tm.done:
-		if err != nil {
-			t.Errorf("master %s stopped with %v", tm.m.Addr(), err)
+	case <-tm.done:
+		if tm.err != nil {
+			t.Errorf("master %s stopped with %v", tm.m.Addr(), tm.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("master %s did not stop", tm.m.Addr())
@@ -54,25 +56,42 @@ func (tm *testMaster) stop(t *testing.T) {
 
 func startMasters(t *testing.T, n int, limit uint64) []*testMaster {
 	t.Helper()
+	return runMasters(t, pickPeers(t, n), func(c *Config) { c.VolumeSizeLimit = limit })
+}
+
+// pickPeers returns n master HTTP addresses on free loopback addresses.
+func pickPeers(t *testing.T, n int) []string {
+	t.Helper()
 	var peers []string
 	for range n {
 		ip := testutil.LoopbackIP(t, testMasterPort, testMasterPort+10000, testMasterPort+20000)
 		peers = append(peers, net.JoinHostPort(ip, strconv.Itoa(testMasterPort)))
 	}
+	return peers
+}
+
+// runMasters runs one master per peer until the test ends; mod adjusts
+// each configuration.
+func runMasters(t *testing.T, peers []string, mod func(*Config)) []*testMaster {
+	t.Helper()
 	var ms []*testMaster
 	for _, p := range peers {
 		host, _, _ := net.SplitHostPort(p)
-		m, err := New(Config{
+		cfg := Config{
 			Dir: t.TempDir(), IP: host, Port: testMasterPort, Peers: peers,
-			VolumeSizeLimit: limit, Pulse: testPulse, Logger: quiet,
-			RaftTimeout: 500 * time.Millisecond,
-		})
+			Pulse: testPulse, Logger: quiet, RaftTimeout: 500 * time.Millisecond,
+		}
+		mod(&cfg)
+		m, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		tm := &testMaster{m: m, cancel: cancel, done: make(chan error, 1)}
-		go func() { tm.done <- m.Run(ctx) }()
+		tm := &testMaster{m: m, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(tm.done)
+			tm.err = m.Run(ctx)
+		}()
 		t.Cleanup(func() {
 			cancel()
 			<-tm.done
@@ -128,10 +147,14 @@ type fakeVolume struct {
 
 func startVolume(t *testing.T, masters []string, dc, rack string) *fakeVolume {
 	t.Helper()
-	ip := testutil.LoopbackIP(t, testVolumePort, testVolumePort+10000)
+	return startVolumeOn(t, testutil.LoopbackIP(t, testVolumePort, testVolumePort+10000), masters, dc, rack, nil)
+}
+
+func startVolumeOn(t *testing.T, ip string, masters []string, dc, rack string, sec *security.Config) *fakeVolume {
+	t.Helper()
 	v := &fakeVolume{
 		url: net.JoinHostPort(ip, strconv.Itoa(testVolumePort)), dc: dc, rack: rack,
-		masters: masters, pool: rpc.NewPool(nil), kick: make(chan struct{}, 1),
+		masters: masters, pool: rpc.NewPool(sec), kick: make(chan struct{}, 1),
 		vols: map[uint32]*pb.VolumeInfo{}, hidden: map[uint32]bool{}, locations: map[uint32]*pb.VolumeLocation{},
 	}
 	ga, _ := rpc.GRPCAddr(v.url)
@@ -139,7 +162,7 @@ func startVolume(t *testing.T, masters []string, dc, rack string) *fakeVolume {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := rpc.NewServer(sec)
 	pb.RegisterVolumeServer(gs, v)
 	go gs.Serve(ln)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -237,7 +260,11 @@ func (v *fakeVolume) beat(ctx context.Context, master string, req *pb.HeartbeatR
 }
 
 func httpGet(url string, out any) (int, error) {
-	resp, err := http.Get(url)
+	return httpGetWith(testClient, url, out)
+}
+
+func httpGetWith(c *http.Client, url string, out any) (int, error) {
+	resp, err := c.Get(url)
 	if err != nil {
 		return 0, err
 	}
@@ -265,21 +292,33 @@ type keyLog struct {
 
 func (k *keyLog) add(t *testing.T, a AssignJSON) {
 	t.Helper()
-	id, err := fid.Parse(a.Fid)
-	if err != nil {
+	if err := k.check(a); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// check records a and returns an error if it repeats a key; safe to call
+// from any goroutine.
+func (k *keyLog) check(a AssignJSON) error {
+	id, err := fid.Parse(a.Fid)
+	if err != nil {
+		return err
+	}
 	if id.Cookie == 0 {
-		t.Fatalf("fid %s has a zero cookie", a.Fid)
+		return fmt.Errorf("fid %s has a zero cookie", a.Fid)
+	}
+	if a.Count == 0 {
+		return fmt.Errorf("fid %s with count 0", a.Fid)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := range uint64(a.Count) {
 		if prev, ok := k.seen[id.Key+i]; ok {
-			t.Fatalf("key %d handed out twice: %s and %s", id.Key+i, prev, a.Fid)
+			return fmt.Errorf("key %d handed out twice: %s and %s", id.Key+i, prev, a.Fid)
 		}
 		k.seen[id.Key+i] = a.Fid
 	}
+	return nil
 }
 
 // assignHTTP assigns through master addr, waiting out 503s (elections, grace
@@ -412,6 +451,24 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("%s: %v", p, err)
 			}
 		}
+		resp, err := testClient.Get("http://" + leader.m.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`cairn_master_requests_total{api="assign",code="200"}`,
+			`cairn_master_requests_total{api="heartbeat",code="OK"}`,
+			"cairn_master_raft_state 2",
+			"cairn_master_servers_alive 4",
+			"cairn_master_assign_duration_seconds_count",
+			"go_goroutines",
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
 	})
 
 	t.Run("status", func(t *testing.T) {
@@ -480,6 +537,32 @@ func TestCluster(t *testing.T) {
 		for range 20 {
 			keys.add(t, assignHTTP(t, addrs[0], "replication=001&count=3"))
 		}
+		// Clients keep assigning through every master while the leader dies.
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for _, a := range addrs {
+			wg.Go(func() {
+				for n := 0; ctx.Err() == nil; n++ {
+					var got AssignJSON
+					if _, err := httpGet("http://"+a+"/dir/assign?replication=001&count="+strconv.Itoa(1+n%3), &got); err != nil {
+						// Elections and dead masters answer 503 or refuse; back off a little.
+						select {
+						case <-ctx.Done():
+						case <-time.After(10 * time.Millisecond):
+						}
+						continue
+					}
+					if err := keys.check(got); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		defer func() {
+			cancel()
+			wg.Wait()
+		}()
 		leader.stop(t)
 		var rest []*testMaster
 		for _, tm := range ms {
@@ -500,6 +583,12 @@ func TestCluster(t *testing.T) {
 		if st := statusOf(t, newLeader.m.Addr()); st.MaxFileKey < 20000 {
 			t.Fatalf("new leader did not lease a fresh block: max key %d", st.MaxFileKey)
 		}
+		cancel()
+		wg.Wait()
+		keys.mu.Lock()
+		n := len(keys.seen)
+		keys.mu.Unlock()
+		t.Logf("%d distinct keys handed out", n)
 	})
 }
 
@@ -531,6 +620,38 @@ func TestSingleMaster(t *testing.T) {
 		t.Fatalf("readyz: %d %v", code, e)
 	}
 	v := startVolume(t, []string{addr}, "", "")
+	// Concurrent assigns on an empty cluster grow exactly one volume.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[string]bool{}
+	for range 8 {
+		wg.Go(func() {
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) {
+				var a AssignJSON
+				code, err := httpGet("http://"+addr+"/dir/assign", &a)
+				if err == nil {
+					mu.Lock()
+					got[a.Fid] = true
+					mu.Unlock()
+					return
+				}
+				if code != http.StatusServiceUnavailable {
+					t.Errorf("assign: %v", err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond) // client back-off between retries
+			}
+			t.Error("assign did not succeed within 20s")
+		})
+	}
+	wg.Wait()
+	if len(got) != 8 {
+		t.Fatalf("%d distinct fids from 8 assigns", len(got))
+	}
+	if st := statusOf(t, addr); len(st.Volumes) != 1 {
+		t.Fatalf("concurrent assigns grew %d volumes: %+v", len(st.Volumes), st.Volumes)
+	}
 	a := assignHTTP(t, addr, "")
 	id, _ := fid.Parse(a.Fid)
 	if a.URL != v.url {

@@ -37,7 +37,7 @@ func testLog() [][]byte {
 		reserveVolumeIDCmd(),
 		addVolumeCmd(VolumeRecord{ID: 1, Replication: "001", Replicas: []string{"127.0.0.1:8080", "127.0.0.2:8080"}, Primary: "127.0.0.1:8080"}),
 		addVolumeCmd(VolumeRecord{ID: 1, Replication: "001", Replicas: []string{"127.0.0.1:8080"}, Primary: "127.0.0.1:8080"}), // duplicate
-		addVolumeCmd(VolumeRecord{ID: 9, Replication: "000", Replicas: []string{"127.0.0.1:8080"}, Primary: "127.0.0.1:8080"}),  // not reserved
+		addVolumeCmd(VolumeRecord{ID: 9, Replication: "000", Replicas: []string{"127.0.0.1:8080"}, Primary: "127.0.0.1:8080"}), // not reserved
 		leaseKeysCmd(10000),
 		[]byte(`{"v":1,"type":"drop_everything"}`),
 		[]byte(`not json`),

@@ -101,6 +101,13 @@ func (m *Master) leaderOrForward(ctx context.Context, local func(context.Context
 // heartbeat registers a volume server (through Raft when it is new or
 // changed), records its liveness and volumes, and tells it what the master
 // knows about its volumes. A follower only names the leader.
+//
+// Volume servers are expected to send one heartbeat per pulse to the leader
+// (following resp.Leader when is_leader is false, trying the next master on
+// errors), each carrying the full list of their volumes, and one more right
+// after AllocateVolume so a new volume turns writable without waiting a
+// pulse. A server missing three pulses is dead; a volume is writable only
+// while every replica reports it in_sync and not read_only.
 func (m *Master) heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
 	if err := validAddr("volume server url", req.GetUrl()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "heartbeat: %v; start the volume server with an ip:port address", err)

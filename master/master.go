@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/cairn-storage/cairn/internal/httpx"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/raftutil"
@@ -154,23 +156,11 @@ func (m *Master) Run(ctx context.Context) error {
 		httpLn.Close()
 		return fmt.Errorf("master: listen for gRPC on %s: %w", grpcAddr, err)
 	}
-	rt := m.cfg.RaftTimeout
-	node, err := raftutil.Start(raftutil.Config{
-		Dir:                m.cfg.Dir,
-		ID:                 m.addr,
-		Peers:              m.cfg.Peers,
-		Security:           m.cfg.Security,
-		FSM:                m.fsm,
-		Logger:             m.log,
-		HeartbeatTimeout:   rt,
-		ElectionTimeout:    rt,
-		LeaderLeaseTimeout: rt / 2,
-		OnLeaderChange:     func(bool, string) { m.leaderEpoch() },
-	})
+	node, err := m.startRaft()
 	if err != nil {
 		httpLn.Close()
 		grpcLn.Close()
-		return fmt.Errorf("master: %w", err)
+		return err
 	}
 	m.node.Store(node)
 	m.log.Info("master started", "http", m.addr, "grpc", grpcAddr, "peers", m.cfg.Peers)
@@ -203,14 +193,7 @@ func (m *Master) Run(ctx context.Context) error {
 		grpcErr <- nil
 	}
 	cancel()
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-stopped
-	}
+	stopGRPC(gs)
 	<-grpcErr
 	<-httpErr
 	loopDone.Wait()
@@ -221,6 +204,42 @@ func (m *Master) Run(ctx context.Context) error {
 	m.pool.Close()
 	m.log.Info("master stopped")
 	return runErr
+}
+
+// startRaft joins the masters' Raft group.
+func (m *Master) startRaft() (*raftutil.Node, error) {
+	rt := m.cfg.RaftTimeout
+	node, err := raftutil.Start(raftutil.Config{
+		Dir:                m.cfg.Dir,
+		ID:                 m.addr,
+		Peers:              m.cfg.Peers,
+		Security:           m.cfg.Security,
+		FSM:                m.fsm,
+		Logger:             m.log,
+		HeartbeatTimeout:   rt,
+		ElectionTimeout:    rt,
+		LeaderLeaseTimeout: rt / 2,
+		OnLeaderChange:     func(bool, string) { m.leaderEpoch() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("master: %w", err)
+	}
+	return node, nil
+}
+
+// stopGRPC lets in-flight calls finish for up to 5s, then cuts them off.
+func stopGRPC(gs *grpc.Server) {
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-stopped
+	}
 }
 
 // Ready returns nil when this master knows a leader.

@@ -378,7 +378,9 @@ func (n *Node) TransferLeadership(id string) error {
 func (n *Node) Shutdown() error {
 	n.closed.Do(func() {
 		err := n.raft.Shutdown().Error()
-		n.raft.DeregisterObserver(n.obs)
+		if n.obs != nil {
+			n.raft.DeregisterObserver(n.obs)
+		}
 		close(n.stopc)
 		n.wg.Wait()
 		if cerr := n.trans.Close(); err == nil {
