@@ -158,6 +158,9 @@ func TestKillCycles(t *testing.T) {
 			victim = c.Volumes[rng.IntN(len(c.Volumes))]
 		}
 		victim.Kill()
+		killed := time.Now()
+		waitProgress(t, log, 1, fmt.Sprintf("cycle %d: a write to succeed with %s killed", i, victim.Name))
+		t.Logf("cycle %d: first write acknowledged %v after SIGKILL of %s", i, time.Since(killed).Round(time.Millisecond), victim.Name)
 		waitProgress(t, log, 20, fmt.Sprintf("cycle %d: writes to continue with %s killed", i, victim.Name))
 		victim.Start(t)
 		c.WaitLeader(t)
