@@ -37,6 +37,9 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 		return errnoResult(syscall.EFBIG)
 	}
 	size := max(in.Size, op.Size)
+	if op.Truncate {
+		size = op.Size
+	}
 	for _, s := range op.Slices {
 		if e := validateSlice(s); e != 0 {
 			return errnoResult(e)
@@ -47,7 +50,13 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 		size = max(size, s.end())
 	}
 	t.addSlices(op.Slices)
-	in.Slices = append(in.Slices, op.Slices...)
+	if op.Truncate {
+		old := in.Slices
+		in.Slices = append([]Slice(nil), op.Slices...)
+		t.dropSlices(old) // after adding, so a fid in both never reaches zero
+	} else {
+		in.Slices = append(in.Slices, op.Slices...)
+	}
 	t.setData(in, size)
 	in.Mtime = t.now
 	if op.Mtime != 0 {

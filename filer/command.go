@@ -194,12 +194,15 @@ type SetAttr struct {
 // CommitSlices is the write path: it appends Slices to the file's list
 // (the new ones win), grows the size to at least Size and the end of every
 // slice, and sets mtime (the command time if Mtime is 0). A fid on the
-// delete queue is refused with ESTALE.
+// delete queue is refused with ESTALE. With Truncate the file's previous
+// slices are dropped and its size becomes Size (or the end of the last new
+// slice if larger): a whole-file replacement in one atomic step.
 type CommitSlices struct {
-	Ino    uint64  `json:"ino"`
-	Slices []Slice `json:"slices"`
-	Size   uint64  `json:"size,omitempty"`
-	Mtime  int64   `json:"mtime,omitempty"`
+	Ino      uint64  `json:"ino"`
+	Slices   []Slice `json:"slices"`
+	Size     uint64  `json:"size,omitempty"`
+	Mtime    int64   `json:"mtime,omitempty"`
+	Truncate bool    `json:"truncate,omitempty"`
 }
 
 // PunchHole makes [Off, Off+Len) read as zeros without changing the size;

@@ -14,6 +14,9 @@ import (
 // directly and may run at any time.
 type FSM struct {
 	st *State
+	// onApply, if set, is called on the FSM goroutine after every applied
+	// command (successful or refused) and must not block.
+	onApply func(index uint64, c *Command, r *Result)
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -58,6 +61,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	res, err := f.st.Apply(l.Index, c)
 	if err != nil {
 		panic(fmt.Sprintf("filer: state file failed at log index %d: %v", l.Index, err))
+	}
+	if f.onApply != nil {
+		f.onApply(l.Index, c, res)
 	}
 	return res
 }

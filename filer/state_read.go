@@ -184,3 +184,17 @@ func (s *State) Resolve(p string) (*Inode, error) {
 	}
 	return in, nil
 }
+
+// IsUnder reports whether directory ino is anc or lies below it. A
+// directory that does not exist (any more) is under nothing.
+func (s *State) IsUnder(ino, anc uint64) bool {
+	var under bool
+	err := s.view(func(t *txn) error {
+		if t.inode(ino) == nil {
+			return nil
+		}
+		under = t.isUnder(ino, anc)
+		return nil
+	})
+	return err == nil && under
+}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cairn-storage/cairn/internal/httpx"
 )
 
 // metrics are a volume server's Prometheus series, on a registry of its own
@@ -59,23 +61,10 @@ func newMetrics(s *Server) *metrics {
 
 // instrument counts and times every HTTP request.
 func (m *metrics) instrument(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		h.ServeHTTP(sw, r)
-		m.requests.WithLabelValues(r.Method, strconv.Itoa(sw.code)).Inc()
-		m.latency.WithLabelValues(r.Method).Observe(time.Since(start).Seconds())
+	return httpx.Instrument(h, func(r *http.Request, code int, d time.Duration) {
+		m.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Inc()
+		m.latency.WithLabelValues(r.Method).Observe(d.Seconds())
 	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // storeCollector reports per-volume size, needle counts and garbage.

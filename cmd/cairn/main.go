@@ -22,7 +22,8 @@ type command struct {
 var commands = map[string]command{
 	"master":    {"run a master (Raft group for topology and file ids)", runMaster},
 	"volume":    {"run a volume server (needle store)", runVolume},
-	"server":    {"run master and volume server in one process (single node)", runServer},
+	"filer":     {"run a filer (Raft group for the POSIX namespace)", runFiler},
+	"server":    {"run master, volume server and filer in one process (single node)", runServer},
 	"benchmark": {"write and read needles against a cluster and report throughput", runBenchmark},
 	"version":   {"print the version", runVersion},
 }

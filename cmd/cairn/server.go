@@ -9,18 +9,20 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cairn-storage/cairn/filer"
 	"github.com/cairn-storage/cairn/master"
 	"github.com/cairn-storage/cairn/volume"
 )
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("server", "server --dir DATA [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080]", stderr)
+	fs := newFlagSet("server", "server --dir DATA [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080] [--filer.port 8888]", stderr)
 	var c common
 	c.register(fs)
-	dir := fs.String("dir", "", "data directory; master/ and volume/ are created inside (required)")
+	dir := fs.String("dir", "", "data directory; master/, volume/ and filer/ are created inside (required)")
 	ip := fs.String("ip", "127.0.0.1", "address to listen on and advertise")
 	mport := fs.Int("master.port", 9333, "master HTTP port")
 	vport := fs.Int("volume.port", 8080, "volume server HTTP port")
+	fport := fs.Int("filer.port", 8888, "filer HTTP port")
 	maxVolumes := fs.Int("volume.max", 8, "most volumes the volume server holds")
 	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
 	if err := fs.Parse(args); err != nil {
@@ -53,18 +55,27 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail(stderr, "server: %v", err)
 	}
+	f, err := filer.NewServer(filer.Config{
+		Dir: filepath.Join(*dir, "filer"), IP: *ip, Port: *fport, Masters: []string{masterAddr},
+		Security: sec, Logger: log,
+	})
+	if err != nil {
+		return fail(stderr, "server: %v", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- m.Run(ctx) }()
 	go func() { errc <- v.Run(ctx) }()
+	go func() { errc <- f.Run(ctx) }()
 	go func() {
-		if waitReady(ctx, m.Ready) == nil {
-			fmt.Fprintf(stdout, "cairn is ready: master http://%s, volume server http://%s, data in %s\n", masterAddr, v.URL(), *dir)
+		if waitReady(ctx, m.Ready) == nil && waitReady(ctx, f.Ready) == nil {
+			fmt.Fprintf(stdout, "cairn is ready: master http://%s, volume server http://%s, filer http://%s, data in %s\n",
+				masterAddr, v.URL(), f.URL(), *dir)
 		}
 	}()
 	var first error
-	for range 2 {
+	for range 3 {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 			cancel()

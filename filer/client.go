@@ -1,0 +1,225 @@
+package filer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/rpc"
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// Client talks to a filer group over gRPC. It retries a mutation after a
+// leader change with the same session and sequence number, so the filer
+// applies it at most once. Safe for concurrent use: each in-flight mutation
+// holds a session of its own.
+type Client struct {
+	addrs []string
+	pool  *rpc.Pool
+	id    string // prefix of this client's session ids
+
+	mu       sync.Mutex // guards sessions, nsess and next
+	sessions []*clientSession
+	nsess    int
+	next     int // index into addrs of the filer to try first
+}
+
+type clientSession struct {
+	id  string
+	seq uint64
+}
+
+// NewClient returns a client for the filers at addrs (HTTP addresses; gRPC
+// is at port+10000). sec nil means plaintext.
+func NewClient(addrs []string, sec *security.Config) *Client {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &Client{addrs: addrs, pool: rpc.NewPool(sec), id: hex.EncodeToString(b)}
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error { return c.pool.Close() }
+
+func (c *Client) takeSession() *clientSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.sessions); n > 0 {
+		s := c.sessions[n-1]
+		c.sessions = c.sessions[:n-1]
+		return s
+	}
+	c.nsess++
+	return &clientSession{id: fmt.Sprintf("%s-%d", c.id, c.nsess)}
+}
+
+func (c *Client) putSession(s *clientSession) {
+	c.mu.Lock()
+	c.sessions = append(c.sessions, s)
+	c.mu.Unlock()
+}
+
+// retryable reports whether a call may be sent again (to another filer).
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// call runs fn against the filers, starting with the last that answered,
+// retrying retryable errors with backoff until ctx ends or 30s pass.
+func (c *Client) call(ctx context.Context, fn func(pb.FilerClient) error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		idx := c.next % len(c.addrs)
+		c.mu.Unlock()
+		conn, err := c.pool.Conn(c.addrs[idx])
+		if err == nil {
+			err = fn(pb.NewFilerClient(conn))
+		}
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		if !retryable(err) {
+			return err
+		}
+		c.mu.Lock()
+		c.next = idx + 1
+		c.mu.Unlock()
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("filer: no filer could serve the request within 30s: %w", lastErr)
+}
+
+// Apply runs one mutation and returns its result. A Result with a non-zero
+// Errno is returned as that syscall.Errno error along with the result.
+func (c *Client) Apply(ctx context.Context, op Op) (*Result, error) {
+	sess := c.takeSession()
+	defer c.putSession(sess)
+	sess.seq++
+	b, err := (&Command{ClientID: sess.id, Seq: sess.seq, Op: op}).Encode()
+	if err != nil {
+		return nil, err
+	}
+	var resp *pb.FilerApplyResponse
+	err = c.call(ctx, func(fc pb.FilerClient) (err error) {
+		resp, err = fc.Apply(ctx, &pb.FilerApplyRequest{Command: b})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	if err := json.Unmarshal(resp.Result, res); err != nil {
+		return nil, fmt.Errorf("filer: bad result from server: %w", err)
+	}
+	if res.Errno != 0 {
+		return res, res.Errno
+	}
+	return res, nil
+}
+
+// Read runs a read operation and decodes its JSON answer into out. An errno
+// from the filer is returned as a syscall.Errno.
+func (c *Client) Read(ctx context.Context, req *pb.FilerReadRequest, out any) error {
+	var resp *pb.FilerReadResponse
+	err := c.call(ctx, func(fc pb.FilerClient) (err error) {
+		resp, err = fc.Read(ctx, req)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if resp.Errno != 0 {
+		return syscall.Errno(resp.Errno)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(resp.Json, out)
+}
+
+// GetAttr returns inode ino.
+func (c *Client) GetAttr(ctx context.Context, ino uint64) (*Inode, error) {
+	var in Inode
+	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "getattr", Ino: ino}, &in)
+}
+
+// Lookup returns the inode named name in directory parent.
+func (c *Client) Lookup(ctx context.Context, parent uint64, name string) (*Inode, error) {
+	var in Inode
+	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "lookup", Parent: parent, Name: name}, &in)
+}
+
+// Resolve returns the inode at an absolute path.
+func (c *Client) Resolve(ctx context.Context, path string) (*Inode, error) {
+	var in Inode
+	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "resolve", Path: path}, &in)
+}
+
+// ReadDir returns up to limit entries of directory ino after name after.
+func (c *Client) ReadDir(ctx context.Context, ino uint64, after string, limit int) ([]DirEntry, error) {
+	var out []DirEntry
+	return out, c.Read(ctx, &pb.FilerReadRequest{Op: "readdir", Ino: ino, After: after, Limit: int32(limit)}, &out)
+}
+
+// Statfs returns the quota limits and usage that apply to ino.
+func (c *Client) Statfs(ctx context.Context, ino uint64) (*Statfs, error) {
+	var out Statfs
+	return &out, c.Read(ctx, &pb.FilerReadRequest{Op: "statfs", Ino: ino}, &out)
+}
+
+// Assign asks the filer for a needle id (the filer forwards to the master).
+func (c *Client) Assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignResponse, error) {
+	var resp *pb.AssignResponse
+	err := c.call(ctx, func(fc pb.FilerClient) (err error) {
+		resp, err = fc.AssignVolume(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// LookupVolume asks the filer where volume vid lives.
+func (c *Client) LookupVolume(ctx context.Context, vid uint32) (*pb.LookupResponse, error) {
+	var resp *pb.LookupResponse
+	err := c.call(ctx, func(fc pb.FilerClient) (err error) {
+		resp, err = fc.LookupVolume(ctx, &pb.LookupRequest{VolumeId: vid})
+		return err
+	})
+	return resp, err
+}
+
+// Subscribe streams change events under root until ctx ends or the stream
+// breaks (then the caller resubscribes and revalidates what it cached).
+func (c *Client) Subscribe(ctx context.Context, root uint64) (pb.Filer_SubscribeClient, error) {
+	var stream pb.Filer_SubscribeClient
+	err := c.call(ctx, func(fc pb.FilerClient) (err error) {
+		stream, err = fc.Subscribe(ctx, &pb.SubscribeRequest{RootIno: root})
+		return err
+	})
+	return stream, err
+}
+
+// Addrs returns the filer addresses the client uses.
+func (c *Client) Addrs() string { return strings.Join(c.addrs, ",") }

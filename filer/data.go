@@ -1,0 +1,188 @@
+package filer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/fid"
+	"github.com/cairn-storage/cairn/internal/pb"
+)
+
+// ErrData is wrapped by every failure to store or fetch needle data.
+var ErrData = errors.New("filer: needle data unavailable")
+
+// DataClient stores and fetches needles on volume servers. It is shared by
+// the filer's HTTP API, its garbage collector and the mount. Safe for
+// concurrent use.
+type DataClient struct {
+	Assign func(ctx context.Context, req *pb.AssignRequest) (*pb.AssignResponse, error)
+	Lookup func(ctx context.Context, vid uint32) (*pb.LookupResponse, error)
+	HTTP   *http.Client
+	Scheme string // "http" or "https"
+
+	mu    sync.Mutex // guards cache
+	cache map[uint32]cachedLocations
+}
+
+type cachedLocations struct {
+	urls []string
+	at   time.Time
+}
+
+const locationTTL = 10 * time.Second
+
+// Write stores data as one new needle and returns its file id. It returns
+// only once every replica has the needle on stable storage.
+func (d *DataClient) Write(ctx context.Context, data []byte, collection, replication string) (string, error) {
+	var lastErr error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			}
+		}
+		a, err := d.Assign(ctx, &pb.AssignRequest{Count: 1, Collection: collection, Replication: replication})
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		code, body, err := d.do(ctx, http.MethodPut, a.Url, a.Fid, bytes.NewReader(data), "")
+		if err == nil && code == http.StatusCreated {
+			return a.Fid, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("volume server %s answered %d: %s", a.Url, code, strings.TrimSpace(string(body)))
+			if code == http.StatusInsufficientStorage {
+				return "", fmt.Errorf("%w: %w", ErrNoSpace, err)
+			}
+		}
+		lastErr = err
+	}
+	return "", fmt.Errorf("%w: write %d bytes: %w", ErrData, len(data), lastErr)
+}
+
+// ErrNoSpace means the volume servers are out of space.
+var ErrNoSpace = errors.New("filer: volume servers out of space")
+
+// Read returns n bytes of needle id starting at off (fewer at its end).
+func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte, error) {
+	f, err := fid.Parse(id)
+	if err != nil {
+		return nil, err
+	}
+	var errs []string
+	for pass := range 2 {
+		urls, err := d.locations(ctx, f.Volume, pass > 0)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		for _, u := range urls {
+			code, body, err := d.do(ctx, http.MethodGet, u, id, nil, fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+			switch {
+			case err != nil:
+				errs = append(errs, err.Error())
+			case code == http.StatusOK:
+				if off < int64(len(body)) {
+					body = body[off:]
+				} else {
+					body = nil
+				}
+				return body[:min(int64(len(body)), n)], nil
+			case code == http.StatusPartialContent:
+				return body, nil
+			case code == http.StatusRequestedRangeNotSatisfiable:
+				return nil, nil
+			default:
+				errs = append(errs, fmt.Sprintf("%s: %d %s", u, code, strings.TrimSpace(string(body))))
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: read needle %s: %s", ErrData, id, strings.Join(errs, "; "))
+}
+
+// Delete removes needle id; a needle already gone counts as deleted.
+func (d *DataClient) Delete(ctx context.Context, id string) error {
+	f, err := fid.Parse(id)
+	if err != nil {
+		return err
+	}
+	urls, err := d.locations(ctx, f.Volume, true)
+	if err != nil {
+		return err
+	}
+	var errs []string
+	for _, u := range urls {
+		code, body, err := d.do(ctx, http.MethodDelete, u, id, nil, "")
+		if err == nil && (code == http.StatusAccepted || code == http.StatusNotFound) {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%d %s", code, strings.TrimSpace(string(body)))
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", u, err))
+	}
+	return fmt.Errorf("%w: delete needle %s: %s", ErrData, id, strings.Join(errs, "; "))
+}
+
+func (d *DataClient) locations(ctx context.Context, vid uint32, fresh bool) ([]string, error) {
+	d.mu.Lock()
+	c, ok := d.cache[vid]
+	d.mu.Unlock()
+	if ok && !fresh && time.Since(c.at) < locationTTL {
+		return c.urls, nil
+	}
+	resp, err := d.Lookup(ctx, vid)
+	if err != nil {
+		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
+	}
+	var urls []string
+	for _, l := range resp.Locations {
+		urls = append(urls, l.Url)
+	}
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("volume %d has no live replica", vid)
+	}
+	d.mu.Lock()
+	if d.cache == nil {
+		d.cache = make(map[uint32]cachedLocations)
+	}
+	d.cache[vid] = cachedLocations{urls: urls, at: time.Now()}
+	d.mu.Unlock()
+	return urls, nil
+}
+
+func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Reader, rng string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, d.Scheme+"://"+host+"/"+id, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	if r, ok := body.(*bytes.Reader); ok {
+		req.ContentLength = int64(r.Len())
+	}
+	resp, err := d.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func parseUint(s string) uint64 {
+	v, _ := strconv.ParseUint(s, 10, 64)
+	return v
+}

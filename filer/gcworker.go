@@ -1,0 +1,69 @@
+package filer
+
+import (
+	"context"
+	"time"
+)
+
+// gcBatch is how many queued needles one GC pass deletes.
+const gcBatch = 256
+
+// gcLoop runs on every member and works only while it is leader: it deletes
+// queued needles from the volume servers and then removes them from the
+// queue through Raft. A needle is dequeued only after its delete succeeded
+// (or it was already gone), so a crash anywhere leaves it queued, never
+// leaked; a needle is queued only when nothing references it, so nothing
+// referenced is ever deleted.
+func (s *Server) gcLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.node == nil || !s.node.IsLeader() {
+			continue
+		}
+		for {
+			n, err := s.gcPass(ctx)
+			if err != nil {
+				s.log.Warn("needle garbage collection pass failed; will retry", "err", err)
+				break
+			}
+			if n < gcBatch {
+				break
+			}
+		}
+	}
+}
+
+// gcPass deletes up to gcBatch queued needles and returns how many it
+// dequeued.
+func (s *Server) gcPass(ctx context.Context) (int, error) {
+	fids, err := s.fsm.State().PendingDeletes(gcBatch)
+	if err != nil || len(fids) == 0 {
+		return 0, err
+	}
+	var done []string
+	for _, f := range fids {
+		if err := s.data.Delete(ctx, f); err != nil {
+			s.log.Debug("needle delete failed; it stays queued", "fid", f, "err", err)
+			continue
+		}
+		done = append(done, f)
+	}
+	if len(done) == 0 {
+		return 0, nil
+	}
+	res, _, err := s.apply(ctx, &Command{Op: &DequeueDeleted{Fids: done}})
+	if err != nil {
+		return 0, err
+	}
+	if res.Errno != 0 {
+		return 0, res.Errno
+	}
+	s.met.gcDeleted.Add(float64(len(done)))
+	return len(done), nil
+}

@@ -1,0 +1,90 @@
+package filer
+
+import (
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cairn-storage/cairn/internal/httpx"
+)
+
+// metrics are a filer's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	ops       *prometheus.CounterVec
+	opLatency *prometheus.HistogramVec
+	requests  *prometheus.CounterVec
+	gcDeleted prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{
+		reg: reg,
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_filer_operations_total", Help: "Namespace mutations applied through Raft, by operation and errno (0 = success).",
+		}, []string{"op", "errno"}),
+		opLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cairn_filer_operation_seconds", Help: "Mutation latency until committed and applied, by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}, []string{"op"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_filer_http_requests_total", Help: "HTTP API requests by method and status code.",
+		}, []string{"method", "code"}),
+		gcDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_filer_gc_deleted_needles_total", Help: "Unreferenced needles deleted from volume servers and dequeued.",
+		}),
+	}
+	reg.MustRegister(m.ops, m.opLatency, m.requests, m.gcDeleted)
+	raftGauge := func(name, help, key string) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			if s.node == nil {
+				return 0
+			}
+			v, _ := strconv.ParseFloat(s.node.Stats()[key], 64)
+			return v
+		}))
+	}
+	raftGauge("cairn_filer_raft_term", "Current Raft term of this filer.", "term")
+	raftGauge("cairn_filer_raft_commit_index", "Raft commit index of this filer.", "commit_index")
+	raftGauge("cairn_filer_raft_applied_index", "Raft applied index of this filer.", "applied_index")
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_raft_leader", Help: "1 when this filer is the Raft leader.",
+	}, func() float64 {
+		if s.node != nil && s.node.IsLeader() {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_gc_pending_needles", Help: "Needles queued for deletion (first 10000 counted).",
+	}, func() float64 {
+		f, _ := s.fsm.State().PendingDeletes(10000)
+		return float64(len(f))
+	}))
+	return m
+}
+
+func (m *metrics) observeOp(op string, r *Result, err error, d time.Duration) {
+	errno := "0"
+	switch {
+	case err != nil:
+		errno = "unavailable"
+	case r != nil && r.Errno != 0:
+		errno = syscall.Errno(r.Errno).Error()
+	}
+	m.ops.WithLabelValues(op, errno).Inc()
+	m.opLatency.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// instrument counts every HTTP request.
+func (m *metrics) instrument(h http.Handler) http.Handler {
+	return httpx.Instrument(h, func(r *http.Request, code int, _ time.Duration) {
+		m.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Inc()
+	})
+}

@@ -1,0 +1,210 @@
+package filer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/raftutil"
+	"github.com/cairn-storage/cairn/internal/rpc"
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// Config configures a filer.
+type Config struct {
+	Dir     string
+	IP      string
+	Port    int      // HTTP; gRPC on Port+10000, Raft on Port+20000
+	Peers   []string // HTTP addresses of all filers
+	Masters []string // master HTTP addresses
+	// Replication and Collection are used for needles written through the
+	// filer's HTTP API ("" = the master's default).
+	Replication, Collection string
+	// ChunkSize cuts uploads through the HTTP API into needles (default 4 MiB).
+	ChunkSize int
+	Security  *security.Config
+	Logger    *slog.Logger
+}
+
+// Server is one member of the filer Raft group.
+type Server struct {
+	cfg   Config
+	url   string
+	fsm   *FSM
+	node  *raftutil.Node
+	pool  *rpc.Pool
+	httpc *http.Client
+	log   *slog.Logger
+	met   *metrics
+	hub   *eventHub
+	data  *DataClient // reads and writes needles for the HTTP API and GC
+	ring  masterRing
+
+	// ready is closed once this member, as leader, has applied everything
+	// committed before its term (a barrier), so leader reads are current.
+	mu struct {
+		sync.Mutex
+		readyTerm uint64
+	}
+}
+
+// NewServer opens the filer's Raft node and state.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 4 << 20
+	}
+	if len(cfg.Masters) == 0 {
+		return nil, errors.New("filer: no master address given; pass --master host:9333")
+	}
+	url := net.JoinHostPort(cfg.IP, strconv.Itoa(cfg.Port))
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("filer: create data directory %s: %w", cfg.Dir, err)
+	}
+	s := &Server{
+		cfg:   cfg,
+		url:   url,
+		pool:  rpc.NewPool(cfg.Security),
+		httpc: httpx.Client(cfg.Security, 5*time.Minute),
+		log:   cfg.Logger.With("component", "filer", "filer", url),
+		hub:   newEventHub(),
+	}
+	fsm, err := NewFSM(filepath.Join(cfg.Dir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	fsm.onApply = s.hub.publish
+	s.fsm = fsm
+	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security)}
+	s.met = newMetrics(s)
+	return s, nil
+}
+
+// URL is the filer's HTTP address.
+func (s *Server) URL() string { return s.url }
+
+// State gives direct (possibly stale) read access, for tests.
+func (s *Server) State() *State { return s.fsm.State() }
+
+// Run serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	hl, err := net.Listen("tcp", s.url)
+	if err != nil {
+		return fmt.Errorf("filer: listen on %s: %w (is another server using the port?)", s.url, err)
+	}
+	gaddr, _ := rpc.GRPCAddr(s.url)
+	gl, err := net.Listen("tcp", gaddr)
+	if err != nil {
+		hl.Close()
+		return fmt.Errorf("filer: listen on %s (gRPC): %w", gaddr, err)
+	}
+	node, err := raftutil.Start(raftutil.Config{
+		Dir: filepath.Join(s.cfg.Dir, "raft"), ID: s.url, Peers: s.cfg.Peers,
+		Security: s.cfg.Security, FSM: s.fsm, Logger: s.log,
+	})
+	if err != nil {
+		hl.Close()
+		gl.Close()
+		return fmt.Errorf("filer: start raft: %w", err)
+	}
+	s.node = node
+	gs := rpc.NewServer(s.cfg.Security)
+	pb.RegisterFilerServer(gs, &grpcService{s: s})
+	hs := httpx.Server(s.routes(), s.cfg.Security)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- httpx.Serve(ctx, hs, hl) }()
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(gl); err != nil {
+			errc <- fmt.Errorf("filer: gRPC: %w", err)
+		}
+	}()
+	go func() { defer wg.Done(); s.gcLoop(ctx) }()
+	s.log.Info("filer started", "http", s.url, "grpc", gaddr, "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		cancel()
+	}
+	s.hub.close()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	wg.Wait()
+	node.Shutdown()
+	s.pool.Close()
+	if err := s.fsm.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	s.log.Info("filer stopped")
+	return runErr
+}
+
+// Ready returns nil when this member knows a leader.
+func (s *Server) Ready() error {
+	if s.node == nil || s.node.LeaderHTTP() == "" {
+		return errors.New("filer: no leader elected yet")
+	}
+	return nil
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Ready(); err != nil {
+			httpx.WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready", "leader": s.node.LeaderHTTP()})
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", s.handleFS)
+	return s.met.instrument(mux)
+}
+
+// ensureLeaderCurrent makes a leader's state reflect every entry committed
+// before its term, once per term, so that reads served by it are current.
+func (s *Server) ensureLeaderCurrent(ctx context.Context) error {
+	term := s.node.Term()
+	s.mu.Lock()
+	done := s.mu.readyTerm == term
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := s.node.Barrier(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.mu.readyTerm = term
+	s.mu.Unlock()
+	return nil
+}
