@@ -55,7 +55,7 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
-// Proc is one cairn process (a master or a volume server).
+// Proc is one cairn process (a master, volume server or filer).
 type Proc struct {
 	Name string
 	HTTP string // HTTP address ip:port
@@ -142,6 +142,7 @@ func (p *Proc) Log() string {
 type Options struct {
 	Masters           int
 	Volumes           int
+	Filers            int
 	Replication       string // default placement, "000" if empty
 	VolumeSizeLimitMB int    // default 64
 	MaxVolumes        int    // per volume server, default 30
@@ -154,6 +155,7 @@ type Options struct {
 type Cluster struct {
 	Masters []*Proc
 	Volumes []*Proc
+	Filers  []*Proc
 	Client  *http.Client
 }
 
@@ -205,6 +207,19 @@ func Start(t testing.TB, o Options) *Cluster {
 				"--dc", "dc1", "--rack", "rack1", "--pulse", o.Pulse.String()},
 		})
 	}
+	var fpeers []string
+	for range o.Filers {
+		fpeers = append(fpeers, net.JoinHostPort(testutil.LoopbackIP(t, 8888, 18888, 28888), "8888"))
+	}
+	for i, addr := range fpeers {
+		ip, _, _ := net.SplitHostPort(addr)
+		dir := filepath.Join(root, fmt.Sprintf("f%d", i))
+		c.Filers = append(c.Filers, &Proc{
+			Name: fmt.Sprintf("filer%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
+			args: []string{"filer", "--dir", dir, "--ip", ip, "--port", "8888",
+				"--peers", strings.Join(fpeers, ","), "--master", strings.Join(peers, ",")},
+		})
+	}
 	t.Cleanup(func() {
 		for _, p := range c.all() {
 			p.Kill()
@@ -224,10 +239,65 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c.WaitLeader(t)
 	c.WaitVolumesRegistered(t)
+	if len(c.Filers) > 0 {
+		c.WaitFilerLeader(t)
+	}
 	return c
 }
 
-func (c *Cluster) all() []*Proc { return append(append([]*Proc{}, c.Masters...), c.Volumes...) }
+// All returns every process of the cluster.
+func (c *Cluster) All() []*Proc { return c.all() }
+
+func (c *Cluster) all() []*Proc {
+	return append(append(append([]*Proc{}, c.Masters...), c.Volumes...), c.Filers...)
+}
+
+// FilerAddrs returns the HTTP addresses of all filers.
+func (c *Cluster) FilerAddrs() []string {
+	var out []string
+	for _, f := range c.Filers {
+		out = append(out, f.HTTP)
+	}
+	return out
+}
+
+// FilerLeader returns the running filer that every running filer names as
+// leader, or an error.
+func (c *Cluster) FilerLeader() (*Proc, error) {
+	var leader string
+	for _, f := range c.Filers {
+		if !f.Running() {
+			continue
+		}
+		var r struct {
+			Leader string `json:"leader"`
+		}
+		if err := c.GetJSON("http://"+f.HTTP+"/readyz", &r); err != nil {
+			return nil, err
+		}
+		if leader != "" && r.Leader != leader {
+			return nil, fmt.Errorf("filers disagree on the leader: %s vs %s", leader, r.Leader)
+		}
+		leader = r.Leader
+	}
+	for _, f := range c.Filers {
+		if f.HTTP == leader && f.Running() {
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("filer leader %q is not a running filer", leader)
+}
+
+// WaitFilerLeader waits (generously) for an agreed filer leader.
+func (c *Cluster) WaitFilerLeader(t testing.TB) *Proc {
+	t.Helper()
+	var leader *Proc
+	testutil.WaitFor(t, 60*time.Second, "a filer leader", func() (err error) {
+		leader, err = c.FilerLeader()
+		return err
+	})
+	return leader
+}
 
 // Status is the subset of /cluster/status tests use.
 type Status struct {
