@@ -25,7 +25,11 @@ var ErrData = errors.New("filer: needle data unavailable")
 type DataClient struct {
 	Assign func(ctx context.Context, req *pb.AssignRequest) (*pb.AssignResponse, error)
 	Lookup func(ctx context.Context, vid uint32) (*pb.LookupResponse, error)
-	HTTP   *http.Client
+	// Reserve, if set, is called with each assigned file id before its
+	// needle is stored (it registers the upload with the filer, so a crash
+	// before the needle is referenced leaks nothing).
+	Reserve func(ctx context.Context, fid string) error
+	HTTP    *http.Client
 	Scheme string // "http" or "https"
 
 	mu    sync.Mutex // guards cache
@@ -55,6 +59,12 @@ func (d *DataClient) Write(ctx context.Context, data []byte, collection, replica
 		if err != nil {
 			lastErr = err
 			continue
+		}
+		if d.Reserve != nil {
+			if err := d.Reserve(ctx, a.Fid); err != nil {
+				lastErr = err
+				continue
+			}
 		}
 		code, body, err := d.do(ctx, http.MethodPut, a.Url, a.Fid, bytes.NewReader(data), "")
 		if err == nil && code == http.StatusCreated {

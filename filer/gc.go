@@ -19,6 +19,7 @@ func (t *txn) addSlices(sl []Slice) {
 			continue
 		}
 		k := []byte(s.Fid)
+		t.must(t.uploads.Delete(k)) // referenced now: no longer an upload in flight
 		var n uint64
 		if v := t.refs.Get(k); v != nil {
 			n = binary.BigEndian.Uint64(v)

@@ -26,6 +26,9 @@ func (s *Server) gcLoop(ctx context.Context) {
 		if s.node == nil || !s.node.IsLeader() {
 			continue
 		}
+		if err := s.expireUploads(ctx); err != nil {
+			s.log.Warn("expiring abandoned uploads failed; will retry", "err", err)
+		}
 		for {
 			n, err := s.gcPass(ctx)
 			if err != nil {
@@ -37,6 +40,37 @@ func (s *Server) gcLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// reserve registers fid as an upload in flight on this (leader) filer.
+func (s *Server) reserve(ctx context.Context, fid string) error {
+	res, _, err := s.apply(ctx, &Command{Op: &BeginUpload{Fids: []string{fid}, Expires: time.Now().Add(s.cfg.UploadTimeout).UnixNano()}})
+	if err != nil {
+		return err
+	}
+	if res.Errno != 0 {
+		return res.Errno
+	}
+	return nil
+}
+
+// expireUploads queues the needles of uploads whose writer never
+// referenced them within the upload timeout.
+func (s *Server) expireUploads(ctx context.Context) error {
+	now := time.Now().UnixNano()
+	n, err := s.fsm.State().ExpiredUploads(now)
+	if err != nil || n == 0 {
+		return err
+	}
+	res, _, err := s.apply(ctx, &Command{Op: &ExpireUploads{Before: now}})
+	if err != nil {
+		return err
+	}
+	if res.Errno != 0 {
+		return res.Errno
+	}
+	s.log.Info("queued needles of abandoned uploads for deletion", "count", n)
+	return nil
 }
 
 // gcPass deletes up to gcBatch queued needles and returns how many it

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"syscall"
 	"time"
 
@@ -169,6 +170,10 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 		return st.PendingDeletes(limit)
 	case "orphans":
 		return st.Orphans()
+	case "referenced":
+		return st.Referenced()
+	case "uploads":
+		return st.ExpiredUploads(math.MaxInt64)
 	}
 	return nil, fmt.Errorf("filer: unknown read operation %q: %w", req.Op, syscall.EINVAL)
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Replication, Collection string
 	// ChunkSize cuts uploads through the HTTP API into needles (default 4 MiB).
 	ChunkSize int
+	// UploadTimeout is how long a needle may stay uploaded but unreferenced
+	// before the GC deletes it (default 1h).
+	UploadTimeout time.Duration
 	Security  *security.Config
 	Logger    *slog.Logger
 }
@@ -65,6 +68,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.UploadTimeout <= 0 {
+		cfg.UploadTimeout = time.Hour
+	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 4 << 20
 	}
@@ -89,7 +95,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	fsm.onApply = s.hub.publish
 	s.fsm = fsm
-	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security)}
+	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security)}
 	s.met = newMetrics(s)
 	return s, nil
 }

@@ -25,10 +25,11 @@ var (
 	bucketSessions  = []byte("sessions")  // client id -> JSON session
 	bucketSnapshots = []byte("snapshots") // snapshot id -> JSON SnapshotInfo
 	bucketOrphans   = []byte("orphans")   // ino -> empty: unlinked, kept while open
+	bucketUploads   = []byte("uploads")   // fid -> uint64 expiry ns: needle being uploaded, not yet referenced
 	bucketMeta      = []byte("meta")      // keys below
 
 	allBuckets = [][]byte{bucketInodes, bucketDentries, bucketXattrs, bucketRefs, bucketDeleteQ,
-		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketMeta}
+		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketUploads, bucketMeta}
 
 	metaNextIno     = []byte("next_ino")
 	metaNextSnap    = []byte("next_snapshot")

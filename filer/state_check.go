@@ -136,6 +136,15 @@ func (t *txn) check() []error {
 		}
 		return nil
 	}))
+	t.must(t.uploads.ForEach(func(k, _ []byte) error {
+		if refs[string(k)] > 0 {
+			bad("needle %s is referenced and still listed as an upload in flight", k)
+		}
+		if t.deleteq.Get(k) != nil {
+			bad("needle %s is queued for deletion and listed as an upload in flight", k)
+		}
+		return nil
+	}))
 	for f := range refs {
 		if t.refs.Get([]byte(f)) == nil {
 			bad("needle %s referenced without a count", f)

@@ -15,7 +15,7 @@ type txn struct {
 	tx  *bolt.Tx
 	now int64 // command time, ns
 
-	inodes, dentries, xattrs, refs, deleteq, quotas, sessions, snapshots, orphans, meta *bolt.Bucket
+	inodes, dentries, xattrs, refs, deleteq, quotas, sessions, snapshots, orphans, uploads, meta *bolt.Bucket
 
 	// usage accumulates quota usage changes per quota root; applied and
 	// checked against the limits by finishQuota.
@@ -34,7 +34,7 @@ func newTxn(tx *bolt.Tx, now int64) *txn {
 		xattrs: tx.Bucket(bucketXattrs), refs: tx.Bucket(bucketRefs),
 		deleteq: tx.Bucket(bucketDeleteQ), quotas: tx.Bucket(bucketQuotas),
 		sessions: tx.Bucket(bucketSessions), snapshots: tx.Bucket(bucketSnapshots),
-		orphans: tx.Bucket(bucketOrphans), meta: tx.Bucket(bucketMeta),
+		orphans: tx.Bucket(bucketOrphans), uploads: tx.Bucket(bucketUploads), meta: tx.Bucket(bucketMeta),
 	}
 }
 
@@ -221,6 +221,10 @@ func (t *txn) apply(op Op) *Result {
 		r = t.deleteSnapshot(op)
 	case *DequeueDeleted:
 		r = t.dequeueDeleted(op)
+	case *BeginUpload:
+		r = t.beginUpload(op)
+	case *ExpireUploads:
+		r = t.expireUploads(op)
 	case *ReleaseOrphan:
 		r = t.releaseOrphan(op)
 	default:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/cairn-storage/cairn/filer"
 )
@@ -18,6 +19,7 @@ func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
 	masters := fs.String("master", "127.0.0.1:9333", "master HTTP addresses, comma separated")
 	repl := fs.String("replication", "", "replica placement for data written through the HTTP API (empty: the master's default)")
 	coll := fs.String("collection", "", "collection for data written through the HTTP API")
+	uploadTimeout := fs.Duration("upload-timeout", time.Hour, "how long an uploaded needle may stay unreferenced (a writer died) before it is deleted")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -34,7 +36,7 @@ func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	s, err := filer.NewServer(filer.Config{
 		Dir: *dir, IP: *ip, Port: *port, Peers: splitList(*peers), Masters: splitList(*masters),
-		Replication: *repl, Collection: *coll, Security: sec, Logger: log,
+		Replication: *repl, Collection: *coll, UploadTimeout: *uploadTimeout, Security: sec, Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "filer: %v", err)

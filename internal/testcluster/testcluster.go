@@ -147,6 +147,8 @@ type Options struct {
 	VolumeSizeLimitMB int    // default 64
 	MaxVolumes        int    // per volume server, default 30
 	Pulse             time.Duration
+	// FilerArgs are extra flags for every filer.
+	FilerArgs []string
 	// VolumeDirs, when set, gives the data directory of each volume server.
 	VolumeDirs []string
 }
@@ -216,8 +218,8 @@ func Start(t testing.TB, o Options) *Cluster {
 		dir := filepath.Join(root, fmt.Sprintf("f%d", i))
 		c.Filers = append(c.Filers, &Proc{
 			Name: fmt.Sprintf("filer%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
-			args: []string{"filer", "--dir", dir, "--ip", ip, "--port", "8888",
-				"--peers", strings.Join(fpeers, ","), "--master", strings.Join(peers, ",")},
+			args: append([]string{"filer", "--dir", dir, "--ip", ip, "--port", "8888",
+				"--peers", strings.Join(fpeers, ","), "--master", strings.Join(peers, ",")}, o.FilerArgs...),
 		})
 	}
 	t.Cleanup(func() {
