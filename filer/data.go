@@ -30,7 +30,7 @@ type DataClient struct {
 	// before the needle is referenced leaks nothing).
 	Reserve func(ctx context.Context, fid string) error
 	HTTP    *http.Client
-	Scheme string // "http" or "https"
+	Scheme  string // "http" or "https"
 
 	mu    sync.Mutex // guards cache
 	cache map[uint32]cachedLocations

@@ -37,8 +37,8 @@ type Config struct {
 	// UploadTimeout is how long a needle may stay uploaded but unreferenced
 	// before the GC deletes it (default 1h).
 	UploadTimeout time.Duration
-	Security  *security.Config
-	Logger    *slog.Logger
+	Security      *security.Config
+	Logger        *slog.Logger
 }
 
 // Server is one member of the filer Raft group.
