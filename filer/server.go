@@ -97,6 +97,15 @@ func NewServer(cfg Config) (*Server, error) {
 	s.fsm = fsm
 	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security)}
 	s.met = newMetrics(s)
+	node, err := raftutil.Start(raftutil.Config{
+		Dir: filepath.Join(cfg.Dir, "raft"), ID: url, Peers: cfg.Peers,
+		Security: cfg.Security, FSM: fsm, Logger: s.log,
+	})
+	if err != nil {
+		fsm.Close()
+		return nil, fmt.Errorf("filer: start raft: %w", err)
+	}
+	s.node = node
 	return s, nil
 }
 
@@ -106,8 +115,11 @@ func (s *Server) URL() string { return s.url }
 // State gives direct (possibly stale) read access, for tests.
 func (s *Server) State() *State { return s.fsm.State() }
 
-// Run serves until ctx is cancelled.
+// Run serves until ctx is cancelled, then stops Raft and closes the state.
+// A Server runs once.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.fsm.Close()
+	defer s.node.Shutdown()
 	hl, err := net.Listen("tcp", s.url)
 	if err != nil {
 		return fmt.Errorf("filer: listen on %s: %w (is another server using the port?)", s.url, err)
@@ -118,16 +130,6 @@ func (s *Server) Run(ctx context.Context) error {
 		hl.Close()
 		return fmt.Errorf("filer: listen on %s (gRPC): %w", gaddr, err)
 	}
-	node, err := raftutil.Start(raftutil.Config{
-		Dir: filepath.Join(s.cfg.Dir, "raft"), ID: s.url, Peers: s.cfg.Peers,
-		Security: s.cfg.Security, FSM: s.fsm, Logger: s.log,
-	})
-	if err != nil {
-		hl.Close()
-		gl.Close()
-		return fmt.Errorf("filer: start raft: %w", err)
-	}
-	s.node = node
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterFilerServer(gs, &grpcService{s: s})
 	hs := httpx.Server(s.routes(), s.cfg.Security)
@@ -162,18 +164,14 @@ func (s *Server) Run(ctx context.Context) error {
 		gs.Stop()
 	}
 	wg.Wait()
-	node.Shutdown()
 	s.pool.Close()
-	if err := s.fsm.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
 	s.log.Info("filer stopped")
 	return runErr
 }
 
 // Ready returns nil when this member knows a leader.
 func (s *Server) Ready() error {
-	if s.node == nil || s.node.LeaderHTTP() == "" {
+	if s.node.LeaderHTTP() == "" {
 		return errors.New("filer: no leader elected yet")
 	}
 	return nil
@@ -192,8 +190,16 @@ func (s *Server) routes() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready", "leader": s.node.LeaderHTTP()})
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", s.handleFS)
-	return s.met.instrument(mux)
+	// Namespace paths bypass ServeMux, which would clean "/a/../b" into
+	// "/b" (and redirect clients there); the filer rejects such paths.
+	return s.met.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			mux.ServeHTTP(w, r)
+		default:
+			s.handleFS(w, r)
+		}
+	}))
 }
 
 // ensureLeaderCurrent makes a leader's state reflect every entry committed

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,13 +46,24 @@ func startFiler(t *testing.T) string {
 			t.Errorf("filer did not stop")
 		}
 	})
+	// Poll /readyz rather than calling s.Ready: Run sets up the Raft node
+	// while this goroutine would read it.
+	hc := &http.Client{Timeout: 2 * time.Second}
 	testutil.WaitFor(t, 30*time.Second, "filer leader", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("filer exited early: %v", err)
 		default:
 		}
-		return s.Ready()
+		resp, err := hc.Get("http://" + s.URL() + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
 	})
 	return s.URL()
 }

@@ -1,0 +1,233 @@
+package filer_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/testutil"
+	"github.com/cairn-storage/cairn/master"
+	"github.com/cairn-storage/cairn/volume"
+)
+
+// node runs a master, a volume server and a filer in this process.
+type node struct {
+	filer  *filer.Server
+	url    string // filer HTTP base URL
+	client *filer.Client
+}
+
+func startNode(t *testing.T, chunk int) *node {
+	t.Helper()
+	ip := testutil.LoopbackIP(t, 9333, 19333, 29333, 8080, 18080, 8888, 18888, 28888)
+	ctx, cancel := context.WithCancel(context.Background())
+	maddr := net.JoinHostPort(ip, "9333")
+	m, err := master.New(master.Config{Dir: t.TempDir(), IP: ip, Port: 9333, Pulse: 200 * time.Millisecond, VolumeSizeLimit: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := volume.NewServer(volume.Config{Dir: t.TempDir(), IP: ip, Port: 8080, Masters: []string{maddr}, Pulse: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := filer.NewServer(filer.Config{Dir: t.TempDir(), IP: ip, Port: 8888, Masters: []string{maddr}, ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 3)
+	for _, run := range []func(context.Context) error{m.Run, v.Run, f.Run} {
+		go func() { _ = run(ctx); done <- struct{}{} }()
+	}
+	n := &node{filer: f, url: "http://" + f.URL(), client: filer.NewClient([]string{f.URL()}, nil)}
+	t.Cleanup(func() {
+		n.client.Close()
+		cancel()
+		for range 3 {
+			<-done
+		}
+	})
+	testutil.WaitFor(t, 30*time.Second, "filer and volume server ready", func() error {
+		if err := f.Ready(); err != nil {
+			return err
+		}
+		code, body := n.do(t, http.MethodPut, "/ready-probe", "", []byte("x"))
+		if code != http.StatusCreated {
+			return fmt.Errorf("probe write: %d %s", code, body)
+		}
+		return nil
+	})
+	return n
+}
+
+func (n *node) do(t *testing.T, method, path, ctype string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, n.url+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHTTPAPI exercises the SeaweedFS-compatible HTTP API: multi-needle
+// writes, reads with Range, listings, moves, deletes and bad input.
+func TestHTTPAPI(t *testing.T) {
+	n := startNode(t, 1000) // small needles: a 3500-byte file spans four
+	content := make([]byte, 3500)
+	for i := range content {
+		content[i] = byte(i * 7)
+	}
+	if code, body := n.do(t, http.MethodPut, "/a/b/c.bin", "", content); code != 201 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	in, err := n.client.Resolve(context.Background(), "/a/b/c.bin")
+	if err != nil || in.Size != 3500 || len(in.Slices) != 4 {
+		t.Fatalf("file after put: %+v %v (want 3500 bytes in 4 slices)", in, err)
+	}
+	if code, body := n.do(t, http.MethodGet, "/a/b/c.bin", "", nil); code != 200 || body != string(content) {
+		t.Fatalf("get: %d, %d bytes, equal=%v", code, len(body), body == string(content))
+	}
+	req, _ := http.NewRequest(http.MethodGet, n.url+"/a/b/c.bin", nil)
+	req.Header.Set("Range", "bytes=990-2010")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || !bytes.Equal(got, content[990:2011]) {
+		t.Fatalf("range across needles: %d, equal=%v", resp.StatusCode, bytes.Equal(got, content[990:2011]))
+	}
+
+	// Multipart upload replaces the content atomically.
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	fw, _ := mw.CreateFormFile("file", "c.bin")
+	fw.Write([]byte("short"))
+	mw.Close()
+	if code, body := n.do(t, http.MethodPost, "/a/b/c.bin", mw.FormDataContentType(), mp.Bytes()); code != 201 {
+		t.Fatalf("multipart: %d %s", code, body)
+	}
+	if code, body := n.do(t, http.MethodGet, "/a/b/c.bin", "", nil); code != 200 || body != "short" {
+		t.Fatalf("after overwrite: %d %q", code, body)
+	}
+
+	// Listing as JSON.
+	req, _ = http.NewRequest(http.MethodGet, n.url+"/a/b/", nil)
+	req.Header.Set("Accept", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Path    string
+		Entries []struct {
+			FullPath string
+			FileSize uint64
+		}
+	}
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Entries) != 1 || list.Entries[0].FullPath != "/a/b/c.bin" || list.Entries[0].FileSize != 5 {
+		t.Fatalf("listing: %+v", list)
+	}
+	if code, body := n.do(t, http.MethodGet, "/a/b/", "", nil); code != 200 || !strings.Contains(body, `<a href="c.bin">`) {
+		t.Fatalf("html listing: %d %s", code, body)
+	}
+
+	// Move, then delete recursively.
+	if code, body := n.do(t, http.MethodPost, "/a/moved.bin?mv.from=/a/b/c.bin", "", nil); code != 204 {
+		t.Fatalf("move: %d %s", code, body)
+	}
+	if code, _ := n.do(t, http.MethodGet, "/a/b/c.bin", "", nil); code != 404 {
+		t.Fatalf("old name after move: %d", code)
+	}
+	if code, body := n.do(t, http.MethodGet, "/a/moved.bin", "", nil); code != 200 || body != "short" {
+		t.Fatalf("new name after move: %d %q", code, body)
+	}
+	if code, _ := n.do(t, http.MethodDelete, "/a", "", nil); code != 409 {
+		t.Fatalf("non-recursive delete of a non-empty directory: %d, want 409", code)
+	}
+	if code, body := n.do(t, http.MethodDelete, "/a?recursive=true", "", nil); code != 204 {
+		t.Fatalf("recursive delete: %d %s", code, body)
+	}
+	if code, _ := n.do(t, http.MethodGet, "/a/", "", nil); code != 404 {
+		t.Fatalf("deleted directory still listed: %d", code)
+	}
+
+	// Bad input: clear errors, nothing changed.
+	for _, p := range []string{"/x/../etc", "/x//y", "/" + strings.Repeat("n", 300)} {
+		code, body := n.do(t, http.MethodPut, p, "", []byte("x"))
+		if code != 400 || !strings.Contains(body, "error") {
+			t.Errorf("PUT %q: %d %s, want 400 with an error", p, code, body)
+		}
+	}
+	if code, _ := n.do(t, http.MethodDelete, "/", "", nil); code != 400 {
+		t.Errorf("DELETE /: %d, want 400", code)
+	}
+	ents, err := n.client.ReadDir(context.Background(), filer.RootIno, "", 100)
+	if err != nil || len(ents) != 1 || ents[0].Name != "ready-probe" {
+		t.Fatalf("root after bad requests: %+v %v", ents, err)
+	}
+}
+
+// TestQuotaThroughAPI: a write that would exceed a subtree's quota fails
+// with EDQUOT (507 over HTTP) and changes nothing; usage stays exact.
+func TestQuotaThroughAPI(t *testing.T) {
+	n := startNode(t, 0)
+	ctx := context.Background()
+	res, err := n.client.Apply(ctx, &filer.Mkdir{Parent: filer.RootIno, Name: "vol", Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := res.Inode.Ino
+	if _, err := n.client.Apply(ctx, &filer.SetQuota{Ino: vol, MaxBytes: 10000, MaxInodes: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := n.do(t, http.MethodPut, "/vol/a", "", make([]byte, 6000)); code != 201 {
+		t.Fatalf("write within quota: %d %s", code, body)
+	}
+	code, body := n.do(t, http.MethodPut, "/vol/b", "", make([]byte, 6000))
+	if code != 507 || !strings.Contains(body, "quota") {
+		t.Fatalf("write over quota: %d %s, want 507 naming the quota", code, body)
+	}
+	sf, err := n.client.Statfs(ctx, vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sf.Bytes != 6000 || sf.MaxBytes != 10000 {
+		t.Fatalf("statfs after refused write: %+v (want 6000 of 10000 bytes)", sf)
+	}
+	_, err = n.client.Apply(ctx, &filer.Create{Parent: vol, Name: "c", Mode: 0o644})
+	_, err2 := n.client.Apply(ctx, &filer.Create{Parent: vol, Name: "d", Mode: 0o644})
+	_, err3 := n.client.Apply(ctx, &filer.Create{Parent: vol, Name: "e", Mode: 0o644})
+	if err != nil || err2 != nil || !errors.Is(err3, syscall.EDQUOT) {
+		t.Fatalf("inode quota: %v %v %v (want the 6th inode refused with EDQUOT)", err, err2, err3)
+	}
+	if code, _ := n.do(t, http.MethodDelete, "/vol/a", "", nil); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	sf, _ = n.client.Statfs(ctx, vol)
+	if sf.Bytes != 0 || sf.Inodes != 4 {
+		t.Fatalf("usage after delete: %+v (want 0 bytes, 4 inodes)", sf)
+	}
+}
