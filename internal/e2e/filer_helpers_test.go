@@ -2,19 +2,19 @@ package e2e
 
 import (
 	"fmt"
-	"hash/maphash"
 	"math"
-	"sort"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/anishathalye/porcupine"
 )
 
-// A small linearizability checker (the algorithm of Wing & Gong with the
-// state cache of Lowe, as in porcupine) for histories of a key-value
-// register map: linKeys names, each absent or holding a value, with
-// write, read, delete and rename.
+// The model checked with porcupine: a key-value register map of linKeys
+// names, each absent or holding a value, with write, read, delete and
+// rename.
 
 // linKeys is the number of names the history works on.
 const linKeys = 5
@@ -158,225 +158,55 @@ func (s linState) String() string {
 	return b.String()
 }
 
-type linVerdict int
+type linVerdict = porcupine.CheckResult
 
 const (
-	linOk linVerdict = iota
-	linIllegal
-	linUnknown // the checker timed out
+	linOk      = porcupine.Ok
+	linIllegal = porcupine.Illegal
+	linUnknown = porcupine.Unknown // the checker timed out
 )
 
-func (v linVerdict) String() string {
-	return [...]string{"Ok", "Illegal", "Unknown (checker timed out)"}[v]
+// linModel is the register-map model for porcupine.
+var linModel = porcupine.Model{
+	Init: func() any { return linState{} },
+	Step: func(state, input, output any) (bool, any) {
+		next, ok := linStep(state.(linState), input.(linInput), output.(linOutput))
+		return ok, next
+	},
+	Equal: func(a, b any) bool { return a.(linState) == b.(linState) },
+	DescribeOperation: func(input, output any) string {
+		return linOp{Input: input.(linInput), Output: output.(linOutput)}.String()
+	},
+	DescribeState: func(state any) string { return state.(linState).String() },
 }
 
-// linReport explains an Illegal verdict: the longest prefix the checker
-// could linearize (operation indices in order) and the operations it could
-// not place after it.
+// linReport keeps what porcupine found, to render a visualization.
 type linReport struct {
-	Longest []int
-	Stuck   []int
+	info porcupine.LinearizationInfo
 }
 
-type linEntry struct {
-	op         int
-	call       bool
-	match      *linEntry // the return entry of a call
-	prev, next *linEntry
-}
-
-type linBits []uint64
-
-func (b linBits) set(i int)   { b[i/64] |= 1 << (i % 64) }
-func (b linBits) clear(i int) { b[i/64] &^= 1 << (i % 64) }
-
-func (b linBits) equal(o linBits) bool {
-	for i := range b {
-		if b[i] != o[i] {
-			return false
-		}
-	}
-	return true
-}
-
-type linCacheEntry struct {
-	bits  linBits
-	state linState
-}
-
-// linCheck decides whether ops (any order) is linearizable from the empty
-// state, giving up after timeout.
+// linCheck checks ops with porcupine.
 func linCheck(ops []linOp, timeout time.Duration) (linVerdict, linReport) {
-	type ev struct {
-		t    int64
-		call bool
-		op   int
-	}
-	evs := make([]ev, 0, 2*len(ops))
+	hist := make([]porcupine.Operation, len(ops))
 	for i, o := range ops {
-		evs = append(evs, ev{o.Call, true, i}, ev{o.Return, false, i})
+		hist[i] = porcupine.Operation{ClientId: o.Client, Input: o.Input, Call: o.Call, Output: o.Output, Return: o.Return}
 	}
-	// At equal times calls go first: the operations then count as
-	// concurrent, the lenient reading of clocks that cannot tell them apart.
-	sort.SliceStable(evs, func(i, j int) bool {
-		if evs[i].t != evs[j].t {
-			return evs[i].t < evs[j].t
-		}
-		return evs[i].call && !evs[j].call
-	})
-	head := &linEntry{}
-	prev := head
-	calls := make([]*linEntry, len(ops))
-	for _, e := range evs {
-		n := &linEntry{op: e.op, call: e.call, prev: prev}
-		if e.call {
-			calls[e.op] = n
-		} else {
-			calls[e.op].match = n
-		}
-		prev.next = n
-		prev = n
-	}
-	lift := func(e *linEntry) {
-		e.prev.next = e.next
-		e.next.prev = e.prev
-		m := e.match
-		m.prev.next = m.next
-		if m.next != nil {
-			m.next.prev = m.prev
-		}
-	}
-	unlift := func(e *linEntry) {
-		m := e.match
-		m.prev.next = m
-		if m.next != nil {
-			m.next.prev = m
-		}
-		e.prev.next = e
-		e.next.prev = e
-	}
-
-	seed := maphash.MakeSeed()
-	hashOf := func(b linBits, s linState) uint64 {
-		var h maphash.Hash
-		h.SetSeed(seed)
-		for _, w := range b {
-			var x [8]byte
-			for i := range x {
-				x[i] = byte(w >> (8 * i))
-			}
-			h.Write(x[:])
-		}
-		for _, v := range s {
-			h.WriteString(v)
-			h.WriteByte(0)
-		}
-		return h.Sum64()
-	}
-	cache := map[uint64][]linCacheEntry{}
-	bits := make(linBits, (len(ops)+63)/64)
-	// remember adds (bits, s) to the cache; false if it was there already.
-	remember := func(s linState) bool {
-		h := hashOf(bits, s)
-		for _, c := range cache[h] {
-			if c.state == s && c.bits.equal(bits) {
-				return false
-			}
-		}
-		cache[h] = append(cache[h], linCacheEntry{append(linBits(nil), bits...), s})
-		return true
-	}
-
-	type frame struct {
-		e     *linEntry
-		state linState
-	}
-	var stack []frame
-	var state linState
-	var longest []int
-	deadline := time.Now().Add(timeout)
-	e := head.next
-	for iter := 0; head.next != nil; iter++ {
-		if iter%4096 == 0 && time.Now().After(deadline) {
-			return linUnknown, linReport{}
-		}
-		if e.call {
-			o := ops[e.op]
-			if next, ok := linStep(state, o.Input, o.Output); ok {
-				bits.set(e.op)
-				if remember(next) {
-					stack = append(stack, frame{e, state})
-					state = next
-					lift(e)
-					if len(stack) > len(longest) {
-						longest = longest[:0]
-						for _, f := range stack {
-							longest = append(longest, f.e.op)
-						}
-					}
-					e = head.next
-					continue
-				}
-				bits.clear(e.op)
-			}
-			e = e.next
-			continue
-		}
-		// A return whose call could not be placed: backtrack.
-		if len(stack) == 0 {
-			return linIllegal, linReport{Longest: longest, Stuck: stuckAfter(ops, longest)}
-		}
-		f := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		bits.clear(f.e.op)
-		state = f.state
-		unlift(f.e)
-		e = f.e.next
-	}
-	return linOk, linReport{}
+	res, info := porcupine.CheckOperationsVerbose(linModel, hist, timeout)
+	return res, linReport{info: info}
 }
 
-// stuckAfter returns the operations not in prefix that were called before
-// the first of them returned: the candidates for the next step, none of
-// which fits.
-func stuckAfter(ops []linOp, prefix []int) []int {
-	in := make([]bool, len(ops))
-	for _, i := range prefix {
-		in[i] = true
+// explain writes porcupine's visualization of the history to a file and
+// says where it is.
+func (r linReport) explain(_ []linOp) string {
+	f, err := os.CreateTemp("", "cairn-linearizability-*.html")
+	if err != nil {
+		return "could not write a visualization: " + err.Error()
 	}
-	first := linNever
-	for i, o := range ops {
-		if !in[i] && o.Return < first {
-			first = o.Return
-		}
+	defer f.Close()
+	if err := porcupine.Visualize(linModel, r.info, f); err != nil {
+		return "could not write a visualization: " + err.Error()
 	}
-	var out []int
-	for i, o := range ops {
-		if !in[i] && o.Call <= first {
-			out = append(out, i)
-		}
-	}
-	sort.Slice(out, func(a, b int) bool { return ops[out[a]].Call < ops[out[b]].Call })
-	return out
-}
-
-// explain renders a report: the tail of the longest linearization with the
-// state after each step, then the operations that could not follow it.
-func (r linReport) explain(ops []linOp) string {
-	var b strings.Builder
-	var s linState
-	from := max(0, len(r.Longest)-25)
-	for i, op := range r.Longest {
-		s, _ = linStep(s, ops[op].Input, ops[op].Output)
-		if i >= from {
-			fmt.Fprintf(&b, "  %5d. %s\n         => %v\n", i, ops[op], s)
-		}
-	}
-	fmt.Fprintf(&b, "longest linearizable prefix: %d of %d operations; none of these fits next:\n", len(r.Longest), len(ops))
-	for _, op := range r.Stuck {
-		fmt.Fprintf(&b, "  %s\n", ops[op])
-	}
-	return b.String()
+	return "porcupine's visualization of the history: " + f.Name()
 }
 
 // TestLinCheckerSelfTest makes sure the checker accepts linearizable

@@ -52,7 +52,7 @@ type linWorker struct {
 	fc       *filer.Client
 	dc       *filer.DataClient
 	rng      *rand.Rand
-	lin, tmp uint64    // inodes of /lin and /lintmp
+	lin, tmp uint64 // inodes of /lin and /lintmp
 	now      func() int64
 	ops      []linOp
 	content  map[string]string // fid -> the bytes written to it
@@ -184,6 +184,7 @@ func TestFilerLinearizableUnderLeaderKills(t *testing.T) {
 	var definite, failed atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	wctx, cancelWorkers := context.WithCancel(ctx)
 	workers := make([]*linWorker, clients)
 	httpc := &http.Client{Timeout: 30 * time.Second}
 	for i := range workers {
@@ -197,12 +198,16 @@ func TestFilerLinearizableUnderLeaderKills(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				w.step(ctx)
+				w.step(wctx)
 			}
 		}()
 	}
+	// A normal stop lets every call finish; if the test fails early the
+	// calls in flight are cancelled as well, so the failure is reported
+	// without waiting out the client's retries.
 	stopWorkers := sync.OnceFunc(func() { stop.Store(true); wg.Wait() })
 	defer stopWorkers()
+	defer cancelWorkers()
 
 	progress := func(n int64, what string) {
 		t.Helper()
