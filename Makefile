@@ -41,6 +41,7 @@ bench: build
 	@command -v fio >/dev/null || { apt-get install -y -qq fio >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq fio; } || echo "fio not installed: its baseline is skipped"; }
 	./scripts/bench-core.sh
+	./scripts/bench-filer.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -24,7 +24,7 @@ var commands = map[string]command{
 	"volume":    {"run a volume server (needle store)", runVolume},
 	"filer":     {"run a filer (Raft group for the POSIX namespace)", runFiler},
 	"server":    {"run master, volume server and filer in one process (single node)", runServer},
-	"benchmark": {"write and read needles against a cluster and report throughput", runBenchmark},
+	"benchmark": {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
 	"version":   {"print the version", runVersion},
 }
 

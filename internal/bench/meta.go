@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -144,7 +145,7 @@ func (c *MetaConfig) fill() error {
 	if !strings.HasPrefix(c.Dir, "/") {
 		return fmt.Errorf("benchmark meta: directory %q is not an absolute path", c.Dir)
 	}
-	c.Dir = "/" + strings.Trim(c.Dir, "/")
+	c.Dir = path.Clean(c.Dir)
 	if c.Dir == "/" {
 		return errors.New("benchmark meta: refusing to work in the root directory; name a fresh directory")
 	}
