@@ -120,50 +120,17 @@ func (s *Server) State() *State { return s.fsm.State() }
 func (s *Server) Run(ctx context.Context) error {
 	defer s.fsm.Close()
 	defer s.node.Shutdown()
-	hl, err := net.Listen("tcp", s.url)
+	hl, gl, err := rpc.Listen("filer", s.url)
 	if err != nil {
-		return fmt.Errorf("filer: listen on %s: %w (is another server using the port?)", s.url, err)
-	}
-	gaddr, _ := rpc.GRPCAddr(s.url)
-	gl, err := net.Listen("tcp", gaddr)
-	if err != nil {
-		hl.Close()
-		return fmt.Errorf("filer: listen on %s (gRPC): %w", gaddr, err)
+		return err
 	}
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterFilerServer(gs, &grpcService{s: s})
 	hs := httpx.Server(s.routes(), s.cfg.Security)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(3)
-	go func() { defer wg.Done(); errc <- httpx.Serve(ctx, hs, hl) }()
-	go func() {
-		defer wg.Done()
-		if err := gs.Serve(gl); err != nil {
-			errc <- fmt.Errorf("filer: gRPC: %w", err)
-		}
-	}()
-	go func() { defer wg.Done(); s.gcLoop(ctx) }()
-	s.log.Info("filer started", "http", s.url, "grpc", gaddr, "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-		cancel()
-	}
-	s.hub.close()
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-	}
-	wg.Wait()
+	s.log.Info("filer started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
+	// Ending the event streams first lets gRPC stop gracefully.
+	closeHub := func(ctx context.Context) { <-ctx.Done(); s.hub.close() }
+	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, s.gcLoop, closeHub)
 	s.pool.Close()
 	s.log.Info("filer stopped")
 	return runErr

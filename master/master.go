@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 
 	"github.com/cairn-storage/cairn/internal/httpx"
 	"github.com/cairn-storage/cairn/internal/pb"
@@ -146,15 +145,9 @@ func (m *Master) deadAfter() time.Duration { return 3 * m.cfg.Pulse }
 // Run listens on HTTP and gRPC, joins the Raft group and serves until ctx is
 // cancelled, then shuts everything down. Listen errors are returned at once.
 func (m *Master) Run(ctx context.Context) error {
-	httpLn, err := net.Listen("tcp", m.addr)
+	httpLn, grpcLn, err := rpc.Listen("master", m.addr)
 	if err != nil {
-		return fmt.Errorf("master: listen on %s: %w", m.addr, err)
-	}
-	grpcAddr, _ := rpc.GRPCAddr(m.addr)
-	grpcLn, err := net.Listen("tcp", grpcAddr)
-	if err != nil {
-		httpLn.Close()
-		return fmt.Errorf("master: listen for gRPC on %s: %w", grpcAddr, err)
+		return err
 	}
 	node, err := m.startRaft()
 	if err != nil {
@@ -163,40 +156,12 @@ func (m *Master) Run(ctx context.Context) error {
 		return err
 	}
 	m.node.Store(node)
-	m.log.Info("master started", "http", m.addr, "grpc", grpcAddr, "peers", m.cfg.Peers)
+	m.log.Info("master started", "http", m.addr, "grpc", grpcLn.Addr().String(), "peers", m.cfg.Peers)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	gs := rpc.NewServer(m.cfg.Security)
 	pb.RegisterMasterServer(gs, &grpcService{m: m})
 	hs := httpx.Server(m.handler(), m.cfg.Security)
-
-	httpErr := make(chan error, 1)
-	grpcErr := make(chan error, 1)
-	go func() { httpErr <- httpx.Serve(ctx, hs, httpLn) }()
-	go func() { grpcErr <- gs.Serve(grpcLn) }()
-	var loopDone sync.WaitGroup
-	loopDone.Add(1)
-	go func() {
-		defer loopDone.Done()
-		m.loop(ctx)
-	}()
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-httpErr:
-		runErr = fmt.Errorf("master: http server: %w", err)
-		httpErr <- nil
-	case err := <-grpcErr:
-		runErr = fmt.Errorf("master: gRPC server: %w", err)
-		grpcErr <- nil
-	}
-	cancel()
-	stopGRPC(gs)
-	<-grpcErr
-	<-httpErr
-	loopDone.Wait()
+	runErr := rpc.Serve(ctx, "master", hs, httpLn, gs, grpcLn, m.loop)
 	m.node.Store(nil)
 	if err := node.Shutdown(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("master: %w", err)
@@ -225,21 +190,6 @@ func (m *Master) startRaft() (*raftutil.Node, error) {
 		return nil, fmt.Errorf("master: %w", err)
 	}
 	return node, nil
-}
-
-// stopGRPC lets in-flight calls finish for up to 5s, then cuts them off.
-func stopGRPC(gs *grpc.Server) {
-	stopped := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-stopped
-	}
 }
 
 // Ready returns nil when this master knows a leader.

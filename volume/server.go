@@ -120,50 +120,15 @@ func (s *Server) Store() *Store { return s.store }
 
 // Run serves until ctx is cancelled, then closes the store.
 func (s *Server) Run(ctx context.Context) error {
-	hl, err := net.Listen("tcp", s.url)
+	hl, gl, err := rpc.Listen("volume", s.url)
 	if err != nil {
-		return fmt.Errorf("volume: listen on %s: %w (is another server using the port?)", s.url, err)
-	}
-	gaddr, _ := rpc.GRPCAddr(s.url)
-	gl, err := net.Listen("tcp", gaddr)
-	if err != nil {
-		hl.Close()
-		return fmt.Errorf("volume: listen on %s (gRPC): %w", gaddr, err)
+		return err
 	}
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterVolumeServer(gs, &grpcService{s: s})
 	hs := httpx.Server(s.routes(), s.cfg.Security)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(4)
-	go func() { defer wg.Done(); errc <- httpx.Serve(ctx, hs, hl) }()
-	go func() {
-		defer wg.Done()
-		if err := gs.Serve(gl); err != nil {
-			errc <- fmt.Errorf("volume: gRPC: %w", err)
-		}
-	}()
-	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); s.syncLoop(ctx) }()
-	s.log.Info("volume server started", "http", s.url, "grpc", gaddr, "dir", s.cfg.Dir, "masters", s.cfg.Masters)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-		cancel()
-	}
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-	}
-	wg.Wait()
+	s.log.Info("volume server started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "masters", s.cfg.Masters)
+	runErr := rpc.Serve(ctx, "volume", hs, hl, gs, gl, s.heartbeatLoop, s.syncLoop)
 	s.pool.Close()
 	if err := s.store.Close(); err != nil && runErr == nil {
 		runErr = err
