@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/cairn-storage/cairn/internal/httpx"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/raftutil"
