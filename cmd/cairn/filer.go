@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/security"
 )
 
 func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
@@ -30,7 +31,7 @@ func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "filer: %v", err)
 	}
-	sec, err := c.securityConfig()
+	sec, err := c.securityConfig(security.RoleFiler)
 	if err != nil {
 		return fail(stderr, "filer: %v", err)
 	}

@@ -44,12 +44,12 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 	return l, nil
 }
 
-// securityConfig loads --security; nil means plaintext.
-func (c *common) securityConfig() (*security.Config, error) {
+// securityConfig loads role's part of --security; nil means plaintext.
+func (c *common) securityConfig(role string) (*security.Config, error) {
 	if c.security == "" {
 		return nil, nil
 	}
-	return nil, fmt.Errorf("--security %s: mutual TLS configuration files are not supported yet; run without --security", c.security)
+	return security.LoadFile(c.security, role)
 }
 
 // newFlagSet returns a flag set that prints errors and usage to stderr.

@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"filer":     {"run a filer (Raft group for the POSIX namespace)", runFiler},
 	"server":    {"run master, volume server and filer in one process (single node)", runServer},
 	"benchmark": {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
+	"security":  {"security init: create a CA, certificates and a security file", runSecurity},
 	"version":   {"print the version", runVersion},
 }
 

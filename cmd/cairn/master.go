@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/master"
 )
 
@@ -29,7 +30,7 @@ func runMaster(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "master: %v", err)
 	}
-	sec, err := c.securityConfig()
+	sec, err := c.securityConfig(security.RoleMaster)
 	if err != nil {
 		return fail(stderr, "master: %v", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/master"
 	"github.com/cairn-storage/cairn/volume"
 )
@@ -35,29 +37,31 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail(stderr, "server: %v", err)
 	}
-	sec, err := c.securityConfig()
-	if err != nil {
-		return fail(stderr, "server: %v", err)
+	var sec [3]*security.Config // master, volume, filer
+	for i, role := range []string{security.RoleMaster, security.RoleVolume, security.RoleFiler} {
+		if sec[i], err = c.securityConfig(role); err != nil {
+			return fail(stderr, "server: %v", err)
+		}
 	}
 	masterAddr := net.JoinHostPort(*ip, strconv.Itoa(*mport))
 	m, err := master.New(master.Config{
 		Dir: filepath.Join(*dir, "master"), IP: *ip, Port: *mport,
 		DefaultReplication: "000", VolumeSizeLimit: *limit << 20, Pulse: time.Second,
-		Security: sec, Logger: log,
+		Security: sec[0], Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "server: %v", err)
 	}
 	v, err := volume.NewServer(volume.Config{
 		Dir: filepath.Join(*dir, "volume"), IP: *ip, Port: *vport, Masters: []string{masterAddr},
-		MaxVolumes: *maxVolumes, Pulse: time.Second, Security: sec, Logger: log,
+		MaxVolumes: *maxVolumes, Pulse: time.Second, Security: sec[1], Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "server: %v", err)
 	}
 	f, err := filer.NewServer(filer.Config{
 		Dir: filepath.Join(*dir, "filer"), IP: *ip, Port: *fport, Masters: []string{masterAddr},
-		Security: sec, Logger: log,
+		Security: sec[2], Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "server: %v", err)
@@ -70,8 +74,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	go func() { errc <- f.Run(ctx) }()
 	go func() {
 		if waitReady(ctx, m.Ready) == nil && waitReady(ctx, f.Ready) == nil {
-			fmt.Fprintf(stdout, "cairn is ready: master http://%s, volume server http://%s, filer http://%s, data in %s\n",
-				masterAddr, v.URL(), f.URL(), *dir)
+			scheme := httpx.Scheme(sec[0])
+			fmt.Fprintf(stdout, "cairn is ready: master %s://%s, volume server %s://%s, filer %s://%s, data in %s\n",
+				scheme, masterAddr, scheme, v.URL(), scheme, f.URL(), *dir)
 		}
 	}()
 	var first error

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/volume"
 )
 
@@ -31,7 +32,7 @@ func runVolume(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "volume: %v", err)
 	}
-	sec, err := c.securityConfig()
+	sec, err := c.securityConfig(security.RoleVolume)
 	if err != nil {
 		return fail(stderr, "volume: %v", err)
 	}

@@ -36,6 +36,8 @@ func Server(h http.Handler, sec *security.Config) *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
 		TLSConfig:         sec.ServerTLS(),
+		// Refused TLS handshakes and the like, as operator log lines.
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler().WithAttrs([]slog.Attr{slog.String("component", "http")}), slog.LevelWarn),
 	}
 }
 

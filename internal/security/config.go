@@ -1,0 +1,113 @@
+package security
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Roles name the components a security file has a certificate for.
+const (
+	RoleMaster = "master"
+	RoleVolume = "volume"
+	RoleFiler  = "filer"
+	RoleClient = "client" // mounts, the CSI plugin, the shell, benchmarks
+)
+
+// Roles lists every role, in the order a security file presents them.
+var Roles = []string{RoleMaster, RoleVolume, RoleFiler, RoleClient}
+
+// File is the on-disk security configuration of a cluster (TOML). Paths are
+// relative to the file's directory unless absolute.
+//
+//	ca = "ca.pem"
+//	allowed_names = ["master", "volume", "filer", "client"]
+//	[master]
+//	cert = "master.pem"
+//	key = "master-key.pem"
+//	[volume] ...
+type File struct {
+	CA           string      `toml:"ca"`
+	AllowedNames []string    `toml:"allowed_names"`
+	Master       CertPair    `toml:"master"`
+	Volume       CertPair    `toml:"volume"`
+	Filer        CertPair    `toml:"filer"`
+	Client       CertPair    `toml:"client"`
+	JWT          JWTSettings `toml:"jwt"`
+}
+
+// CertPair names one component's certificate and key.
+type CertPair struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// JWTSettings configures signed tokens on the data path.
+type JWTSettings struct {
+	SigningKey string `toml:"signing_key"`
+}
+
+// LoadFile reads the security file at path and returns the configuration of
+// role, with its certificate and the CA loaded.
+func LoadFile(path, role string) (*Config, error) {
+	var f File
+	md, err := toml.DecodeFile(path, &f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: %s: unknown setting %q", ErrConfig, path, und[0].String())
+	}
+	pair, err := f.pair(role)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	dir := filepath.Dir(path)
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	if f.CA == "" || pair.Cert == "" || pair.Key == "" {
+		return nil, fmt.Errorf("%w: %s: needs ca, and cert and key under [%s]", ErrConfig, path, role)
+	}
+	c := &Config{CAFile: abs(f.CA), CertFile: abs(pair.Cert), KeyFile: abs(pair.Key), AllowedNames: f.AllowedNames}
+	if err := c.Load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (f *File) pair(role string) (CertPair, error) {
+	switch role {
+	case RoleMaster:
+		return f.Master, nil
+	case RoleVolume:
+		return f.Volume, nil
+	case RoleFiler:
+		return f.Filer, nil
+	case RoleClient:
+		return f.Client, nil
+	}
+	return CertPair{}, fmt.Errorf("unknown role %q (want one of %v)", role, Roles)
+}
+
+// writeFile writes b to path with mode, creating it (never overwriting).
+func writeFile(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
