@@ -479,3 +479,51 @@ func (c *Cluster) Lookup(vid string) ([]string, error) {
 	}
 	return nil, errors.New(strings.Join(errs, "; "))
 }
+
+// Mount is a `cairn mount` process and its mount point.
+type Mount struct {
+	*Proc
+	Point string
+}
+
+// StartMount starts `cairn mount` of the filer subtree root (with extra
+// flags) and waits until the mount point is a live FUSE mount. The mount is
+// killed and lazily unmounted at cleanup.
+func (c *Cluster) StartMount(t testing.TB, root string, extra ...string) *Mount {
+	t.Helper()
+	if len(c.Filers) == 0 {
+		t.Fatal("testcluster: a mount needs a filer")
+	}
+	point := t.TempDir()
+	args := append([]string{"mount", "--filer", strings.Join(c.FilerAddrs(), ","), "--dir", point, "--root", root}, extra...)
+	m := &Mount{Proc: &Proc{Name: "mount" + filepath.Base(point), Dir: point, bin: c.Filers[0].bin,
+		log: point + ".log", args: args}, Point: point}
+	t.Cleanup(func() {
+		m.Kill()
+		exec.Command("fusermount3", "-u", "-z", point).Run()
+		if t.Failed() {
+			t.Logf("---- log of %s\n%s", m.Name, m.Log())
+		}
+	})
+	m.Start(t)
+	m.WaitMounted(t)
+	return m
+}
+
+// WaitMounted waits until the mount point is served by a running mount.
+func (m *Mount) WaitMounted(t testing.TB) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "mount "+m.Point+" to be live", func() error {
+		if !m.Running() {
+			return errors.New("mount process exited:\n" + m.Log())
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(m.Point, &st); err != nil {
+			return err
+		}
+		if st.Type != 0x65735546 { // FUSE_SUPER_MAGIC
+			return fmt.Errorf("%s is not a FUSE mount yet", m.Point)
+		}
+		return nil
+	})
+}
