@@ -3,6 +3,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 DATA     ?= $(CURDIR)/data
+MNT      ?= $(CURDIR)/mnt
 PKGS     := ./...
 
 .PHONY: all build run test test-short bench lint fuzz crash-campaign proto clean
@@ -14,8 +15,9 @@ build:
 
 # The embedded default: master and volume server on this machine, data in ./data.
 run: build
-	@echo "Starting cairn on 127.0.0.1 (master :9333, volume :8080), data in $(DATA). Ctrl-C stops it."
-	./bin/cairn server --dir $(DATA)
+	@echo "Starting cairn on 127.0.0.1 (master :9333, volume :8080, filer :8888), data in $(DATA), mounted at $(MNT). Ctrl-C stops it."
+	@mkdir -p $(MNT)
+	./bin/cairn server --dir $(DATA) --mount $(MNT)
 
 # Every test: unit, conformance, fuzz seeds, crash and kill tests on real processes.
 test: build lint

@@ -23,6 +23,7 @@ var commands = map[string]command{
 	"master":    {"run a master (Raft group for topology and file ids)", runMaster},
 	"volume":    {"run a volume server (needle store)", runVolume},
 	"filer":     {"run a filer (Raft group for the POSIX namespace)", runFiler},
+	"mount":     {"mount a filer subtree with FUSE (foreground)", runMount},
 	"server":    {"run master, volume server and filer in one process (single node)", runServer},
 	"benchmark": {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
 	"security":  {"security init: create a CA, certificates and a security file", runSecurity},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/fuse"
 	"github.com/cairn-storage/cairn/internal/httpx"
 	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/master"
@@ -17,7 +18,7 @@ import (
 )
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("server", "server --dir DATA [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080] [--filer.port 8888]", stderr)
+	fs := newFlagSet("server", "server --dir DATA [--mount MNT] [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080] [--filer.port 8888]", stderr)
 	var c common
 	c.register(fs)
 	dir := fs.String("dir", "", "data directory; master/, volume/ and filer/ are created inside (required)")
@@ -25,6 +26,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	mport := fs.Int("master.port", 9333, "master HTTP port")
 	vport := fs.Int("volume.port", 8080, "volume server HTTP port")
 	fport := fs.Int("filer.port", 8888, "filer HTTP port")
+	mnt := fs.String("mount", "", "also mount the namespace with FUSE at this directory")
 	maxVolumes := fs.Int("volume.max", 8, "most volumes the volume server holds")
 	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
 	if err := fs.Parse(args); err != nil {
@@ -68,19 +70,32 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- m.Run(ctx) }()
 	go func() { errc <- v.Run(ctx) }()
 	go func() { errc <- f.Run(ctx) }()
+	running := 3
+	if *mnt != "" {
+		running++
+	}
 	go func() {
-		if waitReady(ctx, m.Ready) == nil && waitReady(ctx, f.Ready) == nil {
-			scheme := httpx.Scheme(sec[0])
-			fmt.Fprintf(stdout, "cairn is ready: master %s://%s, volume server %s://%s, filer %s://%s, data in %s\n",
-				scheme, masterAddr, scheme, v.URL(), scheme, f.URL(), *dir)
+		if waitReady(ctx, m.Ready) != nil || waitReady(ctx, f.Ready) != nil {
+			if *mnt != "" {
+				errc <- nil // never mounted; counted as done
+			}
+			return
+		}
+		scheme := httpx.Scheme(sec[0])
+		fmt.Fprintf(stdout, "cairn is ready: master %s://%s, volume server %s://%s, filer %s://%s, data in %s\n",
+			scheme, masterAddr, scheme, v.URL(), scheme, f.URL(), *dir)
+		if *mnt != "" {
+			errc <- serveMount(ctx, stdout, fuse.Config{
+				Filers: []string{f.URL()}, Dir: *mnt, Root: "/", Uid: -1, Gid: -1, Logger: log, Security: sec[2],
+			})
 		}
 	}()
 	var first error
-	for range 3 {
+	for range running {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 			cancel()
@@ -90,6 +105,28 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "server: %v", first)
 	}
 	return 0
+}
+
+// serveMount mounts cfg and serves it until ctx ends, then flushes and
+// unmounts; it returns when the mount is gone.
+func serveMount(ctx context.Context, stdout io.Writer, cfg fuse.Config) error {
+	mt, err := fuse.Mount(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mounted the namespace at %s\n", cfg.Dir)
+	done := make(chan error, 1)
+	go func() { done <- mt.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if err := mt.Unmount(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "flushed and unmounted %s\n", cfg.Dir)
+	return nil
 }
 
 // waitReady polls ready until it returns nil or ctx ends.

@@ -1802,6 +1802,126 @@ func (x *VolumeServerStatusResponse) GetFreeBytes() uint64 {
 	return 0
 }
 
+type ScrubRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Repair        bool                   `protobuf:"varint,2,opt,name=repair,proto3" json:"repair,omitempty"` // fetch corrupt needles from another replica
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScrubRequest) Reset() {
+	*x = ScrubRequest{}
+	mi := &file_cairn_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScrubRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScrubRequest) ProtoMessage() {}
+
+func (x *ScrubRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScrubRequest.ProtoReflect.Descriptor instead.
+func (*ScrubRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ScrubRequest) GetVolumeId() uint32 {
+	if x != nil {
+		return x.VolumeId
+	}
+	return 0
+}
+
+func (x *ScrubRequest) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
+type ScrubResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checked       uint64                 `protobuf:"varint,1,opt,name=checked,proto3" json:"checked,omitempty"`   // live needles read and checked
+	Corrupt       uint64                 `protobuf:"varint,2,opt,name=corrupt,proto3" json:"corrupt,omitempty"`   // needles that failed their checksum
+	Repaired      uint64                 `protobuf:"varint,3,opt,name=repaired,proto3" json:"repaired,omitempty"` // corrupt needles replaced by a verified copy
+	Errors        []string               `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`      // one per needle left corrupt, for operators
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScrubResponse) Reset() {
+	*x = ScrubResponse{}
+	mi := &file_cairn_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScrubResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScrubResponse) ProtoMessage() {}
+
+func (x *ScrubResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScrubResponse.ProtoReflect.Descriptor instead.
+func (*ScrubResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ScrubResponse) GetChecked() uint64 {
+	if x != nil {
+		return x.Checked
+	}
+	return 0
+}
+
+func (x *ScrubResponse) GetCorrupt() uint64 {
+	if x != nil {
+		return x.Corrupt
+	}
+	return 0
+}
+
+func (x *ScrubResponse) GetRepaired() uint64 {
+	if x != nil {
+		return x.Repaired
+	}
+	return 0
+}
+
+func (x *ScrubResponse) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
 var File_cairn_proto protoreflect.FileDescriptor
 
 const file_cairn_proto_rawDesc = "" +
@@ -1954,12 +2074,20 @@ const file_cairn_proto_rawDesc = "" +
 	"\x1aVolumeServerStatusResponse\x12+\n" +
 	"\avolumes\x18\x01 \x03(\v2\x11.cairn.VolumeInfoR\avolumes\x12\x1d\n" +
 	"\n" +
-	"free_bytes\x18\x02 \x01(\x04R\tfreeBytes2\x82\x02\n" +
+	"free_bytes\x18\x02 \x01(\x04R\tfreeBytes\"C\n" +
+	"\fScrubRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\x12\x16\n" +
+	"\x06repair\x18\x02 \x01(\bR\x06repair\"w\n" +
+	"\rScrubResponse\x12\x18\n" +
+	"\achecked\x18\x01 \x01(\x04R\achecked\x12\x18\n" +
+	"\acorrupt\x18\x02 \x01(\x04R\acorrupt\x12\x1a\n" +
+	"\brepaired\x18\x03 \x01(\x04R\brepaired\x12\x16\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors2\x82\x02\n" +
 	"\x06Master\x12>\n" +
 	"\tHeartbeat\x12\x17.cairn.HeartbeatRequest\x1a\x18.cairn.HeartbeatResponse\x125\n" +
 	"\x06Assign\x12\x14.cairn.AssignRequest\x1a\x15.cairn.AssignResponse\x125\n" +
 	"\x06Lookup\x12\x14.cairn.LookupRequest\x1a\x15.cairn.LookupResponse\x12J\n" +
-	"\rClusterStatus\x12\x1b.cairn.ClusterStatusRequest\x1a\x1c.cairn.ClusterStatusResponse2\xf4\x03\n" +
+	"\rClusterStatus\x12\x1b.cairn.ClusterStatusRequest\x1a\x1c.cairn.ClusterStatusResponse2\xa8\x04\n" +
 	"\x06Volume\x12M\n" +
 	"\x0eAllocateVolume\x12\x1c.cairn.AllocateVolumeRequest\x1a\x1d.cairn.AllocateVolumeResponse\x12G\n" +
 	"\fDeleteVolume\x12\x1a.cairn.DeleteVolumeRequest\x1a\x1b.cairn.DeleteVolumeResponse\x12>\n" +
@@ -1968,7 +2096,8 @@ const file_cairn_proto_rawDesc = "" +
 	"\n" +
 	"ReadRecord\x12\x18.cairn.ReadRecordRequest\x1a\x19.cairn.ReadRecordResponse\x125\n" +
 	"\x06Vacuum\x12\x14.cairn.VacuumRequest\x1a\x15.cairn.VacuumResponse\x12Y\n" +
-	"\x12VolumeServerStatus\x12 .cairn.VolumeServerStatusRequest\x1a!.cairn.VolumeServerStatusResponseB,Z*github.com/cairn-storage/cairn/internal/pbb\x06proto3"
+	"\x12VolumeServerStatus\x12 .cairn.VolumeServerStatusRequest\x1a!.cairn.VolumeServerStatusResponse\x122\n" +
+	"\x05Scrub\x12\x13.cairn.ScrubRequest\x1a\x14.cairn.ScrubResponseB,Z*github.com/cairn-storage/cairn/internal/pbb\x06proto3"
 
 var (
 	file_cairn_proto_rawDescOnce sync.Once
@@ -1982,7 +2111,7 @@ func file_cairn_proto_rawDescGZIP() []byte {
 	return file_cairn_proto_rawDescData
 }
 
-var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_cairn_proto_goTypes = []any{
 	(*VolumeInfo)(nil),                 // 0: cairn.VolumeInfo
 	(*HeartbeatRequest)(nil),           // 1: cairn.HeartbeatRequest
@@ -2012,6 +2141,8 @@ var file_cairn_proto_goTypes = []any{
 	(*VacuumResponse)(nil),             // 25: cairn.VacuumResponse
 	(*VolumeServerStatusRequest)(nil),  // 26: cairn.VolumeServerStatusRequest
 	(*VolumeServerStatusResponse)(nil), // 27: cairn.VolumeServerStatusResponse
+	(*ScrubRequest)(nil),               // 28: cairn.ScrubRequest
+	(*ScrubResponse)(nil),              // 29: cairn.ScrubResponse
 }
 var file_cairn_proto_depIdxs = []int32{
 	0,  // 0: cairn.HeartbeatRequest.volumes:type_name -> cairn.VolumeInfo
@@ -2032,19 +2163,21 @@ var file_cairn_proto_depIdxs = []int32{
 	22, // 15: cairn.Volume.ReadRecord:input_type -> cairn.ReadRecordRequest
 	24, // 16: cairn.Volume.Vacuum:input_type -> cairn.VacuumRequest
 	26, // 17: cairn.Volume.VolumeServerStatus:input_type -> cairn.VolumeServerStatusRequest
-	3,  // 18: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
-	5,  // 19: cairn.Master.Assign:output_type -> cairn.AssignResponse
-	8,  // 20: cairn.Master.Lookup:output_type -> cairn.LookupResponse
-	13, // 21: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
-	15, // 22: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
-	17, // 23: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
-	19, // 24: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
-	21, // 25: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
-	23, // 26: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
-	25, // 27: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
-	27, // 28: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
-	18, // [18:29] is the sub-list for method output_type
-	7,  // [7:18] is the sub-list for method input_type
+	28, // 18: cairn.Volume.Scrub:input_type -> cairn.ScrubRequest
+	3,  // 19: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
+	5,  // 20: cairn.Master.Assign:output_type -> cairn.AssignResponse
+	8,  // 21: cairn.Master.Lookup:output_type -> cairn.LookupResponse
+	13, // 22: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
+	15, // 23: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
+	17, // 24: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
+	19, // 25: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
+	21, // 26: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
+	23, // 27: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
+	25, // 28: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
+	27, // 29: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
+	29, // 30: cairn.Volume.Scrub:output_type -> cairn.ScrubResponse
+	19, // [19:31] is the sub-list for method output_type
+	7,  // [7:19] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -2061,7 +2194,7 @@ func file_cairn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_proto_rawDesc), len(file_cairn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

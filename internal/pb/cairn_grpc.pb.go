@@ -253,6 +253,7 @@ const (
 	Volume_ReadRecord_FullMethodName         = "/cairn.Volume/ReadRecord"
 	Volume_Vacuum_FullMethodName             = "/cairn.Volume/Vacuum"
 	Volume_VolumeServerStatus_FullMethodName = "/cairn.Volume/VolumeServerStatus"
+	Volume_Scrub_FullMethodName              = "/cairn.Volume/Scrub"
 )
 
 // VolumeClient is the client API for Volume service.
@@ -276,6 +277,10 @@ type VolumeClient interface {
 	// Vacuum compacts a volume, dropping deleted and overwritten needles.
 	Vacuum(ctx context.Context, in *VacuumRequest, opts ...grpc.CallOption) (*VacuumResponse, error)
 	VolumeServerStatus(ctx context.Context, in *VolumeServerStatusRequest, opts ...grpc.CallOption) (*VolumeServerStatusResponse, error)
+	// Scrub re-reads every live needle of a volume on this server and checks
+	// its CRC; with repair, it replaces each corrupt needle with a verified
+	// copy from another replica.
+	Scrub(ctx context.Context, in *ScrubRequest, opts ...grpc.CallOption) (*ScrubResponse, error)
 }
 
 type volumeClient struct {
@@ -365,6 +370,16 @@ func (c *volumeClient) VolumeServerStatus(ctx context.Context, in *VolumeServerS
 	return out, nil
 }
 
+func (c *volumeClient) Scrub(ctx context.Context, in *ScrubRequest, opts ...grpc.CallOption) (*ScrubResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScrubResponse)
+	err := c.cc.Invoke(ctx, Volume_Scrub_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServer is the server API for Volume service.
 // All implementations must embed UnimplementedVolumeServer
 // for forward compatibility.
@@ -386,6 +401,10 @@ type VolumeServer interface {
 	// Vacuum compacts a volume, dropping deleted and overwritten needles.
 	Vacuum(context.Context, *VacuumRequest) (*VacuumResponse, error)
 	VolumeServerStatus(context.Context, *VolumeServerStatusRequest) (*VolumeServerStatusResponse, error)
+	// Scrub re-reads every live needle of a volume on this server and checks
+	// its CRC; with repair, it replaces each corrupt needle with a verified
+	// copy from another replica.
+	Scrub(context.Context, *ScrubRequest) (*ScrubResponse, error)
 	mustEmbedUnimplementedVolumeServer()
 }
 
@@ -416,6 +435,9 @@ func (UnimplementedVolumeServer) Vacuum(context.Context, *VacuumRequest) (*Vacuu
 }
 func (UnimplementedVolumeServer) VolumeServerStatus(context.Context, *VolumeServerStatusRequest) (*VolumeServerStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeServerStatus not implemented")
+}
+func (UnimplementedVolumeServer) Scrub(context.Context, *ScrubRequest) (*ScrubResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Scrub not implemented")
 }
 func (UnimplementedVolumeServer) mustEmbedUnimplementedVolumeServer() {}
 func (UnimplementedVolumeServer) testEmbeddedByValue()                {}
@@ -557,6 +579,24 @@ func _Volume_VolumeServerStatus_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_Scrub_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScrubRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Scrub(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Scrub_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Scrub(ctx, req.(*ScrubRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Volume_ServiceDesc is the grpc.ServiceDesc for Volume service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -587,6 +627,10 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VolumeServerStatus",
 			Handler:    _Volume_VolumeServerStatus_Handler,
+		},
+		{
+			MethodName: "Scrub",
+			Handler:    _Volume_Scrub_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

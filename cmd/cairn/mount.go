@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cairn-storage/cairn/fuse"
+)
+
+// runMount mounts a filer subtree in the foreground until SIGINT/SIGTERM
+// (then it flushes buffered data and unmounts) or an outside unmount.
+func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("mount", "mount --filer f1:8888[,f2:8888,...] --dir MNT [--root /subtree] [--read-only]", stderr)
+	var c common
+	c.register(fs)
+	filers := fs.String("filer", "", "filer HTTP addresses, comma separated (required; gRPC is at port+10000)")
+	dir := fs.String("dir", "", "mount point (required)")
+	root := fs.String("root", "/", "filer directory to mount")
+	uid := fs.Int("uid", -1, "report this owner uid for every file (-1: as stored)")
+	gid := fs.Int("gid", -1, "report this owner gid for every file (-1: as stored)")
+	umask := fs.Uint("umask", 0, "permission bits to clear in reported modes, octal like 022 (0: none)")
+	cacheDir := fs.String("cache-dir", "", "directory for spilling buffered writes to local disk (accepted; not used yet: writes are buffered in memory, at most 256 MiB)")
+	readOnly := fs.Bool("read-only", false, "mount read-only")
+	repl := fs.String("replication", "", "replica placement for data written through the mount (empty: the master's default)")
+	coll := fs.String("collection", "", "collection for data written through the mount")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *filers == "" || *dir == "" {
+		return fail(stderr, "mount: --filer and --dir are required (for example: cairn mount --filer 127.0.0.1:8888 --dir /mnt/cairn)")
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return fail(stderr, "mount: %v", err)
+	}
+	sec, err := c.securityConfig("client")
+	if err != nil {
+		return fail(stderr, "mount: %v", err)
+	}
+	_ = cacheDir
+	m, err := fuse.Mount(ctx, fuse.Config{
+		Filers: splitList(*filers), Dir: *dir, Root: *root, Uid: *uid, Gid: *gid,
+		Umask: uint32(*umask), ReadOnly: *readOnly, Replication: *repl, Collection: *coll,
+		Logger: log, Security: sec,
+	})
+	if err != nil {
+		return fail(stderr, "mount: %v", err)
+	}
+	fmt.Fprintf(stdout, "mounted %s of filer %s at %s\n", *root, *filers, *dir)
+	waited := make(chan error, 1)
+	go func() { waited <- m.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			return fail(stderr, "mount: %v", err)
+		}
+		fmt.Fprintf(stdout, "%s was unmounted\n", *dir)
+		return 0
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(stdout, "stopping: flushing buffered data and unmounting %s\n", *dir)
+	start := time.Now()
+	if err := m.Unmount(); err != nil {
+		return fail(stderr, "mount: %v", err)
+	}
+	fmt.Fprintf(stdout, "flushed and unmounted %s in %v\n", *dir, time.Since(start).Round(time.Millisecond))
+	return 0
+}

@@ -1,0 +1,125 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairn-storage/cairn/filer"
+)
+
+// errStatus maps an error of the filer or the data path to the errno the
+// application sees. Errnos from the filer pass through; out of space on
+// the volume servers is ENOSPC; everything else (unreachable filer or
+// volume servers, lost replicas) is EIO.
+func errStatus(err error) gofuse.Status {
+	if err == nil {
+		return gofuse.OK
+	}
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		return gofuse.Status(e)
+	case errors.Is(err, filer.ErrNoSpace):
+		return gofuse.Status(syscall.ENOSPC)
+	case errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled:
+		return gofuse.EINTR
+	}
+	return gofuse.EIO
+}
+
+// dataStatus is errStatus for the results of writing data (write, fsync,
+// close): a quota limit is reported as ENOSPC, which is what applications
+// expect from a full file system (the filer's EDQUOT is logged).
+func dataStatus(err error) gofuse.Status {
+	st := errStatus(err)
+	if st == gofuse.Status(syscall.EDQUOT) {
+		return gofuse.Status(syscall.ENOSPC)
+	}
+	if st == gofuse.EINTR {
+		return gofuse.EIO
+	}
+	return st
+}
+
+// kernelIno is the kernel node id of filer inode ino.
+func (fs *fileSystem) kernelIno(ino uint64) uint64 {
+	if ino == fs.root {
+		return gofuse.FUSE_ROOT_ID
+	}
+	return ino
+}
+
+// filerIno is the filer inode of kernel node id n.
+func (fs *fileSystem) filerIno(n uint64) uint64 {
+	if n == gofuse.FUSE_ROOT_ID {
+		return fs.root
+	}
+	return n
+}
+
+// fillAttr converts a filer inode to kernel attributes, with the owner
+// and umask overrides of the mount applied.
+func (fs *fileSystem) fillAttr(in *filer.Inode, out *gofuse.Attr) {
+	*out = gofuse.Attr{
+		Ino:       in.Ino,
+		Size:      in.Size,
+		Blocks:    (in.Size + 511) / 512,
+		Atime:     uint64(in.Atime / 1e9),
+		Atimensec: uint32(in.Atime % 1e9),
+		Mtime:     uint64(in.Mtime / 1e9),
+		Mtimensec: uint32(in.Mtime % 1e9),
+		Ctime:     uint64(in.Ctime / 1e9),
+		Ctimensec: uint32(in.Ctime % 1e9),
+		Mode:      in.Mode &^ (fs.cfg.Umask & 0o777),
+		Nlink:     in.Nlink,
+		Blksize:   4096,
+	}
+	out.Uid, out.Gid = in.Uid, in.Gid
+	if fs.cfg.Uid >= 0 {
+		out.Uid = uint32(fs.cfg.Uid)
+	}
+	if fs.cfg.Gid >= 0 {
+		out.Gid = uint32(fs.cfg.Gid)
+	}
+}
+
+// fillEntry fills an entry reply for in, with the local state of an open
+// file overlaid.
+func (fs *fileSystem) fillEntry(in *filer.Inode, out *gofuse.EntryOut) {
+	fs.overlay(in)
+	out.NodeId = fs.kernelIno(in.Ino)
+	out.Generation = 0
+	out.SetEntryTimeout(attrTimeout)
+	out.SetAttrTimeout(attrTimeout)
+	fs.fillAttr(in, &out.Attr)
+}
+
+func (fs *fileSystem) fillAttrOut(in *filer.Inode, out *gofuse.AttrOut) {
+	fs.overlay(in)
+	out.SetTimeout(attrTimeout)
+	fs.fillAttr(in, &out.Attr)
+}
+
+// overlay applies the buffered writes of an open file to in: the size
+// includes dirty data and mtime is the time of the last write.
+func (fs *fileSystem) overlay(in *filer.Inode) {
+	if !in.IsRegular() {
+		return
+	}
+	f := fs.lookupFile(in.Ino)
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshLocked(in)
+	in.Size = f.sizeLocked()
+	if f.mtime > in.Mtime && f.hasDirtyLocked() {
+		in.Mtime = f.mtime
+	}
+}

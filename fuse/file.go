@@ -1,0 +1,321 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cairn-storage/cairn/filer"
+)
+
+// file is the state of a regular file open in this mount, shared by all
+// its handles: the committed slices and size as last seen from the filer,
+// and the writes not yet committed.
+//
+// A flush moves the dirty set to flushing (new writes start a fresh dirty
+// set), uploads it as needles, then commits all of them and the size with
+// one CommitSlices. Reads see dirty over flushing over committed data.
+// When a flush fails, its data goes back under the dirty set and err is
+// set; every later flush retries and, until one succeeds, fsync and close
+// report the error (DESIGN.md rule 4).
+type file struct {
+	fs  *fileSystem
+	ino uint64
+
+	// flushMu serialises flushes and the operations that must not overlap
+	// one (truncate, fallocate). Held across filer and volume calls.
+	flushMu sync.Mutex
+
+	mu       sync.Mutex // guards the fields below
+	refs     int        // open handles
+	unlinked bool       // an unlink or rename removed a name while open
+	slices   []filer.Slice
+	size     uint64 // committed size
+	gen      uint64 // filer generation of slices and size
+	stale    bool   // the filer announced a change; refetch before reading
+	dirty    *dirtySet
+	flushing *dirtySet // being uploaded; nil when no flush runs
+	mtime    int64     // ns, time of the last write
+	err      error     // sticky error of the last failed flush
+	bgFlush  bool      // a background flush was started and has not ended
+}
+
+func newFile(fs *fileSystem, in *filer.Inode) *file {
+	f := &file{fs: fs, ino: in.Ino, dirty: &dirtySet{}}
+	f.setCommittedLocked(in)
+	return f
+}
+
+// setCommittedLocked takes the committed state from an inode returned by
+// the filer after a change this mount made.
+func (f *file) setCommittedLocked(in *filer.Inode) {
+	if in == nil {
+		return
+	}
+	f.slices, f.size, f.gen = in.Slices, in.Size, in.Generation
+	f.stale = false
+}
+
+// refreshLocked takes the committed state from an inode read from the
+// filer, unless it is older than what f has.
+func (f *file) refreshLocked(in *filer.Inode) {
+	if in.Generation >= f.gen {
+		f.setCommittedLocked(in)
+	}
+}
+
+func (f *file) hasDirtyLocked() bool { return !f.dirty.empty() || f.flushing != nil }
+
+// sizeLocked is the size the application sees: the committed size or the
+// end of buffered data, whichever is larger.
+func (f *file) sizeLocked() uint64 {
+	s := max(f.size, f.dirty.end())
+	if f.flushing != nil {
+		s = max(s, f.flushing.end())
+	}
+	return s
+}
+
+// write buffers data at off. If the file (or the mount) holds too much
+// buffered data, it first flushes; if that fails the write is refused
+// with the flush's error and nothing is buffered.
+func (f *file) write(ctx context.Context, off uint64, data []byte) error {
+	if off+uint64(len(data)) > filer.MaxFileSize {
+		return syscall.EFBIG
+	}
+	f.mu.Lock()
+	over := f.dirty.bytes >= fileDirtyLimit
+	f.mu.Unlock()
+	if over || f.fs.dirtyBytes.Load() >= totalDirtyLimit {
+		if err := f.flush(ctx); err != nil {
+			return err
+		}
+		if f.fs.dirtyBytes.Load() >= totalDirtyLimit {
+			if err := f.fs.flushAll(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	f.mu.Lock()
+	before := f.dirty.bytes
+	f.dirty.write(off, data)
+	f.mtime = time.Now().UnixNano()
+	f.fs.dirtyBytes.Add(int64(f.dirty.bytes - before))
+	// A full needle's worth starts a flush in the background, so the
+	// upload overlaps the writes that follow. Its failure sticks like any
+	// other and is reported by the next fsync, close or throttled write.
+	kick := f.dirty.bytes >= maxNeedle && !f.bgFlush && f.err == nil
+	if kick {
+		f.bgFlush = true
+	}
+	f.mu.Unlock()
+	if kick {
+		go func() {
+			_ = f.flush(f.fs.ctx)
+			f.mu.Lock()
+			f.bgFlush = false
+			f.mu.Unlock()
+		}()
+	}
+	return nil
+}
+
+// flush makes every byte written before the call durable, or returns why
+// it could not (then the bytes stay buffered and the error sticks).
+func (f *file) flush(ctx context.Context) error {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	return f.flushLocked(ctx)
+}
+
+// flushLocked is flush with flushMu held.
+func (f *file) flushLocked(ctx context.Context) error {
+	f.mu.Lock()
+	if f.dirty.empty() {
+		f.err = nil
+		f.mu.Unlock()
+		return nil
+	}
+	set := f.dirty
+	f.dirty = &dirtySet{}
+	f.flushing = set
+	size := f.sizeLocked()
+	mtime := f.mtime
+	f.mu.Unlock()
+
+	in, err := f.upload(ctx, set, size, mtime)
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushing = nil
+	if err != nil {
+		// Keep the data: it goes back under what was written meanwhile.
+		before := f.dirty.bytes
+		f.dirty = set.under(f.dirty)
+		f.fs.dirtyBytes.Add(int64(f.dirty.bytes) - int64(before) - int64(set.bytes))
+		f.err = err
+		return err
+	}
+	f.fs.dirtyBytes.Add(-int64(set.bytes))
+	f.setCommittedLocked(in)
+	f.err = nil
+	return nil
+}
+
+// upload stores set as needles (in parallel) and commits them with size.
+func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int64) (*filer.Inode, error) {
+	needles := set.pack(maxNeedle)
+	sem := make(chan struct{}, uploadParallel)
+	errs := make(chan error, len(needles))
+	var wg sync.WaitGroup
+	for _, n := range needles {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fid, err := f.fs.data.Write(ctx, n.data, f.fs.cfg.Collection, f.fs.cfg.Replication)
+			if err != nil {
+				errs <- err
+				return
+			}
+			n.fid = fid
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		f.fs.log.Error("storing file data on the volume servers failed; the data stays buffered and fsync/close report the error until a retry succeeds",
+			"ino", f.ino, "bytes", set.bytes, "err", err)
+		return nil, err
+	}
+	var sl []filer.Slice
+	for _, n := range needles {
+		pos := uint64(0)
+		for _, p := range n.parts {
+			sl = append(sl, filer.Slice{Off: p.off, Len: uint64(len(p.data)), Fid: n.fid, NeedleOff: pos})
+			pos += uint64(len(p.data))
+		}
+	}
+	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime})
+	if err != nil {
+		f.fs.log.Error("committing file data to the filer failed; the data stays buffered and fsync/close report the error until a retry succeeds",
+			"ino", f.ino, "bytes", set.bytes, "err", err)
+		return nil, err
+	}
+	return res.Inode, nil
+}
+
+// stickyErr is the error of the last failed flush, nil if none.
+func (f *file) stickyErr() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// read returns up to n bytes at off: buffered writes over committed data,
+// zeros in holes, short at the end of the file.
+func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
+	f.mu.Lock()
+	stale := f.stale
+	f.mu.Unlock()
+	if stale {
+		if in, err := f.fs.client.GetAttr(ctx, f.ino); err == nil {
+			f.mu.Lock()
+			f.refreshLocked(in)
+			f.mu.Unlock()
+		}
+	}
+	f.mu.Lock()
+	size := f.sizeLocked()
+	if off >= size {
+		f.mu.Unlock()
+		return nil, nil
+	}
+	buf := make([]byte, min(uint64(n), size-off))
+	end := off + uint64(len(buf))
+	// Copy the buffered bytes now; what they do not cover comes from the
+	// committed slices, which are immutable once listed.
+	var covered coverage
+	if f.flushing != nil {
+		for _, s := range f.flushing.overlay(off, buf) {
+			covered = covered.add(s.off, s.end())
+		}
+	}
+	for _, s := range f.dirty.overlay(off, buf) {
+		covered = covered.add(s.off, s.end())
+	}
+	var exts []filer.Extent
+	if f.size > off {
+		exts = filer.VisibleExtents(f.slices, off, min(end, f.size)-off)
+	}
+	f.mu.Unlock()
+
+	for _, e := range exts {
+		if e.Fid == "" {
+			continue // a hole: buf is zero there, or holds newer buffered bytes
+		}
+		for _, iv := range covered.uncovered(e.Off, e.Off+e.Len) {
+			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.lo-e.Off), int64(iv.hi-iv.lo))
+			if err != nil {
+				f.fs.log.Error("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
+				return nil, err
+			}
+			if uint64(len(b)) != iv.hi-iv.lo {
+				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
+			}
+			copy(buf[iv.lo-off:], b)
+		}
+	}
+	return buf, nil
+}
+
+var (
+	errShortNeedle = errors.New("short needle")
+)
+
+// interval is a half-open byte range [lo, hi).
+type interval struct{ lo, hi uint64 }
+
+// coverage is a sorted list of disjoint intervals.
+type coverage []interval
+
+func (c coverage) add(lo, hi uint64) coverage {
+	i := 0
+	for i < len(c) && c[i].hi < lo {
+		i++
+	}
+	j := i
+	for j < len(c) && c[j].lo <= hi {
+		lo, hi = min(lo, c[j].lo), max(hi, c[j].hi)
+		j++
+	}
+	out := append(c[:i:i], interval{lo, hi})
+	return append(out, c[j:]...)
+}
+
+func (c coverage) uncovered(lo, hi uint64) []interval {
+	var out []interval
+	for _, iv := range c {
+		if iv.hi <= lo {
+			continue
+		}
+		if iv.lo >= hi {
+			break
+		}
+		if iv.lo > lo {
+			out = append(out, interval{lo, iv.lo})
+		}
+		lo = max(lo, iv.hi)
+		if lo >= hi {
+			return out
+		}
+	}
+	if lo < hi {
+		out = append(out, interval{lo, hi})
+	}
+	return out
+}

@@ -1,0 +1,349 @@
+package fuse
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/pb"
+)
+
+// fileSystem implements gofuse.RawFileSystem. The server calls its
+// methods concurrently, one goroutine per request.
+//
+// Lock order: fileSystem.mu, then file.flushMu, then file.mu. No lock is
+// held across a call to the filer except file.flushMu.
+type fileSystem struct {
+	gofuse.RawFileSystem // ENOSYS for what is not implemented
+
+	ctx    context.Context // ends at unmount
+	cfg    Config
+	client *filer.Client
+	data   *filer.DataClient
+	root   uint64 // filer inode of kernel node 1
+	log    *slog.Logger
+	server *gofuse.Server
+
+	dirtyBytes atomic.Int64 // buffered bytes of every file
+
+	mu struct {
+		sync.Mutex
+		nextFh  uint64
+		handles map[uint64]*handle // open files and directories by Fh
+		files   map[uint64]*file   // state of open files by inode
+	}
+
+	// openMu orders opens against unlinks and renames: an open holds it
+	// shared from checking the inode to registering its handle, an unlink
+	// or rename exclusively from checking whether its victim is open to
+	// the filer's answer. So a file being opened is never freed under the
+	// opener.
+	openMu sync.RWMutex
+}
+
+var _ gofuse.RawFileSystem = (*fileSystem)(nil)
+
+// handle is one open file or directory.
+type handle struct {
+	ino   uint64
+	flags uint32
+	dir   *dirHandle // nil for files
+}
+
+func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root uint64, log *slog.Logger) *fileSystem {
+	fs := &fileSystem{
+		RawFileSystem: gofuse.NewDefaultRawFileSystem(),
+		ctx:           ctx,
+		cfg:           cfg,
+		client:        client,
+		root:          root,
+		log:           log,
+	}
+	fs.mu.handles = make(map[uint64]*handle)
+	fs.mu.files = make(map[uint64]*file)
+	// Handle ids start at the clock so that a restarted mount does not hand
+	// out the ids the kernel still holds from its predecessor.
+	fs.mu.nextFh = uint64(time.Now().UnixNano())
+	return fs
+}
+
+func (fs *fileSystem) String() string { return "cairn" }
+
+func (fs *fileSystem) Init(s *gofuse.Server) { fs.server = s }
+
+// opCtx returns the context for one request: it ends when the kernel
+// interrupts the request or the mount goes away.
+func (fs *fileSystem) opCtx(cancel <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, stop := context.WithCancel(fs.ctx)
+	go func() {
+		select {
+		case <-cancel:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, stop
+}
+
+// apply runs one filer command; the caller owns the returned inode.
+func (fs *fileSystem) apply(cancel <-chan struct{}, op filer.Op) (*filer.Result, gofuse.Status) {
+	if fs.cfg.ReadOnly {
+		return nil, gofuse.EROFS
+	}
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	res, err := fs.client.Apply(ctx, op)
+	if err != nil {
+		if st := errStatus(err); st == gofuse.EIO {
+			fs.log.Error("filer command failed; reporting EIO", "op", op.OpType(), "err", err)
+		}
+		return res, errStatus(err)
+	}
+	return res, gofuse.OK
+}
+
+func (fs *fileSystem) getattr(cancel <-chan struct{}, ino uint64) (*filer.Inode, gofuse.Status) {
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	in, err := fs.client.GetAttr(ctx, ino)
+	return in, errStatus(err)
+}
+
+func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	in, err := fs.client.Lookup(ctx, fs.filerIno(h.NodeId), name)
+	if err != nil {
+		return errStatus(err)
+	}
+	fs.fillEntry(in, out)
+	return gofuse.OK
+}
+
+// Forget needs nothing: node ids are inode numbers, nothing is kept per
+// node.
+func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
+
+func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
+	if !st.Ok() {
+		return st
+	}
+	fs.fillAttrOut(ino, out)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	if fs.cfg.ReadOnly {
+		return gofuse.EROFS
+	}
+	ino := fs.filerIno(in.NodeId)
+	op := &filer.SetAttr{Ino: ino}
+	now := time.Now().UnixNano()
+	if m, ok := in.GetMode(); ok {
+		op.Valid |= filer.SetMode
+		op.Mode = m
+	}
+	if u, ok := in.GetUID(); ok {
+		op.Valid |= filer.SetUid
+		op.Uid = u
+	}
+	if g, ok := in.GetGID(); ok {
+		op.Valid |= filer.SetGid
+		op.Gid = g
+	}
+	if s, ok := in.GetSize(); ok {
+		op.Valid |= filer.SetSize
+		op.Size = s
+	}
+	if in.Valid&gofuse.FATTR_ATIME != 0 {
+		op.Valid |= filer.SetAtime
+		op.Atime = int64(in.Atime)*1e9 + int64(in.Atimensec)
+		if in.Valid&gofuse.FATTR_ATIME_NOW != 0 {
+			op.Atime = now
+		}
+	}
+	if in.Valid&gofuse.FATTR_MTIME != 0 {
+		op.Valid |= filer.SetMtime
+		op.Mtime = int64(in.Mtime)*1e9 + int64(in.Mtimensec)
+		if in.Valid&gofuse.FATTR_MTIME_NOW != 0 {
+			op.Mtime = now
+		}
+	}
+	if op.Valid == 0 {
+		// Nothing the filer keeps (ctime alone, lock owner): report.
+		return fs.GetAttr(cancel, &gofuse.GetAttrIn{InHeader: in.InHeader}, out)
+	}
+	f := fs.lookupFile(ino)
+	if f != nil && op.Valid&(filer.SetSize|filer.SetMtime) != 0 {
+		// Buffered data goes first: it lies below a truncation, and its
+		// commit must not overwrite an explicitly set mtime.
+		f.flushMu.Lock()
+		defer f.flushMu.Unlock()
+		if err := f.flushLocked(fs.ctx); err != nil {
+			return dataStatus(err)
+		}
+	}
+	res, st := fs.apply(cancel, op)
+	if !st.Ok() {
+		return st
+	}
+	if f != nil {
+		f.mu.Lock()
+		f.setCommittedLocked(res.Inode)
+		f.mu.Unlock()
+	}
+	fs.fillAttrOut(res.Inode, out)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	// Only regular files: the filer keeps no devices, FIFOs or sockets.
+	if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return gofuse.ENOTSUP
+	}
+	res, st := fs.apply(cancel, &filer.Create{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode &^ syscall.S_IFMT, Uid: in.Uid, Gid: in.Gid, Excl: true})
+	if !st.Ok() {
+		return st
+	}
+	fs.fillEntry(res.Inode, out)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	res, st := fs.apply(cancel, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
+	if !st.Ok() {
+		return st
+	}
+	fs.fillEntry(res.Inode, out)
+	return gofuse.OK
+}
+
+// openChild returns the inode of entry name of parent if it is a file
+// open in this mount (then an unlink or a rename over it keeps the inode
+// until its last close), else 0. The caller holds openMu exclusively.
+func (fs *fileSystem) openChild(cancel <-chan struct{}, parent uint64, name string) uint64 {
+	fs.mu.Lock()
+	n := len(fs.mu.files)
+	fs.mu.Unlock()
+	if n == 0 {
+		return 0
+	}
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	in, err := fs.client.Lookup(ctx, parent, name)
+	if err != nil || fs.lookupFile(in.Ino) == nil {
+		return 0
+	}
+	return in.Ino
+}
+
+func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	parent := fs.filerIno(h.NodeId)
+	fs.openMu.Lock()
+	defer fs.openMu.Unlock()
+	open := fs.openChild(cancel, parent, name)
+	_, st := fs.apply(cancel, &filer.Unlink{Parent: parent, Name: name, KeepIfOpen: open != 0})
+	if st.Ok() && open != 0 {
+		fs.markUnlinked(open)
+	}
+	return st
+}
+
+func (fs *fileSystem) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	_, st := fs.apply(cancel, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
+	return st
+}
+
+func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+	if in.Flags&^(filer.RenameNoReplace|filer.RenameExchange) != 0 {
+		return gofuse.EINVAL // RENAME_WHITEOUT and unknown flags
+	}
+	op := &filer.Rename{OldParent: fs.filerIno(in.NodeId), OldName: oldName, NewParent: fs.filerIno(in.Newdir), NewName: newName, Flags: in.Flags}
+	var open uint64
+	fs.openMu.Lock()
+	defer fs.openMu.Unlock()
+	if in.Flags&filer.RenameExchange == 0 {
+		open = fs.openChild(cancel, op.NewParent, newName)
+		op.KeepIfOpen = open != 0
+	}
+	_, st := fs.apply(cancel, op)
+	if st.Ok() && open != 0 {
+		fs.markUnlinked(open)
+	}
+	return st
+}
+
+func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	res, st := fs.apply(cancel, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
+	if !st.Ok() {
+		return st
+	}
+	fs.fillEntry(res.Inode, out)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+	res, st := fs.apply(cancel, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
+	if !st.Ok() {
+		return st
+	}
+	fs.fillEntry(res.Inode, out)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	var target string
+	err := fs.client.Read(ctx, &pb.FilerReadRequest{Op: "readlink", Ino: fs.filerIno(h.NodeId)}, &target)
+	if err != nil {
+		return nil, errStatus(err)
+	}
+	return []byte(target), gofuse.OK
+}
+
+// FsyncDir has nothing to wait for: every change of a directory was
+// committed through Raft before the operation returned.
+func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	return gofuse.OK
+}
+
+// StatFs reports the quota of the quota root the mounted directory is
+// charged to: its byte and inode limits, or 1 PiB and 2^40 inodes when
+// unlimited.
+func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	sf, err := fs.client.Statfs(ctx, fs.filerIno(h.NodeId))
+	if err != nil {
+		return errStatus(err)
+	}
+	const bsize = 4096
+	total := uint64(1 << 50)
+	if sf.MaxBytes > 0 {
+		total = sf.MaxBytes
+	}
+	used := min(sf.Bytes, total)
+	files := uint64(1 << 40)
+	if sf.MaxInodes > 0 {
+		files = sf.MaxInodes
+	}
+	*out = gofuse.StatfsOut{
+		Blocks:  total / bsize,
+		Bfree:   (total - used) / bsize,
+		Bavail:  (total - used) / bsize,
+		Files:   files,
+		Ffree:   files - min(sf.Inodes, files),
+		Bsize:   bsize,
+		Frsize:  bsize,
+		NameLen: 255,
+	}
+	return gofuse.OK
+}

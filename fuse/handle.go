@@ -1,0 +1,323 @@
+package fuse
+
+import (
+	"context"
+	"syscall"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-storage/cairn/filer"
+)
+
+// lookupFile returns the state of open file ino, nil if it is not open.
+func (fs *fileSystem) lookupFile(ino uint64) *file {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.mu.files[ino]
+}
+
+// addHandle registers a handle for in (file state included) under fh, or
+// under a new id if fh is 0, and returns the id.
+func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64) uint64 {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fh == 0 {
+		fs.mu.nextFh++
+		fh = fs.mu.nextFh
+	}
+	f := fs.mu.files[in.Ino]
+	if f == nil {
+		f = newFile(fs, in)
+		fs.mu.files[in.Ino] = f
+	} else {
+		f.mu.Lock()
+		f.refreshLocked(in)
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+	fs.mu.handles[fh] = &handle{ino: in.Ino, flags: flags}
+	return fh
+}
+
+// fileFor returns the state of the file behind a request. A handle id
+// this process does not know (the kernel kept it across a restart of the
+// mount) is adopted as if the file had been opened again.
+func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file, gofuse.Status) {
+	ino := fs.filerIno(nodeID)
+	fs.mu.Lock()
+	h := fs.mu.handles[fh]
+	f := fs.mu.files[ino]
+	fs.mu.Unlock()
+	if h != nil && f != nil {
+		return f, gofuse.OK
+	}
+	in, st := fs.getattr(cancel, ino)
+	if !st.Ok() {
+		return nil, st
+	}
+	if !in.IsRegular() {
+		return nil, gofuse.EBADF
+	}
+	fs.mu.Lock()
+	known := fs.mu.handles[fh] != nil
+	fs.mu.Unlock()
+	if !known && fh != 0 {
+		fs.log.Info("adopting a file handle opened before this process started", "ino", ino, "fh", fh)
+		fs.addHandle(in, syscall.O_RDWR, fh)
+	}
+	if f := fs.lookupFile(ino); f != nil {
+		return f, gofuse.OK
+	}
+	return nil, gofuse.EBADF
+}
+
+func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	if fs.cfg.ReadOnly && in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return gofuse.EROFS
+	}
+	fs.openMu.RLock()
+	defer fs.openMu.RUnlock()
+	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
+	if !st.Ok() {
+		return st
+	}
+	if ino.IsDir() {
+		return gofuse.EISDIR
+	}
+	out.Fh = fs.addHandle(ino, in.Flags, 0)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+	fs.openMu.RLock()
+	defer fs.openMu.RUnlock()
+	res, st := fs.apply(cancel, &filer.Create{
+		Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777,
+		Uid: in.Uid, Gid: in.Gid, Excl: in.Flags&syscall.O_EXCL != 0,
+	})
+	if !st.Ok() {
+		return st
+	}
+	if res.Inode.IsDir() {
+		return gofuse.EISDIR
+	}
+	if in.Flags&syscall.O_TRUNC != 0 && res.Inode.Size > 0 {
+		// The name appeared (from another mount) after the kernel looked
+		// it up; the kernel skips O_TRUNC for a file it believes created.
+		if res, st = fs.apply(cancel, &filer.SetAttr{Ino: res.Inode.Ino, Valid: filer.SetSize}); !st.Ok() {
+			return st
+		}
+	}
+	out.Fh = fs.addHandle(res.Inode, in.Flags, 0)
+	fs.fillEntry(res.Inode, &out.EntryOut)
+	return gofuse.OK
+}
+
+func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return nil, st
+	}
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	b, err := f.read(ctx, in.Offset, int(in.Size))
+	if err != nil {
+		return nil, errStatus(err)
+	}
+	return gofuse.ReadResultData(b), gofuse.OK
+}
+
+func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	if fs.cfg.ReadOnly {
+		return 0, gofuse.EROFS
+	}
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return 0, st
+	}
+	// A flush started here must finish even if the writer is interrupted.
+	if err := f.write(fs.ctx, in.Offset, data); err != nil {
+		return 0, dataStatus(err)
+	}
+	return uint32(len(data)), gofuse.OK
+}
+
+// Flush is close(2): it makes the file's data durable and reports
+// failure (the data stays buffered and the error sticks).
+func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	return dataStatus(f.flush(fs.ctx))
+}
+
+// Fsync returns OK only once every byte written before it is durable
+// (stored on every replica and referenced by a committed CommitSlices).
+func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	return dataStatus(f.flush(fs.ctx))
+}
+
+// Release drops a handle. The last handle of a file flushes what is still
+// buffered (an error can only be logged here: close already reported it
+// through Flush) and frees an inode unlinked while open.
+func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
+	ino := fs.filerIno(in.NodeId)
+	fs.mu.Lock()
+	if h := fs.mu.handles[in.Fh]; h != nil {
+		ino = h.ino
+		delete(fs.mu.handles, in.Fh)
+	} else {
+		fs.mu.Unlock()
+		return // not ours: nothing to drop
+	}
+	f := fs.mu.files[ino]
+	fs.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	last := f.refs == 1
+	f.mu.Unlock()
+	if last {
+		if err := f.flush(fs.ctx); err != nil {
+			fs.log.Error("last close of a file could not store its data; the unstored writes are lost (close reported the error to the application)",
+				"ino", ino, "err", err)
+		}
+	}
+	fs.mu.Lock()
+	f.mu.Lock()
+	f.refs--
+	gone := f.refs == 0
+	unlinked := f.unlinked
+	if gone {
+		fs.dirtyBytes.Add(-int64(f.dirty.bytes))
+		f.dirty = &dirtySet{}
+		delete(fs.mu.files, ino)
+	}
+	f.mu.Unlock()
+	fs.mu.Unlock()
+	if gone && unlinked {
+		_, err := fs.client.Apply(fs.ctx, &filer.ReleaseOrphan{Ino: ino})
+		if err != nil && err != syscall.ENOENT {
+			fs.log.Error("freeing a file unlinked while open failed; the filer keeps it as an orphan", "ino", ino, "err", err)
+		}
+	}
+}
+
+// markUnlinked notes that open file ino lost a name, so its last close
+// frees the inode if that was its last link.
+func (fs *fileSystem) markUnlinked(ino uint64) {
+	if f := fs.lookupFile(ino); f != nil {
+		f.mu.Lock()
+		f.unlinked = true
+		f.mu.Unlock()
+	}
+}
+
+// flushAll flushes every open file and returns the first error.
+func (fs *fileSystem) flushAll(ctx context.Context) error {
+	fs.mu.Lock()
+	files := make([]*file, 0, len(fs.mu.files))
+	for _, f := range fs.mu.files {
+		files = append(files, f)
+	}
+	fs.mu.Unlock()
+	var first error
+	for _, f := range files {
+		if err := f.flush(ctx); err != nil {
+			fs.log.Error("flushing a file failed", "ino", f.ino, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// Fallocate: mode 0 extends the size, KEEP_SIZE does nothing (space is
+// not reserved), PUNCH_HOLE|KEEP_SIZE punches a hole; others EOPNOTSUPP.
+func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+	if fs.cfg.ReadOnly {
+		return gofuse.EROFS
+	}
+	switch in.Mode {
+	case 0, filer.FallocKeepSize, filer.FallocKeepSize | filer.FallocPunchHole:
+	default:
+		return gofuse.Status(syscall.EOPNOTSUPP)
+	}
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	if err := f.flushLocked(fs.ctx); err != nil {
+		return dataStatus(err)
+	}
+	res, st := fs.apply(cancel, &filer.Fallocate{Ino: f.ino, Off: in.Offset, Len: in.Length, Mode: in.Mode})
+	if !st.Ok() {
+		return st
+	}
+	f.mu.Lock()
+	f.setCommittedLocked(res.Inode)
+	f.mu.Unlock()
+	return gofuse.OK
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the slices and the buffered
+// writes; the kernel handles the other whences itself.
+func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+	if in.Whence != unix.SEEK_DATA && in.Whence != unix.SEEK_HOLE {
+		return gofuse.EINVAL
+	}
+	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	size := f.sizeLocked()
+	off := in.Offset
+	if off >= size {
+		return gofuse.Status(syscall.ENXIO)
+	}
+	// Data: committed non-hole extents and every buffered range.
+	var data coverage
+	for _, e := range filer.VisibleExtents(f.slices, off, size-off) {
+		if e.Fid != "" {
+			data = data.add(e.Off, e.Off+e.Len)
+		}
+	}
+	for _, set := range []*dirtySet{f.dirty, f.flushing} {
+		if set == nil {
+			continue
+		}
+		for _, s := range set.spans {
+			if s.end() > off {
+				data = data.add(max(s.off, off), s.end())
+			}
+		}
+	}
+	if in.Whence == unix.SEEK_DATA {
+		if len(data) == 0 || data[0].lo >= size {
+			return gofuse.Status(syscall.ENXIO)
+		}
+		out.Offset = max(data[0].lo, off)
+		return gofuse.OK
+	}
+	holes := data.uncovered(off, size)
+	if len(holes) == 0 {
+		out.Offset = size
+	} else {
+		out.Offset = holes[0].lo
+	}
+	return gofuse.OK
+}
