@@ -14,11 +14,12 @@ import (
 
 // metrics are a filer's Prometheus series, on a registry of its own.
 type metrics struct {
-	reg       *prometheus.Registry
-	ops       *prometheus.CounterVec
-	opLatency *prometheus.HistogramVec
-	requests  *prometheus.CounterVec
-	gcDeleted prometheus.Counter
+	reg         *prometheus.Registry
+	ops         *prometheus.CounterVec
+	opLatency   *prometheus.HistogramVec
+	requests    *prometheus.CounterVec
+	gcDeleted   prometheus.Counter
+	compactions prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -40,7 +41,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "cairn_filer_gc_deleted_needles_total", Help: "Unreferenced needles deleted from volume servers and dequeued.",
 		}),
 	}
-	reg.MustRegister(m.ops, m.opLatency, m.requests, m.gcDeleted)
+	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_filer_compactions_total", Help: "Fragmented files whose slices were rewritten into fresh needles.",
+	})
+	reg.MustRegister(m.ops, m.opLatency, m.requests, m.gcDeleted, m.compactions)
 	raftGauge := func(name, help, key string) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 			if s.node == nil {

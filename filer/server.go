@@ -34,6 +34,9 @@ type Config struct {
 	Replication, Collection string
 	// ChunkSize cuts uploads through the HTTP API into needles (default 4 MiB).
 	ChunkSize int
+	// CompactInterval is how often the leader looks for fragmented files
+	// to compact (default 10s).
+	CompactInterval time.Duration
 	// UploadTimeout is how long a needle may stay uploaded but unreferenced
 	// before the GC deletes it (default 1h).
 	UploadTimeout time.Duration
@@ -67,6 +70,9 @@ type Server struct {
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.CompactInterval <= 0 {
+		cfg.CompactInterval = 10 * time.Second
 	}
 	if cfg.UploadTimeout <= 0 {
 		cfg.UploadTimeout = time.Hour
@@ -130,7 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("filer started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
 	// Ending the event streams first lets gRPC stop gracefully.
 	closeHub := func(ctx context.Context) { <-ctx.Done(); s.hub.close() }
-	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, s.gcLoop, closeHub)
+	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, s.gcLoop, s.compactLoop, closeHub)
 	s.pool.Close()
 	s.log.Info("filer stopped")
 	return runErr

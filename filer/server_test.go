@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/testutil"
 	"github.com/cairn-storage/cairn/master"
 	"github.com/cairn-storage/cairn/volume"
@@ -41,7 +42,8 @@ func startNode(t *testing.T, chunk int) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := filer.NewServer(filer.Config{Dir: t.TempDir(), IP: ip, Port: 8888, Masters: []string{maddr}, ChunkSize: chunk})
+	f, err := filer.NewServer(filer.Config{Dir: t.TempDir(), IP: ip, Port: 8888, Masters: []string{maddr}, ChunkSize: chunk,
+		CompactInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,5 +231,67 @@ func TestQuotaThroughAPI(t *testing.T) {
 	sf, _ = n.client.Statfs(ctx, vol)
 	if sf.Bytes != 0 || sf.Inodes != 4 {
 		t.Fatalf("usage after delete: %+v (want 0 bytes, 4 inodes)", sf)
+	}
+}
+
+// TestCompaction: a file overwritten in many small pieces is rewritten into
+// a few fresh needles by the leader, with the same bytes, and the needles it
+// no longer references are deleted.
+func TestCompaction(t *testing.T) {
+	n := startNode(t, 4096)
+	ctx := context.Background()
+	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "db", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := res.Inode.Ino
+	want := make([]byte, 10000)
+	for i := range 60 { // overlapping 500-byte page writes, and one hole left unwritten
+		off := (i * 151) % 9000
+		if off >= 3000 && off < 3500 {
+			continue
+		}
+		page := bytes.Repeat([]byte{byte(i + 1)}, 500)
+		fid, err := data.Write(ctx, page, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: 500, Fid: fid}}, Size: 10000}); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], page)
+	}
+	before, _ := n.client.GetAttr(ctx, ino)
+	if len(before.Slices) < 32 {
+		t.Fatalf("setup left only %d slices", len(before.Slices))
+	}
+	testutil.WaitFor(t, 30*time.Second, "the file to be compacted", func() error {
+		in, err := n.client.GetAttr(ctx, ino)
+		if err != nil {
+			return err
+		}
+		if len(in.Slices) > 4 {
+			return fmt.Errorf("%d slices", len(in.Slices))
+		}
+		return nil
+	})
+	if code, body := n.do(t, http.MethodGet, "/db", "", nil); code != 200 || body != string(want) {
+		t.Fatalf("content after compaction differs (HTTP %d, %d bytes)", code, len(body))
+	}
+	testutil.WaitFor(t, 30*time.Second, "replaced needles deleted", func() error {
+		var pending []string
+		if err := n.client.Read(ctx, &pb.FilerReadRequest{Op: "pending_deletes"}, &pending); err != nil {
+			return err
+		}
+		if len(pending) > 0 {
+			return fmt.Errorf("%d needles queued", len(pending))
+		}
+		return nil
+	})
+	for _, sl := range before.Slices {
+		if _, err := data.Read(ctx, sl.Fid, 0, 1); err == nil {
+			t.Fatalf("needle %s of the old slice list still readable after compaction and GC", sl.Fid)
+		}
 	}
 }

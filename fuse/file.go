@@ -219,6 +219,27 @@ func (f *file) stickyErr() error {
 // read returns up to n bytes at off: buffered writes over committed data,
 // zeros in holes, short at the end of the file.
 func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
+	b, err := f.readOnce(ctx, off, n)
+	if err == nil || errors.Is(err, context.Canceled) {
+		return b, err
+	}
+	// The slices this mount knew may have been replaced meanwhile (another
+	// mount's write, or the filer compacting the file) and their needles
+	// deleted: if the filer has a newer generation, read again with it.
+	f.mu.Lock()
+	gen := f.gen
+	f.mu.Unlock()
+	in, gerr := f.fs.client.GetAttr(ctx, f.ino)
+	if gerr != nil || in.Generation <= gen {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.refreshLocked(in)
+	f.mu.Unlock()
+	return f.readOnce(ctx, off, n)
+}
+
+func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) {
 	f.mu.Lock()
 	stale := f.stale
 	f.mu.Unlock()
@@ -261,7 +282,7 @@ func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 		for _, iv := range covered.uncovered(e.Off, e.Off+e.Len) {
 			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.lo-e.Off), int64(iv.hi-iv.lo))
 			if err != nil {
-				f.fs.log.Error("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
+				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
 				return nil, err
 			}
 			if uint64(len(b)) != iv.hi-iv.lo {

@@ -1,0 +1,159 @@
+package filer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// Slice compaction. Overwrite-heavy files (database pages) grow many
+// slices; every read then has to merge them. The leader's compactor picks
+// fragmented files, reads their visible bytes, writes them as fresh needles
+// and swaps the slice list with ReplaceSlices, which applies only if the
+// file's generation is unchanged since the read, so a concurrent write is
+// never lost: the compaction is dropped instead (its needles were leased
+// uploads, and are deleted). The old needles lose their references in the
+// swap and go to the delete queue.
+
+const (
+	// compactMinSlices is the slice count below which a file is left alone.
+	compactMinSlices = 32
+	// compactScan bounds the inodes one pass looks at.
+	compactScan = 10000
+)
+
+// fragmented reports whether a file has many more slices than its size
+// needs.
+func fragmented(in *Inode, chunk uint64) bool {
+	ideal := in.Size/chunk + 1
+	return in.IsRegular() && in.Snapshot == 0 && len(in.Slices) >= compactMinSlices && uint64(len(in.Slices)) > 4*ideal
+}
+
+// FragmentedFiles returns up to limit regular files after inode after whose
+// slice lists want compaction, scanning at most compactScan inodes, and the
+// inode to continue after (0 when the scan reached the end).
+func (s *State) FragmentedFiles(after uint64, chunk uint64, limit int) ([]uint64, uint64, error) {
+	var out []uint64
+	var next uint64
+	err := s.view(func(t *txn) error {
+		c := t.inodes.Cursor()
+		k, v := c.Seek(u64key(after + 1))
+		for n := 0; k != nil; k, v = c.Next() {
+			if n++; n > compactScan || len(out) >= limit {
+				next = keyU64(k) - 1
+				return nil
+			}
+			var in Inode
+			if err := json.Unmarshal(v, &in); err != nil {
+				return err
+			}
+			if fragmented(&in, chunk) {
+				out = append(out, in.Ino)
+			}
+		}
+		return nil
+	})
+	return out, next, err
+}
+
+// compactLoop compacts fragmented files while this member leads.
+func (s *Server) compactLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CompactInterval)
+	defer t.Stop()
+	var cursor uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.node.IsLeader() {
+			continue
+		}
+		inos, next, err := s.fsm.State().FragmentedFiles(cursor, uint64(s.cfg.ChunkSize), 8)
+		if err != nil {
+			s.log.Warn("looking for fragmented files failed; will retry", "err", err)
+			continue
+		}
+		cursor = next
+		for _, ino := range inos {
+			if err := s.compact(ctx, ino); err != nil && !errors.Is(err, syscall.EAGAIN) {
+				s.log.Warn("compacting a file failed; it keeps its slices and is tried again later", "ino", ino, "err", err)
+			}
+		}
+	}
+}
+
+// compact rewrites the visible bytes of file ino into fresh needles and
+// swaps them in if the file did not change meanwhile. It returns EAGAIN when
+// the file changed (nothing is lost; a later pass tries again).
+func (s *Server) compact(ctx context.Context, ino uint64) error {
+	in, err := s.fsm.State().GetAttr(ino)
+	if err != nil {
+		return err
+	}
+	chunk := uint64(s.cfg.ChunkSize)
+	if !fragmented(in, chunk) {
+		return nil
+	}
+	var fresh []Slice
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for _, sl := range fresh {
+			_ = s.data.Delete(dctx, sl.Fid) // an undeleted one is GCed when its lease ends
+		}
+	}
+	rd := &fileReader{ctx: ctx, data: s.data, in: in}
+	for _, run := range dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk) {
+		buf := make([]byte, run.Len)
+		if _, err := rd.ReadAt(buf, int64(run.Off)); err != nil && uint64(len(buf)) != run.Len {
+			drop()
+			return fmt.Errorf("read %d bytes at %d: %w", run.Len, run.Off, err)
+		}
+		f, err := s.data.Write(ctx, buf, s.cfg.Collection, s.cfg.Replication)
+		if err != nil {
+			drop()
+			return err
+		}
+		fresh = append(fresh, Slice{Off: run.Off, Len: run.Len, Fid: f})
+	}
+	res, _, err := s.apply(ctx, &Command{Op: &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fresh}})
+	if err == nil && res.Errno != 0 {
+		err = res.Errno
+	}
+	if err != nil {
+		drop()
+		return err
+	}
+	s.met.compactions.Inc()
+	s.log.Info("compacted a fragmented file", "ino", ino, "slices_before", len(in.Slices), "slices_after", len(fresh), "bytes", in.Size)
+	return nil
+}
+
+// dataRuns merges the extents that hold data (holes stay holes) into runs
+// of at most chunk bytes.
+func dataRuns(exts []Extent, chunk uint64) []Extent {
+	var runs []Extent
+	for _, e := range exts {
+		if e.Fid == "" {
+			continue
+		}
+		off, left := e.Off, e.Len
+		for left > 0 {
+			if n := len(runs); n > 0 && runs[n-1].Off+runs[n-1].Len == off && runs[n-1].Len < chunk {
+				take := min(left, chunk-runs[n-1].Len)
+				runs[n-1].Len += take
+				off, left = off+take, left-take
+				continue
+			}
+			take := min(left, chunk)
+			runs = append(runs, Extent{Off: off, Len: take})
+			off, left = off+take, left-take
+		}
+	}
+	return runs
+}
