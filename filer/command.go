@@ -87,7 +87,7 @@ func init() {
 		&SetAttr{}, &CommitSlices{}, &PunchHole{}, &Fallocate{}, &ReplaceSlices{},
 		&SetXattr{}, &RemoveXattr{}, &SetQuota{}, &Snapshot{}, &Clone{},
 		&DeleteSnapshot{}, &DequeueDeleted{}, &ReleaseOrphan{},
-		&BeginUpload{}, &ExpireUploads{},
+		&BeginUpload{}, &ExpireUploads{}, &ExpireSessions{},
 	} {
 		typ := reflect.TypeOf(op).Elem()
 		opTypes[op.OpType()] = func() Op { return reflect.New(typ).Interface().(Op) }

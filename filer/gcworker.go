@@ -29,6 +29,9 @@ func (s *Server) gcLoop(ctx context.Context) {
 		if err := s.expireUploads(ctx); err != nil {
 			s.log.Warn("expiring abandoned uploads failed; will retry", "err", err)
 		}
+		if err := s.expireSessions(ctx); err != nil {
+			s.log.Warn("expiring idle client sessions failed; will retry", "err", err)
+		}
 		for {
 			n, err := s.gcPass(ctx)
 			if err != nil {
@@ -70,6 +73,26 @@ func (s *Server) expireUploads(ctx context.Context) error {
 		return res.Errno
 	}
 	s.log.Info("queued needles of abandoned uploads for deletion", "count", n)
+	return nil
+}
+
+// SessionTTL is how long an idle client session is remembered.
+const SessionTTL = time.Hour
+
+// expireSessions drops client sessions idle for longer than SessionTTL.
+func (s *Server) expireSessions(ctx context.Context) error {
+	before := time.Now().Add(-SessionTTL).UnixNano()
+	n, err := s.fsm.State().StaleSessions(before)
+	if err != nil || n == 0 {
+		return err
+	}
+	res, _, err := s.apply(ctx, &Command{Op: &ExpireSessions{Before: before}})
+	if err != nil {
+		return err
+	}
+	if res.Errno != 0 {
+		return res.Errno
+	}
 	return nil
 }
 

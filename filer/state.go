@@ -58,6 +58,7 @@ func errnoResult(e syscall.Errno) *Result { return &Result{Errno: e} }
 type session struct {
 	Seq    uint64  `json:"seq"`
 	Result *Result `json:"result"`
+	Time   int64   `json:"time,omitempty"` // command time of the last use, ns
 }
 
 // State is the namespace state machine on a bbolt file. Apply must be
@@ -301,7 +302,7 @@ func (t *txn) replay(c *Command) *Result {
 // finish records the client's session and the apply index.
 func (t *txn) finish(index uint64, c *Command, res *Result) {
 	if c.ClientID != "" && c.Seq != 0 {
-		b, err := json.Marshal(session{Seq: c.Seq, Result: res})
+		b, err := json.Marshal(session{Seq: c.Seq, Result: res, Time: c.Time})
 		t.must(err)
 		t.must(t.sessions.Put([]byte(c.ClientID), b))
 	}

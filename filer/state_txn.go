@@ -225,6 +225,8 @@ func (t *txn) apply(op Op) *Result {
 		r = t.beginUpload(op)
 	case *ExpireUploads:
 		r = t.expireUploads(op)
+	case *ExpireSessions:
+		r = t.expireSessions(op)
 	case *ReleaseOrphan:
 		r = t.releaseOrphan(op)
 	default:

@@ -50,3 +50,36 @@ func TestUploadLeases(t *testing.T) {
 		t.Fatalf("committed needle refcount %d", n)
 	}
 }
+
+// TestSessionExpiry: an idle session is dropped; a fresh one is kept and
+// still answers a retry with its stored result.
+func TestSessionExpiry(t *testing.T) {
+	st, err := OpenState(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old := &Command{ClientID: "old", Seq: 1, Time: 100, Op: &Mkdir{Parent: RootIno, Name: "a", Mode: 0o755}}
+	fresh := &Command{ClientID: "fresh", Seq: 1, Time: 1000, Op: &Mkdir{Parent: RootIno, Name: "b", Mode: 0o755}}
+	for _, c := range []*Command{old, fresh} {
+		if _, err := st.Apply(0, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := st.StaleSessions(500); n != 1 {
+		t.Fatalf("%d stale sessions, want 1", n)
+	}
+	if _, err := st.Apply(0, &Command{Time: 2000, Op: &ExpireSessions{Before: 500}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.StaleSessions(500); n != 0 {
+		t.Fatalf("%d stale sessions after expiry", n)
+	}
+	r, err := st.Apply(0, fresh)
+	if err != nil || r.Errno != 0 || r.Inode == nil || r.Inode.Ino == 0 {
+		t.Fatalf("retry of the kept session: %+v %v, want its stored result", r, err)
+	}
+	if err := st.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
