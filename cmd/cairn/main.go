@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"server":    {"run master, volume server and filer in one process (single node)", runServer},
 	"benchmark": {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
 	"security":  {"security init: create a CA, certificates and a security file", runSecurity},
+	"shell":     {"admin shell: cluster status, volumes, vacuum/scrub, namespace, quotas, snapshots", runShell},
 	"version":   {"print the version", runVersion},
 }
 
