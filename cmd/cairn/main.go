@@ -20,15 +20,17 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"master":    {"run a master (Raft group for topology and file ids)", runMaster},
-	"volume":    {"run a volume server (needle store)", runVolume},
-	"filer":     {"run a filer (Raft group for the POSIX namespace)", runFiler},
-	"mount":     {"mount a filer subtree with FUSE (foreground)", runMount},
-	"server":    {"run master, volume server and filer in one process (single node)", runServer},
-	"benchmark": {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
-	"security":  {"security init: create a CA, certificates and a security file", runSecurity},
-	"shell":     {"admin shell: cluster status, volumes, vacuum/scrub, namespace, quotas, snapshots", runShell},
-	"version":   {"print the version", runVersion},
+	"master":        {"run a master (Raft group for topology and file ids)", runMaster},
+	"volume":        {"run a volume server (needle store)", runVolume},
+	"filer":         {"run a filer (Raft group for the POSIX namespace)", runFiler},
+	"mount":         {"mount a filer subtree with FUSE (foreground)", runMount},
+	"csi":           {"CSI plugin (controller, node or monolith) on a unix socket", runCSI},
+	"mount-service": {"host the FUSE mounts of CSI volumes on this node (for the node plugin)", runMountService},
+	"server":        {"run master, volume server and filer in one process (single node)", runServer},
+	"benchmark":     {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
+	"security":      {"security init: create a CA, certificates and a security file", runSecurity},
+	"shell":         {"admin shell: cluster status, volumes, vacuum/scrub, namespace, quotas, snapshots", runShell},
+	"version":       {"print the version", runVersion},
 }
 
 func usage(w io.Writer) {

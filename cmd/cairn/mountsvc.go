@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/cairn-storage/cairn/csi/mountsvc"
+	"github.com/cairn-storage/cairn/internal/security"
+)
+
+// runMountService hosts the FUSE mounts of CSI volumes on this node until
+// SIGINT or SIGTERM (then it flushes them; see docs/csi.md).
+func runMountService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("mount-service", "mount-service --socket /run/cairn/mount.sock --filer f1:8888[,...] [--state /var/lib/cairn/mounts.json]", stderr)
+	var c common
+	c.register(fs)
+	socket := fs.String("socket", "/run/cairn/mount.sock", "unix socket to serve the node plugin on")
+	filers := fs.String("filer", "", "filer HTTP addresses, comma separated (required; gRPC is at port+10000)")
+	state := fs.String("state", "", "file recording the mounts, so a restarted service mounts them again (empty: not recorded)")
+	unmount := fs.Bool("unmount-on-exit", false, "unmount every volume when stopping (default: flush only, and mount again at the next start)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return fail(stderr, "mount-service: %v", err)
+	}
+	sec, err := c.securityConfig(security.RoleClient)
+	if err != nil {
+		return fail(stderr, "mount-service: %v", err)
+	}
+	err = mountsvc.Run(ctx, mountsvc.Config{
+		Socket: *socket, Filers: splitList(*filers), StateFile: *state, UnmountOnExit: *unmount,
+		Logger: log, Security: sec,
+	})
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	return 0
+}
