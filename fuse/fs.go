@@ -77,18 +77,14 @@ func (fs *fileSystem) String() string { return "cairn" }
 
 func (fs *fileSystem) Init(s *gofuse.Server) { fs.server = s }
 
-// opCtx returns the context for one request: it ends when the kernel
-// interrupts the request or the mount goes away.
-func (fs *fileSystem) opCtx(cancel <-chan struct{}) (context.Context, context.CancelFunc) {
-	ctx, stop := context.WithCancel(fs.ctx)
-	go func() {
-		select {
-		case <-cancel:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, stop
+// opCtx returns the context for one request. It ends only when the mount
+// goes away, not when the kernel relays a signal to the caller (FUSE
+// INTERRUPT): applications such as PostgreSQL are signalled all the time and
+// do not retry open or mkdir on EINTR, and a mutation that was interrupted
+// may still have been committed. A filer that does not answer gives EIO
+// after the client's retry budget instead.
+func (fs *fileSystem) opCtx(_ <-chan struct{}) (context.Context, context.CancelFunc) {
+	return context.WithCancel(fs.ctx)
 }
 
 // apply runs one filer command; the caller owns the returned inode.
