@@ -44,6 +44,7 @@ bench: build
 		{ apt-get update -qq && apt-get install -y -qq fio; } || echo "fio not installed: its baseline is skipped"; }
 	./scripts/bench-core.sh
 	./scripts/bench-filer.sh
+	./scripts/bench-mount.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/security"
 )
 
 // ErrData is wrapped by every failure to store or fetch needle data.
@@ -31,6 +32,11 @@ type DataClient struct {
 	Reserve func(ctx context.Context, fid string) error
 	HTTP    *http.Client
 	Scheme  string // "http" or "https"
+	// Tokens, when set, signs the data-path tokens of deletes and reads
+	// (the filer holds the cluster key). Without it, writes carry the
+	// assign's token, reads the lookup's, and deletes none (a mount or the
+	// shell never deletes needles; the filer's GC does).
+	Tokens *security.Tokens
 
 	mu    sync.Mutex // guards cache
 	cache map[uint32]cachedLocations
@@ -38,6 +44,7 @@ type DataClient struct {
 
 type cachedLocations struct {
 	urls []string
+	auth string // read token from the lookup, if reads need one
 	at   time.Time
 }
 
@@ -66,7 +73,7 @@ func (d *DataClient) Write(ctx context.Context, data []byte, collection, replica
 				continue
 			}
 		}
-		code, body, err := d.do(ctx, http.MethodPut, a.Url, a.Fid, bytes.NewReader(data), "")
+		code, body, err := d.do(ctx, http.MethodPut, a.Url, a.Fid, bytes.NewReader(data), "", a.GetAuth())
 		if err == nil && code == http.StatusCreated {
 			return a.Fid, nil
 		}
@@ -92,13 +99,20 @@ func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte,
 	}
 	var errs []string
 	for pass := range 2 {
-		urls, err := d.locations(ctx, f.Volume, pass > 0)
+		// A second pass looks the volume up again, which also renews a
+		// read token that expired.
+		urls, auth, err := d.locations(ctx, f.Volume, pass > 0)
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
+		if d.Tokens != nil {
+			if auth, err = d.Tokens.SignRead(f.Volume); err != nil {
+				return nil, err
+			}
+		}
 		for _, u := range urls {
-			code, body, err := d.do(ctx, http.MethodGet, u, id, nil, fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+			code, body, err := d.do(ctx, http.MethodGet, u, id, nil, fmt.Sprintf("bytes=%d-%d", off, off+n-1), auth)
 			switch {
 			case err != nil:
 				errs = append(errs, err.Error())
@@ -127,13 +141,17 @@ func (d *DataClient) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	urls, err := d.locations(ctx, f.Volume, true)
+	urls, _, err := d.locations(ctx, f.Volume, true)
+	if err != nil {
+		return err
+	}
+	auth, err := d.Tokens.SignWrite(f, 1)
 	if err != nil {
 		return err
 	}
 	var errs []string
 	for _, u := range urls {
-		code, body, err := d.do(ctx, http.MethodDelete, u, id, nil, "")
+		code, body, err := d.do(ctx, http.MethodDelete, u, id, nil, "", auth)
 		if err == nil && (code == http.StatusAccepted || code == http.StatusNotFound) {
 			return nil
 		}
@@ -145,37 +163,41 @@ func (d *DataClient) Delete(ctx context.Context, id string) error {
 	return fmt.Errorf("%w: delete needle %s: %s", ErrData, id, strings.Join(errs, "; "))
 }
 
-func (d *DataClient) locations(ctx context.Context, vid uint32, fresh bool) ([]string, error) {
+// locations returns the replicas of volume vid and the lookup's read token.
+func (d *DataClient) locations(ctx context.Context, vid uint32, fresh bool) ([]string, string, error) {
 	d.mu.Lock()
 	c, ok := d.cache[vid]
 	d.mu.Unlock()
 	if ok && !fresh && time.Since(c.at) < locationTTL {
-		return c.urls, nil
+		return c.urls, c.auth, nil
 	}
 	resp, err := d.Lookup(ctx, vid)
 	if err != nil {
-		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
+		return nil, "", fmt.Errorf("lookup volume %d: %w", vid, err)
 	}
 	var urls []string
 	for _, l := range resp.Locations {
 		urls = append(urls, l.Url)
 	}
 	if len(urls) == 0 {
-		return nil, fmt.Errorf("volume %d has no live replica", vid)
+		return nil, "", fmt.Errorf("volume %d has no live replica", vid)
 	}
 	d.mu.Lock()
 	if d.cache == nil {
 		d.cache = make(map[uint32]cachedLocations)
 	}
-	d.cache[vid] = cachedLocations{urls: urls, at: time.Now()}
+	d.cache[vid] = cachedLocations{urls: urls, auth: resp.GetAuth(), at: time.Now()}
 	d.mu.Unlock()
-	return urls, nil
+	return urls, resp.GetAuth(), nil
 }
 
-func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Reader, rng string) (int, []byte, error) {
+func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Reader, rng, auth string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, d.Scheme+"://"+host+"/"+id, body)
 	if err != nil {
 		return 0, nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
 	}
 	if rng != "" {
 		req.Header.Set("Range", rng)

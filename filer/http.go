@@ -8,21 +8,149 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/security"
 )
+
+// Modes of the namespace HTTP API (Config.HTTPAPI).
+const (
+	HTTPAPIReadWrite = "read-write"
+	HTTPAPIReadOnly  = "read-only"
+	HTTPAPIOff       = "off"
+)
+
+// checkHTTPAPI validates and defaults the HTTP API settings.
+func (c *Config) checkHTTPAPI() error {
+	switch c.HTTPAPI {
+	case "":
+		c.HTTPAPI = HTTPAPIReadWrite
+	case HTTPAPIReadWrite, HTTPAPIReadOnly, HTTPAPIOff:
+	default:
+		return fmt.Errorf("filer: HTTP API mode %q: want %s, %s or %s", c.HTTPAPI, HTTPAPIReadWrite, HTTPAPIReadOnly, HTTPAPIOff)
+	}
+	if c.HTTPRoot == "" {
+		c.HTTPRoot = "/"
+	}
+	root, err := CleanPath(c.HTTPRoot)
+	if err != nil {
+		return fmt.Errorf("filer: HTTP API root: %w", err)
+	}
+	c.HTTPRoot = root
+	if c.HTTPBind != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPBind); err != nil {
+			return fmt.Errorf("filer: HTTP API bind address %q is not host:port: %w", c.HTTPBind, err)
+		}
+	}
+	return nil
+}
+
+// apiOwnListener reports whether the namespace API has a listener of its
+// own rather than sharing the filer address.
+func (s *Server) apiOwnListener() bool {
+	return s.cfg.HTTPAPI != HTTPAPIOff && s.cfg.HTTPBind != "" && s.cfg.HTTPBind != s.url
+}
+
+// httpServers builds the server on the filer address (health, metrics, and
+// the namespace API unless it binds elsewhere) and, for an API with its own
+// address, opens that listener and returns a loop serving it.
+func (s *Server) httpServers() (*http.Server, []func(context.Context), error) {
+	// Uploads stream into needles one chunk at a time: no bound on the
+	// body, but each holds about two chunks in memory.
+	lim := httpx.Limits{MaxBody: -1, BufferedBody: 2 * int64(s.cfg.ChunkSize)}
+	hs := httpx.NewServer(s.routes(), s.cfg.Security, lim)
+	if !s.apiOwnListener() {
+		return hs, nil, nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTPBind)
+	if err != nil {
+		return nil, nil, fmt.Errorf("filer: listen on %s for the HTTP API: %w", s.cfg.HTTPBind, err)
+	}
+	api := httpx.NewServer(s.met.instrument(http.HandlerFunc(s.handleFS)), s.cfg.Security, lim)
+	s.log.Info("filer HTTP API listening", "addr", ln.Addr().String(), "mode", s.cfg.HTTPAPI, "root", s.cfg.HTTPRoot)
+	loop := func(ctx context.Context) {
+		if err := httpx.Serve(ctx, api, ln); err != nil {
+			s.log.Error("filer HTTP API server failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}
+	return hs, []func(context.Context){loop}, nil
+}
+
+// handleMainFS serves namespace paths asked on the filer address: the API
+// itself when it shares that address, else only requests a peer filer
+// forwarded to this leader (with TLS, only from a certificate named
+// "filer").
+func (s *Server) handleMainFS(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.cfg.HTTPAPI == HTTPAPIOff:
+		httpx.WriteError(w, http.StatusNotFound, "filer: the HTTP API is off on this filer; use a mount or the gRPC API")
+	case !s.apiOwnListener() || s.forwardedByPeer(r):
+		s.handleFS(w, r)
+	default:
+		httpx.WriteError(w, http.StatusNotFound, "filer: the HTTP API is served on "+s.cfg.HTTPBind)
+	}
+}
+
+// forwardedByPeer reports whether r is a request a follower filer proxied.
+func (s *Server) forwardedByPeer(r *http.Request) bool {
+	if r.Header.Get("X-Cairn-Forwarded") == "" {
+		return false
+	}
+	if s.cfg.Security == nil {
+		return true
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	return leaf.Subject.CommonName == security.RoleFiler || slices.Contains(leaf.DNSNames, security.RoleFiler)
+}
+
+// inRoot maps a path as the API's clients see it (cleaned) into the
+// namespace.
+func (s *Server) inRoot(p string) string {
+	switch {
+	case s.cfg.HTTPRoot == "/":
+		return p
+	case p == "/":
+		return s.cfg.HTTPRoot
+	}
+	return s.cfg.HTTPRoot + p
+}
+
+// shown maps a namespace path under the API root back to what clients see.
+func (s *Server) shown(p string) string {
+	if s.cfg.HTTPRoot == "/" {
+		return p
+	}
+	if rest := strings.TrimPrefix(p, s.cfg.HTTPRoot); rest != "" {
+		return rest
+	}
+	return "/"
+}
 
 // handleFS serves the SeaweedFS-compatible filer HTTP API on paths. On a
 // follower every request is proxied to the leader, so answers are
-// linearizable wherever they are asked.
+// linearizable wherever they are asked. Every path is validated once here,
+// at the edge, and confined to the configured root.
 func (s *Server) handleFS(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.cfg.HTTPAPI == HTTPAPIOff:
+		httpx.WriteError(w, http.StatusNotFound, "filer: the HTTP API is off on this filer")
+		return
+	case s.cfg.HTTPAPI == HTTPAPIReadOnly && r.Method != http.MethodGet && r.Method != http.MethodHead:
+		httpx.WriteError(w, http.StatusForbidden, "filer: the HTTP API is read-only on this filer")
+		return
+	}
 	if !s.node.IsLeader() {
 		s.proxyToLeader(w, r)
 		return
@@ -31,21 +159,39 @@ func (s *Server) handleFS(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusServiceUnavailable, "filer: leader not ready: "+err.Error())
 		return
 	}
-	p, err := CleanPath(r.URL.Path)
+	seen, err := CleanPath(r.URL.Path)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	p := s.inRoot(seen)
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		s.httpGet(w, r, p)
 	case http.MethodPost, http.MethodPut:
 		if from := r.URL.Query().Get("mv.from"); from != "" {
-			s.httpMove(w, r, from, p)
+			fromSeen, err := CleanPath(from)
+			if err != nil {
+				httpx.WriteError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			if fromSeen == "/" || seen == "/" {
+				httpx.WriteError(w, http.StatusBadRequest, "filer: cannot move the root directory")
+				return
+			}
+			s.httpMove(w, r, s.inRoot(fromSeen), p)
+			return
+		}
+		if seen == "/" && !strings.HasSuffix(r.URL.Path, "/") {
+			httpx.WriteError(w, http.StatusBadRequest, "filer: cannot write the root directory")
 			return
 		}
 		s.httpPut(w, r, p)
 	case http.MethodDelete:
+		if seen == "/" {
+			httpx.WriteError(w, http.StatusBadRequest, "filer: refusing to delete the root directory")
+			return
+		}
 		s.httpDelete(w, r, p)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, DELETE")
@@ -121,7 +267,7 @@ func (s *Server) httpGet(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	if in.Type() == syscall.S_IFLNK {
-		httpx.WriteJSON(w, http.StatusOK, map[string]string{"path": p, "symlink": in.Target})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"path": s.shown(p), "symlink": in.Target})
 		return
 	}
 	w.Header().Set("Content-Type", contentType(p))
@@ -165,7 +311,7 @@ func (s *Server) httpList(w http.ResponseWriter, r *http.Request, p string, dir 
 	}
 	out := make([]listEntry, 0, len(ents))
 	for _, e := range ents {
-		le := listEntry{FullPath: path.Join(p, e.Name), Name: e.Name, IsDir: e.Mode&syscall.S_IFMT == syscall.S_IFDIR, Mode: e.Mode}
+		le := listEntry{FullPath: path.Join(s.shown(p), e.Name), Name: e.Name, IsDir: e.Mode&syscall.S_IFMT == syscall.S_IFDIR, Mode: e.Mode}
 		if in, err := st.GetAttr(e.Ino); err == nil {
 			le.Size, le.Mtime, le.Uid, le.Gid = in.Size, time.Unix(0, in.Mtime).UTC(), in.Uid, in.Gid
 		}
@@ -177,12 +323,12 @@ func (s *Server) httpList(w http.ResponseWriter, r *http.Request, p string, dir 
 	}
 	if strings.Contains(r.Header.Get("Accept"), "application/json") || r.URL.Query().Get("pretty") != "" {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{
-			"Path": p, "Entries": out, "Limit": limit, "LastFileName": last, "ShouldDisplayLoadMore": more,
+			"Path": s.shown(p), "Entries": out, "Limit": limit, "LastFileName": last, "ShouldDisplayLoadMore": more,
 		})
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = listPage.Execute(w, map[string]any{"Path": p, "Entries": out, "More": more, "Last": url.QueryEscape(last)})
+	_ = listPage.Execute(w, map[string]any{"Path": s.shown(p), "Entries": out, "More": more, "Last": url.QueryEscape(last)})
 }
 
 // httpPut stores the request body as the file at p (creating parent
@@ -194,7 +340,7 @@ func (s *Server) httpPut(w http.ResponseWriter, r *http.Request, p string) {
 			writeErrno(w, "mkdir "+p, err)
 			return
 		}
-		httpx.WriteJSON(w, http.StatusCreated, map[string]string{"path": p})
+		httpx.WriteJSON(w, http.StatusCreated, map[string]string{"path": s.shown(p)})
 		return
 	}
 	body, name, err := uploadBody(r)
@@ -207,6 +353,10 @@ func (s *Server) httpPut(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	if name != "" && strings.HasSuffix(r.URL.Path, "/") {
+		if ValidateName(name) != 0 {
+			httpx.WriteError(w, http.StatusBadRequest, fmt.Sprintf("filer: file name %q is not allowed", name))
+			return
+		}
 		p = path.Join(p, name)
 	}
 	slices, size, err := s.uploadChunks(ctx, body)
@@ -387,12 +537,8 @@ func (s *Server) remove(ctx context.Context, parent uint64, name string, recursi
 	return nil
 }
 
+// httpMove renames from to to, both cleaned namespace paths.
 func (s *Server) httpMove(w http.ResponseWriter, r *http.Request, from, to string) {
-	from, err := CleanPath(from)
-	if err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	st := s.fsm.State()
 	fd, fb := path.Split(from)
 	td, tb := path.Split(to)

@@ -41,7 +41,19 @@ type Config struct {
 	// before the GC deletes it (default 1h).
 	UploadTimeout time.Duration
 	Security      *security.Config
-	Logger        *slog.Logger
+	// HTTPAPI is the mode of the namespace HTTP API: HTTPAPIReadWrite
+	// (default), HTTPAPIReadOnly or HTTPAPIOff.
+	HTTPAPI string
+	// HTTPBind is the address the namespace HTTP API listens on (default:
+	// the filer address, shared with health and metrics).
+	HTTPBind string
+	// HTTPRoot confines the namespace HTTP API to this subtree, which
+	// clients see as "/" (default "/").
+	HTTPRoot string
+	// Tokens signs the data-path tokens of the filer's own deletes (GC,
+	// dropped uploads, compaction) and reads. Nil: Security's tokens.
+	Tokens *security.Tokens
+	Logger *slog.Logger
 }
 
 // Server is one member of the filer Raft group.
@@ -80,6 +92,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 4 << 20
 	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = cfg.Security.DataTokens()
+	}
+	if err := cfg.checkHTTPAPI(); err != nil {
+		return nil, err
+	}
 	if len(cfg.Masters) == 0 {
 		return nil, errors.New("filer: no master address given; pass --master host:9333")
 	}
@@ -101,7 +119,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	fsm.onApply = s.hub.publish
 	s.fsm = fsm
-	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security)}
+	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security), Tokens: cfg.Tokens}
 	s.met = newMetrics(s)
 	node, err := raftutil.Start(raftutil.Config{
 		Dir: filepath.Join(cfg.Dir, "raft"), ID: url, Peers: cfg.Peers,
@@ -132,11 +150,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterFilerServer(gs, &grpcService{s: s})
-	hs := httpx.Server(s.routes(), s.cfg.Security)
+	hs, apiLoops, err := s.httpServers()
+	if err != nil {
+		hl.Close()
+		gl.Close()
+		return err
+	}
 	s.log.Info("filer started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
 	// Ending the event streams first lets gRPC stop gracefully.
 	closeHub := func(ctx context.Context) { <-ctx.Done(); s.hub.close() }
-	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, s.gcLoop, s.compactLoop, closeHub)
+	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, append(apiLoops, s.gcLoop, s.compactLoop, closeHub)...)
 	s.pool.Close()
 	s.log.Info("filer stopped")
 	return runErr
@@ -170,7 +193,7 @@ func (s *Server) routes() http.Handler {
 		case "/healthz", "/readyz", "/metrics":
 			mux.ServeHTTP(w, r)
 		default:
-			s.handleFS(w, r)
+			s.handleMainFS(w, r)
 		}
 	}))
 }

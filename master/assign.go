@@ -37,6 +37,9 @@ func (m *Master) assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignR
 		return nil, apiErrorf(http.StatusBadRequest, "%v", err)
 	}
 	coll := req.GetCollection()
+	if err := validCollection(coll); err != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "%v", err)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, apiErrorf(http.StatusServiceUnavailable, "gave up assigning: %v; retry", err)
@@ -75,12 +78,18 @@ func (m *Master) assignFrom(ctx context.Context, term uint64, v *VolumeRecord, c
 			public = srv.PublicURL
 		}
 	})
+	id := fid.FileID{Volume: v.ID, Key: key, Cookie: cookie}
+	auth, err := m.cfg.Tokens.SignWrite(id, uint32(count))
+	if err != nil {
+		return nil, err
+	}
 	return &pb.AssignResponse{
-		Fid:       fid.FileID{Volume: v.ID, Key: key, Cookie: cookie}.String(),
+		Fid:       id.String(),
 		Url:       v.Primary,
 		PublicUrl: public,
 		Count:     uint32(count),
 		Replicas:  slices.Clone(v.Replicas),
+		Auth:      auth,
 	}, nil
 }
 
@@ -312,5 +321,10 @@ func (m *Master) lookup(id uint32) (*pb.LookupResponse, error) {
 		return nil, apiErrorf(http.StatusServiceUnavailable, "volume %d: none of its replicas %v has sent a heartbeat recently; check those volume servers", id, vol.Replicas)
 	}
 	resp.Writable, _, _, _ = view.volumeHealth(vol, m.cfg.VolumeSizeLimit)
+	auth, err := m.cfg.Tokens.SignRead(id)
+	if err != nil {
+		return nil, err
+	}
+	resp.Auth = auth
 	return resp, nil
 }

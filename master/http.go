@@ -6,13 +6,11 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairn-storage/cairn/internal/httpx"
-	"github.com/cairn-storage/cairn/internal/pb"
 )
 
 // forwardedHeader marks a request a follower proxied to the leader.
@@ -24,6 +22,9 @@ type AssignJSON struct {
 	URL       string `json:"url"`
 	PublicURL string `json:"publicUrl"`
 	Count     uint32 `json:"count"`
+	// Auth is the token to send as "Authorization: Bearer <auth>" when
+	// writing or deleting the assigned file ids.
+	Auth string `json:"auth,omitempty"`
 }
 
 // LocationJSON is one replica in a LookupJSON.
@@ -36,7 +37,9 @@ type LocationJSON struct {
 type LookupJSON struct {
 	VolumeOrFileID string         `json:"volumeOrFileId"`
 	Locations      []LocationJSON `json:"locations,omitempty"`
-	Error          string         `json:"error,omitempty"`
+	// Auth is a read token for the volume, when reads need one.
+	Auth  string `json:"auth,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 func (m *Master) handler() http.Handler {
@@ -133,18 +136,14 @@ func (m *Master) handleAssign(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusMethodNotAllowed, "use GET or POST for /dir/assign")
 		return
 	}
-	req := &pb.AssignRequest{
-		Replication: r.FormValue("replication"),
-		Collection:  r.FormValue("collection"),
-		DataCenter:  r.FormValue("dataCenter"),
+	if err := r.ParseForm(); err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "bad query or form: "+err.Error())
+		return
 	}
-	if c := r.FormValue("count"); c != "" {
-		n, err := strconv.ParseUint(c, 10, 32)
-		if err != nil {
-			httpx.WriteError(w, http.StatusBadRequest, "count="+c+" is not a positive number")
-			return
-		}
-		req.Count = uint32(n)
+	req, err := parseAssignQuery(r.Form)
+	if err != nil {
+		httpx.WriteError(w, httpStatus(err), errorMessage(err))
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
@@ -153,26 +152,22 @@ func (m *Master) handleAssign(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, httpStatus(err), errorMessage(err))
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, AssignJSON{Fid: resp.Fid, URL: resp.Url, PublicURL: resp.PublicUrl, Count: resp.Count})
+	httpx.WriteJSON(w, http.StatusOK, AssignJSON{Fid: resp.Fid, URL: resp.Url, PublicURL: resp.PublicUrl, Count: resp.Count, Auth: resp.Auth})
 }
 
 func (m *Master) handleLookup(w http.ResponseWriter, r *http.Request) {
-	arg := r.FormValue("volumeId")
-	if arg == "" {
-		arg = r.FormValue("fileId")
-	}
-	out := LookupJSON{VolumeOrFileID: arg}
-	vs := strings.TrimPrefix(arg, "/")
-	if i := strings.IndexAny(vs, ",/"); i >= 0 {
-		vs = vs[:i]
-	}
-	id, err := strconv.ParseUint(vs, 10, 32)
-	if err != nil || id == 0 {
-		out.Error = "volumeId=" + arg + " is neither a volume id nor a file id like 3,01637037d6"
-		httpx.WriteJSON(w, http.StatusBadRequest, out)
+	if err := r.ParseForm(); err != nil {
+		httpx.WriteJSON(w, http.StatusBadRequest, LookupJSON{Error: "bad query or form: " + err.Error()})
 		return
 	}
-	resp, err := m.lookup(uint32(id))
+	id, arg, err := parseLookupQuery(r.Form)
+	out := LookupJSON{VolumeOrFileID: arg}
+	if err != nil {
+		out.Error = errorMessage(err)
+		httpx.WriteJSON(w, httpStatus(err), out)
+		return
+	}
+	resp, err := m.lookup(id)
 	if err != nil {
 		out.Error = errorMessage(err)
 		httpx.WriteJSON(w, httpStatus(err), out)
@@ -182,6 +177,7 @@ func (m *Master) handleLookup(w http.ResponseWriter, r *http.Request) {
 	for _, l := range resp.Locations {
 		out.Locations = append(out.Locations, LocationJSON{URL: l.Url, PublicURL: l.PublicUrl})
 	}
+	out.Auth = resp.Auth
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 

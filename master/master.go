@@ -55,7 +55,10 @@ type Config struct {
 	// three missed pulses (1s when 0).
 	Pulse    time.Duration
 	Security *security.Config
-	Logger   *slog.Logger
+	// Tokens signs the data-path token of every assign (and of lookups
+	// when reads need one). Nil: Security's tokens, if any.
+	Tokens *security.Tokens
+	Logger *slog.Logger
 	// RaftTimeout, when set, is Raft's heartbeat and election timeout
 	// (hashicorp/raft's default of 1s otherwise). Tests shorten it.
 	RaftTimeout time.Duration
@@ -111,6 +114,9 @@ func New(cfg Config) (*Master, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = cfg.Security.DataTokens()
 	}
 	addr := net.JoinHostPort(cfg.IP, strconv.Itoa(cfg.Port))
 	if _, err := rpc.RaftAddr(addr); err != nil {

@@ -38,10 +38,12 @@
 #   BENCH_RAND_SECONDS       runtime of the 4 KiB random profiles (default 20)
 #   BENCH_RANDREAD_MB        MiB read by the 4 KiB random read, at most (default 64)
 #   BENCH_SMALL_FILES        files in the small-file profile (default 10000)
+#   BENCH_SMALL_SECONDS      stop creating files after this long (default 30)
 #   BENCH_PG_SCALE           pgbench scale (default 10)
 #   BENCH_PG_CLIENTS         pgbench clients (default 4)
 #   BENCH_PG_SECONDS         pgbench runtime (default 30)
 #   BENCH_MOUNT_TARGETS      targets to run (default "local passthrough c000 c001")
+#   BENCH_KEEP               if set, keep the scratch directory (logs, fio JSON) at exit
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +60,7 @@ SEQ_MB=${BENCH_SEQ_MB:-512}
 RAND_SECS=${BENCH_RAND_SECONDS:-20}
 RANDREAD_MB=${BENCH_RANDREAD_MB:-64}
 SMALL_N=${BENCH_SMALL_FILES:-10000}
+SMALL_SECS=${BENCH_SMALL_SECONDS:-30}
 PG_SCALE=${BENCH_PG_SCALE:-10}
 PG_CLIENTS=${BENCH_PG_CLIENTS:-4}
 PG_SECS=${BENCH_PG_SECONDS:-30}
@@ -85,6 +88,10 @@ declare -A GOAL=(
 )
 declare -A RES=()    # RES[profile.target] = figure, or n/a / FAIL / skipped
 declare -A DETAIL=() # DETAIL[profile.target] = latencies and the like
+declare -A CPU=()    # CPU[profile.target] = CPU seconds of the FUSE and cairn processes
+declare -A PNAME=()  # PNAME[pid] = name of a process this script started
+declare -A TICKS0=() # per-process CPU ticks at the start of a profile
+WALL0=0
 
 PIDS=()       # servers, stopped last
 MOUNT_PIDS=() # mount processes (passthrough, cairn mount), stopped first
@@ -152,6 +159,8 @@ cleanup() {
 		done
 		if ((busy)); then
 			log "a mount under $WORK is still there; leaving $WORK in place"
+		elif [[ -n ${BENCH_KEEP:-} ]]; then
+			log "keeping $WORK (BENCH_KEEP)"
 		else
 			rm -rf -- "$WORK"
 		fi
@@ -246,6 +255,7 @@ start() {
 	shift
 	"$BIN" "$@" >"$WORK/logs/$name.log" 2>&1 &
 	PIDS+=("$!")
+	PNAME[$!]=$name
 	log "started $name (pid $!): cairn $*"
 }
 
@@ -294,6 +304,7 @@ mount_start() {
 	"$@" >"$WORK/logs/$name.log" 2>&1 &
 	pid=$!
 	MOUNT_PIDS+=("$pid")
+	PNAME[$pid]=$name
 	log "started $name (pid $pid): $*"
 	deadline=$((SECONDS + WAIT_LIMIT))
 	while ! is_mounted "$mnt"; do
@@ -359,6 +370,36 @@ cairn_down() {
 
 # ---- profiles ----
 
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# ticks PID: user+system CPU ticks of PID so far (empty if it is gone).
+ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || true; }
+
+# cpu_begin: note the CPU time of every process started here and the clock.
+cpu_begin() {
+	local pid
+	TICKS0=()
+	for pid in "${MOUNT_PIDS[@]}" "${PIDS[@]}"; do
+		TICKS0[$pid]=$(ticks "$pid")
+	done
+	WALL0=$(date +%s.%N)
+}
+
+# cpu_end PROFILE TARGET: CPU seconds each process used since cpu_begin,
+# next to the wall time (the machine has nproc CPUs to share).
+cpu_end() {
+	local pid t1 out="" wall
+	wall=$(awk -v a="$WALL0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+	for pid in "${MOUNT_PIDS[@]}" "${PIDS[@]}"; do
+		t1=$(ticks "$pid")
+		[[ -n $t1 && -n ${TICKS0[$pid]:-} ]] || continue
+		out+=$(awk -v n="${PNAME[$pid]}" -v a="${TICKS0[$pid]}" -v b="$t1" -v hz="$CLK_TCK" \
+			'BEGIN { printf ", %s %.1f", n, (b - a) / hz }')
+	done
+	[[ -z $out ]] || CPU[$1.$2]="wall ${wall} s; CPU s:${out#,}"
+	return 0
+}
+
 # fio_get NAME EXPR: a figure from fio run NAME's JSON; EXPR is Python over
 # job (the first job) and MB (1e6); prints n/a when missing.
 fio_get() {
@@ -380,9 +421,11 @@ fio_run() {
 	shift
 	log "fio $name: $*"
 	set +e
+	cpu_begin
 	fio --name="$name" --ioengine=psync --output-format=json "$@" \
 		>"$WORK/logs/$name.json" 2>"$WORK/logs/$name.err"
 	rc=$?
+	cpu_end "${name%-*}" "${name##*-}"
 	set -e
 	if ((rc != 0)); then
 		log "fio $name FAILED (exit $rc): $(tail -n 3 "$WORK/logs/$name.err")"
@@ -406,6 +449,7 @@ fail_result() {
 # run_fio_profiles TARGET DIR
 run_fio_profiles() {
 	local t=$1 dir=$2 f=$2/seq.dat n
+	drop_caches
 	n="seqwrite-$t"
 	if fio_run "$n" --filename="$f" --rw=write --bs=1M --size="${SEQ_MB}M" --end_fsync=1; then
 		set_result seqwrite "$t" "$(fio_get "$n" 'job["write"]["bw_bytes"] / MB')" \
@@ -433,11 +477,12 @@ run_fio_profiles() {
 		fail_result randread "$t"
 	fi
 
+	drop_caches
 	n="randwrite-$t"
 	if fio_run "$n" --filename="$f" --rw=randwrite --bs=4k --size="${SEQ_MB}M" --fsync=1 \
 		--runtime="$RAND_SECS" --time_based; then
 		set_result randwrite "$t" "$(fio_get "$n" 'job["write"]["iops"]')" \
-			"$(fio_get "$n" '"write p50 %.3f ms, fsync mean %.2f ms / p99 %.2f ms" % (pct(job["write"]["clat_ns"], "50.000000"), job["sync"]["lat_ns"]["mean"] / 1e6, pct(job["sync"]["lat_ns"], "99.000000")))')"
+			"$(fio_get "$n" '"write p50 %.3f ms, fsync mean %.2f ms / p99 %.2f ms" % (pct(job["write"]["clat_ns"], "50.000000"), job["sync"]["lat_ns"]["mean"] / 1e6, pct(job["sync"]["lat_ns"], "99.000000"))')"
 	else
 		fail_result randwrite "$t"
 	fi
@@ -448,39 +493,46 @@ run_fio_profiles() {
 # close) in one directory, then syncfs the scratch disk (which holds the
 # data of every target); files/s over both.
 run_smallfiles() {
-	local t=$1 dir=$2 out rc all loop syncs
-	log "small files on $t: $SMALL_N x 1 KiB in $dir/small"
+	local t=$1 dir=$2 out rc all loop syncs done
+	log "small files on $t: $SMALL_N x 1 KiB in $dir/small (at most ${SMALL_SECS}s)"
+	drop_caches
 	set +e
-	out=$(python3 - "$dir/small" "$SMALL_N" "$WORK" <<'EOF' 2>"$WORK/logs/smallfiles-$t.err"
+	cpu_begin
+	out=$(python3 - "$dir/small" "$SMALL_N" "$WORK" "$SMALL_SECS" <<'EOF' 2>"$WORK/logs/smallfiles-$t.err"
 import ctypes, os, sys, time
-d, n, scratch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+d, n, scratch, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 os.makedirs(d)
 buf = os.urandom(1024)
 libc = ctypes.CDLL(None, use_errno=True)
 t0 = time.monotonic()
+done = 0
 for i in range(n):
     fd = os.open("%s/f%06d" % (d, i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     if os.write(fd, buf) != len(buf):
         sys.exit("short write")
     os.close(fd)
+    done += 1
+    if done % 100 == 0 and time.monotonic() - t0 > limit:
+        break
 t1 = time.monotonic()
 fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
 if libc.syncfs(fd) != 0:
     sys.exit("syncfs: errno %d" % ctypes.get_errno())
 os.close(fd)
 t2 = time.monotonic()
-print("%.1f %.1f %.3f" % (n / (t2 - t0), n / (t1 - t0), t2 - t1))
+print("%.1f %.1f %.3f %d" % (done / (t2 - t0), done / (t1 - t0), t2 - t1, done))
 EOF
 	)
 	rc=$?
+	cpu_end smallfiles "$t"
 	set -e
 	if ((rc != 0)); then
 		log "small files on $t FAILED: $(tail -n 3 "$WORK/logs/smallfiles-$t.err")"
 		fail_result smallfiles "$t"
 		return 0
 	fi
-	read -r all loop syncs <<<"$out"
-	set_result smallfiles "$t" "$all" "without the final syncfs ${loop} files/s; syncfs took ${syncs} s"
+	read -r all loop syncs done <<<"$out"
+	set_result smallfiles "$t" "$all" "$done files; without the final syncfs ${loop} files/s; syncfs took ${syncs} s"
 	rm -rf -- "$dir/small"
 }
 
@@ -496,12 +548,25 @@ run_pgbench() {
 		return 0
 	fi
 	log "pgbench on $t: PGDATA $data"
-	mkdir -p "$data" "$sock"
-	chown postgres: "$data" "$sock"
-	chmod 0700 "$data"
-	if ! runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -U postgres -A trust -N \
-		>"$WORK/logs/initdb-$t.log" 2>&1; then
-		log "initdb on $t FAILED: $(tail -n 5 "$WORK/logs/initdb-$t.log")"
+	# initdb is retried (twice at most) so that one failed file operation
+	# does not cost the row; every failure is reported in the summary.
+	local attempt ok=0
+	for attempt in 1 2 3; do
+		rm -rf -- "$data"
+		mkdir -p "$data" "$sock"
+		chown postgres: "$data" "$sock"
+		chmod 0700 "$data"
+		if runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -U postgres -A trust -N \
+			>"$WORK/logs/initdb-$t.log" 2>&1; then
+			ok=1
+			break
+		fi
+		FAILED=1
+		log "initdb on $t FAILED (attempt $attempt): $(grep -m 1 -E 'FATAL|ERROR|error' "$WORK/logs/initdb-$t.log" || tail -n 1 "$WORK/logs/initdb-$t.log")"
+		add "initdb on ${TLABEL[$t]} attempt $attempt FAILED" \
+			"$(grep -m 1 -E 'FATAL|ERROR|error' "$WORK/logs/initdb-$t.log" || tail -n 1 "$WORK/logs/initdb-$t.log")"
+	done
+	if ((!ok)); then
 		fail_result pgbench "$t"
 		return 0
 	fi
@@ -522,8 +587,9 @@ run_pgbench() {
 		return 0
 	fi
 	log "pgbench on $t: $PG_CLIENTS clients, ${PG_SECS}s"
+	cpu_begin
 	if "${pg[@]}" -c "$PG_CLIENTS" -j "$PG_CLIENTS" -T "$PG_SECS" postgres >"$WORK/logs/pgbench-$t.log" 2>&1 &&
-		tps=$(pg_tps "$WORK/logs/pgbench-$t.log") && [[ -n $tps ]]; then
+		cpu_end pgbench "$t" && tps=$(pg_tps "$WORK/logs/pgbench-$t.log") && [[ -n $tps ]]; then
 		set_result pgbench "$t" "$(printf '%.1f' "$tps")" \
 			"$(sed -n 's/^latency average = \(.*\)/latency average \1/p' "$WORK/logs/pgbench-$t.log")"
 	else
@@ -536,14 +602,15 @@ run_pgbench() {
 
 # run_target TARGET DIR: every profile in DIR (created here).
 run_target() {
-	local t=$1 dir=$2 t0=$SECONDS
+	local t=$1 dir=$2 t0=$SECONDS load
+	load=$(cut -d ' ' -f 1-3 /proc/loadavg)
 	mkdir -p "$dir"
 	log "---- target ${TLABEL[$t]}: $dir"
 	run_fio_profiles "$t" "$dir"
 	run_smallfiles "$t" "$dir"
 	run_pgbench "$t" "$dir"
 	log "---- target ${TLABEL[$t]} done in $((SECONDS - t0)) s"
-	add "time on ${TLABEL[$t]}" "$((SECONDS - t0)) s"
+	add "time on ${TLABEL[$t]} (load average before)" "$((SECONDS - t0)) s ($load)"
 }
 
 # ---- targets ----
@@ -609,7 +676,7 @@ TABLE=$WORK/table.txt
 } >"$TABLE"
 
 add "seq file / 4 KiB random runtime / random read cap" "${SEQ_MB} MiB / ${RAND_SECS} s / ${RANDREAD_MB} MiB"
-add "small files" "$SMALL_N x 1 KiB, open+write+close each, then syncfs of the scratch disk"
+add "small files" "$SMALL_N x 1 KiB (at most ${SMALL_SECS} s), open+write+close each, then syncfs of the scratch disk"
 if [[ -n $PG_SKIP ]]; then
 	add "pgbench" "skipped: $PG_SKIP"
 else
@@ -618,9 +685,11 @@ fi
 for p in "${PROFILES[@]}"; do
 	for t in "${TARGETS[@]}"; do
 		[[ -z ${DETAIL[$p.$t]:-} ]] || add "${PLABEL[$p]%% (*} on ${TLABEL[$t]}" "${DETAIL[$p.$t]}"
+		[[ -z ${CPU[$p.$t]:-} ]] || add "${PLABEL[$p]%% (*} on ${TLABEL[$t]}, processes" "${CPU[$p.$t]}"
 	done
 done
 add "total runtime" "$((SECONDS - START)) s"
+add "load average at the end" "$(cut -d ' ' -f 1-3 /proc/loadavg) (other work on this machine skews every column)"
 
 {
 	echo "cairn FUSE mount benchmark summary"

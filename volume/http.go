@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/security"
 )
 
 // handleData serves the SeaweedFS-compatible data path on /<fid>.
@@ -26,6 +27,16 @@ func (s *Server) handleData(w http.ResponseWriter, r *http.Request) {
 	id, err := fid.Parse(r.URL.Path)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	op := security.OpWrite
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		op = security.OpRead
+	}
+	if err := s.cfg.Tokens.Verify(r.Header.Get("Authorization"), op, id); err != nil {
+		s.log.Warn("refused a data request without a valid token", "method", r.Method, "fid", id.String(), "remote", r.RemoteAddr, "err", err)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
+		httpx.WriteError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
 	switch r.Method {

@@ -31,8 +31,11 @@ type Config struct {
 	MaxVolumes int
 	Pulse      time.Duration // heartbeat interval, default 1s
 	Security   *security.Config
-	Logger     *slog.Logger
-	FS         vfs.FS // nil: the real filesystem
+	// Tokens verifies the data-path token of every write and delete (and
+	// read, when Tokens.Read). Nil: Security's tokens; none means open.
+	Tokens *security.Tokens
+	Logger *slog.Logger
+	FS     vfs.FS // nil: the real filesystem
 }
 
 // Server is a volume server: a Store served over HTTP (data path) and gRPC
@@ -78,6 +81,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxVolumes <= 0 {
 		cfg.MaxVolumes = 8
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = cfg.Security.DataTokens()
 	}
 	if len(cfg.Masters) == 0 {
 		return nil, errors.New("volume: no master address given; pass --master host:9333")
@@ -126,7 +132,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterVolumeServer(gs, &grpcService{s: s})
-	hs := httpx.Server(s.routes(), s.cfg.Security)
+	// A needle is held whole in memory while it is written; multipart
+	// framing gets a MiB on top.
+	hs := httpx.NewServer(s.routes(), s.cfg.Security, httpx.Limits{MaxBody: MaxNeedleSize + 1<<20})
 	s.log.Info("volume server started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "masters", s.cfg.Masters)
 	runErr := rpc.Serve(ctx, "volume", hs, hl, gs, gl, s.heartbeatLoop, s.syncLoop)
 	s.pool.Close()

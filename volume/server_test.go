@@ -58,9 +58,13 @@ type runningServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T, ip, dir, master string) *runningServer {
+func startServer(t *testing.T, ip, dir, master string, opts ...func(*Config)) *runningServer {
 	t.Helper()
-	s, err := NewServer(Config{Dir: dir, IP: ip, Port: 8080, Masters: []string{master}, Pulse: 100 * time.Millisecond})
+	cfg := Config{Dir: dir, IP: ip, Port: 8080, Masters: []string{master}, Pulse: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,10 @@ import (
 
 // Store is a directory of volumes. Its methods are safe for concurrent use.
 type Store struct {
-	fs  vfs.FS
-	dir string
-	log *slog.Logger
+	fs    vfs.FS
+	dir   string
+	log   *slog.Logger
+	cache *needleCache // verified needles of every volume
 
 	mu struct {
 		sync.Mutex // guards vols and closed; never held during volume IO except Allocate's open
@@ -32,7 +33,7 @@ type Store struct {
 // (nothing is skipped silently); files that are not volume files are logged
 // and left alone.
 func OpenStore(fsys vfs.FS, dir string) (*Store, error) {
-	s := &Store{fs: fsys, dir: dir, log: slog.Default().With("dir", dir)}
+	s := &Store{fs: fsys, dir: dir, log: slog.Default().With("dir", dir), cache: newNeedleCache(DefaultCacheBytes)}
 	s.mu.vols = make(map[uint32]*Volume)
 	if err := mkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
@@ -120,6 +121,7 @@ func (s *Store) openFile(name, base string) error {
 	if err != nil {
 		return fmt.Errorf("volume: cannot open volume file %s: %w; restore it from a replica or move it out of %s, then restart", p, err, s.dir)
 	}
+	v.setCache(s.cache)
 	s.mu.vols[id] = v
 	return nil
 }
@@ -157,6 +159,7 @@ func (s *Store) Allocate(id uint32, collection, replication string) (*Volume, er
 	if err != nil {
 		return nil, err
 	}
+	v.setCache(s.cache)
 	s.mu.vols[id] = v
 	return v, nil
 }
@@ -196,6 +199,7 @@ func (s *Store) Delete(id uint32) error {
 	if !ok {
 		return fmt.Errorf("volume: delete volume %d: %w", id, ErrNotFound)
 	}
+	s.cache.dropVolume(v)
 	return v.Destroy()
 }
 

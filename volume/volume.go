@@ -82,6 +82,7 @@ type Volume struct {
 
 	syncs, batched atomic.Uint64
 	observer       atomic.Pointer[func(batch int)]
+	cache          atomic.Pointer[needleCache] // verified needles; nil: none
 
 	// mu guards the fields in it. The writer goroutine is the only one that
 	// changes file, size, index and lastNs (holding the write lock); it may
@@ -258,13 +259,26 @@ func (v *Volume) Read(key uint64, cookie uint32) (*Needle, error) {
 		v.mu.RUnlock()
 		return nil, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrDeleted)
 	}
+	ck := cacheKey{vol: v, key: key, appendNs: e.appendNs, off: e.off}
+	cache := v.cache.Load()
+	if n := cache.get(ck); n != nil {
+		v.mu.RUnlock()
+		return n, nil
+	}
 	n, err := v.readLocked(key, e)
 	v.mu.RUnlock()
 	if err != nil && errors.Is(err, ErrCorrupt) {
 		v.markCorrupt(key, e)
 	}
+	if err == nil {
+		cache.put(ck, n)
+	}
 	return n, err
 }
+
+// setCache makes Read keep verified needles in c (shared by a store's
+// volumes). The needles Read returns must not be modified.
+func (v *Volume) setCache(c *needleCache) { v.cache.Store(c) }
 
 // ReadRecord returns the latest record of key (a needle or a tombstone),
 // verified, as stored on disk: the input of WriteRecord on another replica.

@@ -21,6 +21,8 @@ func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
 	repl := fs.String("replication", "", "replica placement for data written through the HTTP API (empty: the master's default)")
 	coll := fs.String("collection", "", "collection for data written through the HTTP API")
 	uploadTimeout := fs.Duration("upload-timeout", time.Hour, "how long an uploaded needle may stay unreferenced (a writer died) before it is deleted")
+	var api filerHTTPFlags
+	api.register(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -35,9 +37,11 @@ func runFiler(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "filer: %v", err)
 	}
+	watchSecurity(ctx, log, sec)
 	s, err := filer.NewServer(filer.Config{
 		Dir: *dir, IP: *ip, Port: *port, Peers: splitList(*peers), Masters: splitList(*masters),
-		Replication: *repl, Collection: *coll, UploadTimeout: *uploadTimeout, Security: sec, Logger: log,
+		Replication: *repl, Collection: *coll, UploadTimeout: *uploadTimeout,
+		HTTPAPI: api.mode, HTTPBind: api.bind, HTTPRoot: api.root, Security: sec, Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "filer: %v", err)

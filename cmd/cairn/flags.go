@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/cairn-storage/cairn/internal/security"
 )
@@ -21,6 +26,17 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.security, "security", "", "security config file enabling mutual TLS (empty: plaintext)")
+}
+
+// filerHTTPFlags configure the filer's namespace HTTP API.
+type filerHTTPFlags struct {
+	mode, bind, root string
+}
+
+func (f *filerHTTPFlags) register(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&f.mode, prefix+"http-api", "read-write", "filer HTTP API: off, read-only or read-write")
+	fs.StringVar(&f.bind, prefix+"http-bind", "", "address the filer HTTP API listens on (empty: the filer address)")
+	fs.StringVar(&f.root, prefix+"http-root", "/", "subtree the filer HTTP API serves, seen by its clients as /")
 }
 
 // logger builds the process logger and makes it the slog default.
@@ -50,6 +66,40 @@ func (c *common) securityConfig(role string) (*security.Config, error) {
 		return nil, nil
 	}
 	return security.LoadFile(c.security, role)
+}
+
+// certCheckInterval is how often a server looks at its certificate files.
+const certCheckInterval = 30 * time.Second
+
+// watchSecurity reloads the certificates of cfgs (nil ones are skipped) on
+// SIGHUP and when their files change, until ctx ends, so certificates can
+// be rotated without a restart.
+func watchSecurity(ctx context.Context, log *slog.Logger, cfgs ...*security.Config) {
+	var live []*security.Config
+	for _, c := range cfgs {
+		if c != nil {
+			live = append(live, c)
+			go c.WatchFiles(ctx, certCheckInterval, log)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				for _, c := range live {
+					_ = c.ReloadLogged(log, "SIGHUP")
+				}
+			}
+		}
+	}()
 }
 
 // newFlagSet returns a flag set that prints errors and usage to stderr.

@@ -34,6 +34,7 @@ func runMaster(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "master: %v", err)
 	}
+	watchSecurity(ctx, log, sec)
 	m, err := master.New(master.Config{
 		Dir: *dir, IP: *ip, Port: *port, Peers: splitList(*peers),
 		DefaultReplication: *repl, VolumeSizeLimit: *limit << 20, Pulse: *pulse,

@@ -29,6 +29,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	mnt := fs.String("mount", "", "also mount the namespace with FUSE at this directory")
 	maxVolumes := fs.Int("volume.max", 8, "most volumes the volume server holds")
 	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
+	var api filerHTTPFlags
+	api.register(fs, "filer.")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -45,6 +47,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return fail(stderr, "server: %v", err)
 		}
 	}
+	watchSecurity(ctx, log, sec[:]...)
 	masterAddr := net.JoinHostPort(*ip, strconv.Itoa(*mport))
 	m, err := master.New(master.Config{
 		Dir: filepath.Join(*dir, "master"), IP: *ip, Port: *mport,
@@ -63,6 +66,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	f, err := filer.NewServer(filer.Config{
 		Dir: filepath.Join(*dir, "filer"), IP: *ip, Port: *fport, Masters: []string{masterAddr},
+		HTTPAPI: api.mode, HTTPBind: api.bind, HTTPRoot: api.root,
 		Security: sec[2], Logger: log,
 	})
 	if err != nil {

@@ -36,6 +36,7 @@ func runVolume(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "volume: %v", err)
 	}
+	watchSecurity(ctx, log, sec)
 	s, err := volume.NewServer(volume.Config{
 		Dir: *dir, IP: *ip, Port: *port, PublicURL: *publicURL, Masters: splitList(*masters),
 		DC: *dc, Rack: *rack, MaxVolumes: *maxVolumes, Pulse: *pulse, Security: sec, Logger: log,

@@ -73,6 +73,7 @@ const maxCorruptLines = 10
 type written struct {
 	fid  string
 	url  string // volume server host:port
+	auth string // the assign's token; it also allows reading the needle
 	crc  uint32
 	size int
 }
@@ -83,6 +84,7 @@ type assignReply struct {
 	URL       string `json:"url"`
 	PublicURL string `json:"publicUrl"`
 	Count     int    `json:"count"`
+	Auth      string `json:"auth"` // data-path token, when the cluster uses them
 	Error     string `json:"error"`
 }
 
@@ -309,7 +311,7 @@ func (b *bench) writePhase(ctx context.Context) (Result, []written) {
 						_, _ = rng.Read(buf)
 						crc := crc32.Checksum(buf, castagnoli)
 						t0 := time.Now()
-						err := b.put(ctx, a.URL, id, buf)
+						err := b.put(ctx, a.URL, id, a.Auth, buf)
 						d := time.Since(t0)
 						if err != nil && ctx.Err() != nil {
 							break // cancelled mid-request: not a failure
@@ -323,7 +325,7 @@ func (b *bench) writePhase(ctx context.Context) (Result, []written) {
 						}
 						myLat = append(myLat, d)
 						nbytes.Add(int64(len(buf)))
-						myRecs = append(myRecs, written{fid: id, url: a.URL, crc: crc, size: len(buf)})
+						myRecs = append(myRecs, written{fid: id, url: a.URL, auth: a.Auth, crc: crc, size: len(buf)})
 					}
 					want -= got
 				}
@@ -399,7 +401,7 @@ func (b *bench) doAssign(ctx context.Context, u string) (assignReply, error) {
 }
 
 // put uploads one needle.
-func (b *bench) put(ctx context.Context, host, id string, data []byte) error {
+func (b *bench) put(ctx context.Context, host, id, auth string, data []byte) error {
 	u := b.cfg.Scheme + "://" + host + "/" + id
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(data))
 	if err != nil {
@@ -407,6 +409,9 @@ func (b *bench) put(ctx context.Context, host, id string, data []byte) error {
 	}
 	req.ContentLength = int64(len(data))
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
 	resp, err := b.cfg.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("write to %s: %v", host, stripURL(err))
@@ -455,7 +460,7 @@ func (b *bench) readPhase(ctx context.Context, recs []written) Result {
 				}
 				rec := order[i]
 				t0 := time.Now()
-				data, err := b.get(ctx, rec.url, rec.fid, buf[:0])
+				data, err := b.get(ctx, rec.url, rec.fid, rec.auth, buf[:0])
 				d := time.Since(t0)
 				if err != nil && ctx.Err() != nil {
 					break
@@ -493,11 +498,14 @@ func (b *bench) readPhase(ctx context.Context, recs []written) Result {
 }
 
 // get reads one needle into buf (reusing its capacity).
-func (b *bench) get(ctx context.Context, host, id string, buf []byte) ([]byte, error) {
+func (b *bench) get(ctx context.Context, host, id, auth string, buf []byte) ([]byte, error) {
 	u := b.cfg.Scheme + "://" + host + "/" + id
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %v", host, err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
 	}
 	resp, err := b.cfg.Client.Do(req)
 	if err != nil {

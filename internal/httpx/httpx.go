@@ -28,22 +28,18 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	WriteJSON(w, status, map[string]string{"error": msg})
 }
 
-// Server wraps http.Server with the timeouts every cairn server uses.
+// Server returns an http.Server serving h with the default Limits and
+// mutual TLS when sec is not nil.
 func Server(h http.Handler, sec *security.Config) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    1 << 20,
-		TLSConfig:         sec.ServerTLS(),
-		// Refused TLS handshakes and the like, as operator log lines.
-		ErrorLog: slog.NewLogLogger(slog.Default().Handler().WithAttrs([]slog.Attr{slog.String("component", "http")}), slog.LevelWarn),
-	}
+	return NewServer(h, sec, Limits{})
 }
 
 // Serve serves s on ln until ctx ends, then shuts it down gracefully.
 // It returns nil after a shutdown caused by ctx.
 func Serve(ctx context.Context, s *http.Server, ln net.Listener) error {
+	if n, ok := connLimits.LoadAndDelete(s); ok {
+		ln = newLimitListener(ln, n.(int))
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if s.TLSConfig != nil {

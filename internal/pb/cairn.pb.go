@@ -455,12 +455,15 @@ func (x *AssignRequest) GetDataCenter() string {
 }
 
 type AssignResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fid           string                 `protobuf:"bytes,1,opt,name=fid,proto3" json:"fid,omitempty"`
-	Url           string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
-	PublicUrl     string                 `protobuf:"bytes,3,opt,name=public_url,json=publicUrl,proto3" json:"public_url,omitempty"`
-	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
-	Replicas      []string               `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Fid       string                 `protobuf:"bytes,1,opt,name=fid,proto3" json:"fid,omitempty"`
+	Url       string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	PublicUrl string                 `protobuf:"bytes,3,opt,name=public_url,json=publicUrl,proto3" json:"public_url,omitempty"`
+	Count     uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Replicas  []string               `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// auth is a short-lived token (JWT) allowing writes and deletes of the
+	// assigned file ids; "" when the cluster runs without data-path tokens.
+	Auth          string `protobuf:"bytes,6,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +531,13 @@ func (x *AssignResponse) GetReplicas() []string {
 		return x.Replicas
 	}
 	return nil
+}
+
+func (x *AssignResponse) GetAuth() string {
+	if x != nil {
+		return x.Auth
+	}
+	return ""
 }
 
 type LookupRequest struct {
@@ -635,11 +645,14 @@ func (x *Location) GetGrpcPort() uint32 {
 }
 
 type LookupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	VolumeId      uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
-	Locations     []*Location            `protobuf:"bytes,2,rep,name=locations,proto3" json:"locations,omitempty"`
-	Primary       string                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
-	Writable      bool                   `protobuf:"varint,4,opt,name=writable,proto3" json:"writable,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId  uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Locations []*Location            `protobuf:"bytes,2,rep,name=locations,proto3" json:"locations,omitempty"`
+	Primary   string                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	Writable  bool                   `protobuf:"varint,4,opt,name=writable,proto3" json:"writable,omitempty"`
+	// auth is a short-lived token allowing reads of the volume, set when the
+	// cluster requires tokens on reads ([jwt] read = true).
+	Auth          string `protobuf:"bytes,5,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +713,13 @@ func (x *LookupResponse) GetWritable() bool {
 		return x.Writable
 	}
 	return false
+}
+
+func (x *LookupResponse) GetAuth() string {
+	if x != nil {
+		return x.Auth
+	}
+	return ""
 }
 
 type ClusterStatusRequest struct {
@@ -1972,26 +1992,28 @@ const file_cairn_proto_rawDesc = "" +
 	"collection\x18\x03 \x01(\tR\n" +
 	"collection\x12\x1f\n" +
 	"\vdata_center\x18\x04 \x01(\tR\n" +
-	"dataCenter\"\x85\x01\n" +
+	"dataCenter\"\x99\x01\n" +
 	"\x0eAssignResponse\x12\x10\n" +
 	"\x03fid\x18\x01 \x01(\tR\x03fid\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1d\n" +
 	"\n" +
 	"public_url\x18\x03 \x01(\tR\tpublicUrl\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\rR\x05count\x12\x1a\n" +
-	"\breplicas\x18\x05 \x03(\tR\breplicas\",\n" +
+	"\breplicas\x18\x05 \x03(\tR\breplicas\x12\x12\n" +
+	"\x04auth\x18\x06 \x01(\tR\x04auth\",\n" +
 	"\rLookupRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\"X\n" +
 	"\bLocation\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
 	"\n" +
 	"public_url\x18\x02 \x01(\tR\tpublicUrl\x12\x1b\n" +
-	"\tgrpc_port\x18\x03 \x01(\rR\bgrpcPort\"\x92\x01\n" +
+	"\tgrpc_port\x18\x03 \x01(\rR\bgrpcPort\"\xa6\x01\n" +
 	"\x0eLookupResponse\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\x12-\n" +
 	"\tlocations\x18\x02 \x03(\v2\x0f.cairn.LocationR\tlocations\x12\x18\n" +
 	"\aprimary\x18\x03 \x01(\tR\aprimary\x12\x1a\n" +
-	"\bwritable\x18\x04 \x01(\bR\bwritable\"\x16\n" +
+	"\bwritable\x18\x04 \x01(\bR\bwritable\x12\x12\n" +
+	"\x04auth\x18\x05 \x01(\tR\x04auth\"\x16\n" +
 	"\x14ClusterStatusRequest\"R\n" +
 	"\n" +
 	"PeerStatus\x12\x0e\n" +

@@ -4,14 +4,19 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/cairn-storage/cairn/internal/security"
 )
@@ -22,6 +27,13 @@ const GRPCOffset = 10000
 
 // MaxMessage bounds one gRPC message; needles of a few MiB must fit.
 const MaxMessage = 64 << 20
+
+// MaxStreams bounds concurrent calls on one gRPC connection, MaxInFlight
+// those on one server.
+const (
+	MaxStreams  = 256
+	MaxInFlight = 2048
+)
 
 // GRPCAddr derives "host:port+10000" from an HTTP address "host:port".
 func GRPCAddr(httpAddr string) (string, error) {
@@ -37,8 +49,42 @@ func GRPCAddr(httpAddr string) (string, error) {
 }
 
 // NewServer returns a gRPC server using sec (nil: plaintext).
+//
+// Every server gets the same bounds as the HTTP servers (see
+// docs/security.md): the TLS handshake must finish within 10s, a
+// connection carries at most MaxStreams concurrent calls, dead peers are
+// found by keepalive pings, and beyond MaxInFlight calls at once further
+// calls fail with Unavailable (retryable) rather than queue.
 func NewServer(sec *security.Config, opts ...grpc.ServerOption) *grpc.Server {
-	opts = append(opts, grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage))
+	inflight := make(chan struct{}, MaxInFlight)
+	acquire := func() error {
+		select {
+		case inflight <- struct{}{}:
+			return nil
+		default:
+			return status.Errorf(codes.Unavailable, "server busy: %d calls in flight; retry", MaxInFlight)
+		}
+	}
+	opts = append(opts,
+		grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.MaxConcurrentStreams(MaxStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := acquire(); err != nil {
+				return nil, err
+			}
+			defer func() { <-inflight }()
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := acquire(); err != nil {
+				return err
+			}
+			defer func() { <-inflight }()
+			return h(srv, ss)
+		}),
+	)
 	if t := sec.ServerTLS(); t != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(t)))
 	}

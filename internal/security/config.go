@@ -44,9 +44,14 @@ type CertPair struct {
 	Key  string `toml:"key"`
 }
 
-// JWTSettings configures signed tokens on the data path.
+// JWTSettings configures signed tokens on the data path (see Tokens).
 type JWTSettings struct {
+	// SigningKey is the base64 cluster key; empty turns tokens off.
 	SigningKey string `toml:"signing_key"`
+	// TTL is how long a token stays valid ("60s" when empty).
+	TTL string `toml:"ttl,omitempty"`
+	// Read makes reads require a token too.
+	Read bool `toml:"read,omitempty"`
 }
 
 // LoadFile reads the security file at path and returns the configuration of
@@ -75,6 +80,9 @@ func LoadFile(path, role string) (*Config, error) {
 		return nil, fmt.Errorf("%w: %s: needs ca, and cert and key under [%s]", ErrConfig, path, role)
 	}
 	c := &Config{CAFile: abs(f.CA), CertFile: abs(pair.Cert), KeyFile: abs(pair.Key), AllowedNames: f.AllowedNames}
+	if c.Tokens, err = tokensFromFile(f.JWT); err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
 	if err := c.Load(); err != nil {
 		return nil, err
 	}

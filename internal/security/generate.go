@@ -57,26 +57,7 @@ func Init(dir string, hosts []string, validity time.Duration) (string, error) {
 	}
 	f := File{CA: "ca.pem", AllowedNames: Roles}
 	for _, role := range Roles {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return "", err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: serial(), Subject: pkix.Name{CommonName: role},
-			NotBefore: now, NotAfter: now.Add(validity),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			DNSNames:    []string{role, "localhost"},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		}
-		for _, h := range hosts {
-			if ip := net.ParseIP(h); ip != nil {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			} else if h != "" {
-				tmpl.DNSNames = append(tmpl.DNSNames, h)
-			}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		der, key, err := issueLeaf(ca, caKey, role, hosts, now, validity)
 		if err != nil {
 			return "", err
 		}
@@ -113,6 +94,94 @@ func Init(dir string, hosts []string, validity time.Duration) (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// issueLeaf creates a key and a certificate for role signed by the CA,
+// valid for hosts (plus loopback and localhost) from notBefore on.
+func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, role string, hosts []string, notBefore time.Time, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: role},
+		NotBefore: notBefore, NotAfter: notBefore.Add(validity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    []string{role, "localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return der, key, nil
+}
+
+// Renew issues a new certificate and key for role, signed by the CA that
+// Init left in dir (ca.pem, ca-key.pem), and replaces <role>.pem and
+// <role>-key.pem atomically (the key first). Running components pick them
+// up on SIGHUP or at their next file check; see Config.Reload.
+func Renew(dir, role string, hosts []string, validity time.Duration) error {
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		return fmt.Errorf("%w: renewing needs the CA key: %w", ErrConfig, err)
+	}
+	cb, _ := pem.Decode(caPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return fmt.Errorf("%w: %s: CA certificate or key is not PEM", ErrConfig, dir)
+	}
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return fmt.Errorf("%w: CA certificate: %w", ErrConfig, err)
+	}
+	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return fmt.Errorf("%w: CA key: %w", ErrConfig, err)
+	}
+	der, key, err := issueLeaf(ca, caKey, role, hosts, time.Now().Add(-5*time.Minute), validity)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := replaceFile(filepath.Join(dir, role+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	return replaceFile(filepath.Join(dir, role+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// replaceFile writes b to a temporary file next to path, fsyncs it, renames
+// it over path and fsyncs the directory.
+func replaceFile(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := writeFile(tmp, b, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func serial() *big.Int {

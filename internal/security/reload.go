@@ -1,0 +1,59 @@
+package security
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// fileStamp identifies one version of a file.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func (c *Config) stamps() [2]fileStamp {
+	var out [2]fileStamp
+	for i, p := range []string{c.CertFile, c.KeyFile} {
+		if fi, err := os.Stat(p); err == nil {
+			out[i] = fileStamp{fi.ModTime(), fi.Size()}
+		}
+	}
+	return out
+}
+
+// ReloadLogged reloads c and logs the outcome for the operator.
+func (c *Config) ReloadLogged(log *slog.Logger, why string) error {
+	if err := c.Reload(); err != nil {
+		log.Error("could not reload the TLS certificate; still using the previous one", "cert", c.CertFile, "why", why, "err", err)
+		return err
+	}
+	leaf := c.Certificate().Leaf
+	log.Info("reloaded the TLS certificate", "cert", c.CertFile, "why", why, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
+	return nil
+}
+
+// WatchFiles checks c's certificate and key files every interval until ctx
+// ends and reloads them when either changed. A failed reload (say, the
+// certificate was replaced but not yet its key) is retried at the next
+// change or check.
+func (c *Config) WatchFiles(ctx context.Context, every time.Duration, log *slog.Logger) {
+	last := c.stamps()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := c.stamps()
+		if now == last && !failed {
+			continue
+		}
+		last = now
+		failed = c.ReloadLogged(log, "certificate or key file changed") != nil
+	}
+}
