@@ -26,10 +26,14 @@ var ErrData = errors.New("filer: needle data unavailable")
 type DataClient struct {
 	Assign func(ctx context.Context, req *pb.AssignRequest) (*pb.AssignResponse, error)
 	Lookup func(ctx context.Context, vid uint32) (*pb.LookupResponse, error)
-	// Reserve, if set, is called with each assigned file id before its
-	// needle is stored (it registers the upload with the filer, so a crash
-	// before the needle is referenced leaks nothing).
-	Reserve func(ctx context.Context, fid string) error
+	// Reserve, if set, is called with assigned file ids before their
+	// needles are stored (it registers the uploads with the filer, so a
+	// crash before a needle is referenced leaks nothing).
+	Reserve func(ctx context.Context, fids []string) error
+	// Batch, when above 1, assigns and reserves file ids Batch at a time
+	// and keeps the unused ones for the next writes (for a few seconds), so
+	// a write is one round trip to the volume servers, not three.
+	Batch int
 	HTTP    *http.Client
 	Scheme  string // "http" or "https"
 	// Tokens, when set, signs the data-path tokens of deletes and reads
@@ -38,8 +42,74 @@ type DataClient struct {
 	// shell never deletes needles; the filer's GC does).
 	Tokens *security.Tokens
 
-	mu    sync.Mutex // guards cache
+	mu    sync.Mutex // guards cache and pool
 	cache map[uint32]cachedLocations
+	pool  map[string][]pooledFid // by collection/replication
+}
+
+// pooledFid is an assigned, reserved file id not yet written.
+type pooledFid struct {
+	fid, url, auth string
+	expires        time.Time
+}
+
+// poolTTL bounds how long an assigned id is kept: well inside the token's
+// life and the upload lease, and short enough that a volume turning
+// read-only is noticed soon.
+const poolTTL = 10 * time.Second
+
+// nextFid returns an assigned and reserved file id for a write.
+func (d *DataClient) nextFid(ctx context.Context, collection, replication string) (pooledFid, error) {
+	key := collection + "/" + replication
+	d.mu.Lock()
+	for len(d.pool[key]) > 0 {
+		p := d.pool[key][0]
+		d.pool[key] = d.pool[key][1:]
+		if time.Now().Before(p.expires) {
+			d.mu.Unlock()
+			return p, nil
+		}
+	}
+	d.mu.Unlock()
+	count := uint32(max(d.Batch, 1))
+	a, err := d.Assign(ctx, &pb.AssignRequest{Count: count, Collection: collection, Replication: replication})
+	if err != nil {
+		return pooledFid{}, err
+	}
+	base, err := fid.Parse(a.Fid)
+	if err != nil {
+		return pooledFid{}, err
+	}
+	n := max(a.Count, 1)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fid.FileID{Volume: base.Volume, Key: base.Key + uint64(i), Cookie: base.Cookie}.String()
+	}
+	if d.Reserve != nil {
+		if err := d.Reserve(ctx, ids); err != nil {
+			return pooledFid{}, err
+		}
+	}
+	exp := time.Now().Add(poolTTL)
+	if len(ids) > 1 {
+		d.mu.Lock()
+		if d.pool == nil {
+			d.pool = make(map[string][]pooledFid)
+		}
+		for _, id := range ids[1:] {
+			d.pool[key] = append(d.pool[key], pooledFid{fid: id, url: a.Url, auth: a.GetAuth(), expires: exp})
+		}
+		d.mu.Unlock()
+	}
+	return pooledFid{fid: ids[0], url: a.Url, auth: a.GetAuth(), expires: exp}, nil
+}
+
+// dropPool forgets the pooled ids of collection/replication (their volume
+// refused a write); the filer's GC deletes them when their lease ends.
+func (d *DataClient) dropPool(collection, replication string) {
+	d.mu.Lock()
+	delete(d.pool, collection+"/"+replication)
+	d.mu.Unlock()
 }
 
 type cachedLocations struct {
@@ -62,23 +132,18 @@ func (d *DataClient) Write(ctx context.Context, data []byte, collection, replica
 			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
 			}
 		}
-		a, err := d.Assign(ctx, &pb.AssignRequest{Count: 1, Collection: collection, Replication: replication})
+		a, err := d.nextFid(ctx, collection, replication)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		if d.Reserve != nil {
-			if err := d.Reserve(ctx, a.Fid); err != nil {
-				lastErr = err
-				continue
-			}
-		}
-		code, body, err := d.do(ctx, http.MethodPut, a.Url, a.Fid, bytes.NewReader(data), "", a.GetAuth())
+		code, body, err := d.do(ctx, http.MethodPut, a.url, a.fid, bytes.NewReader(data), "", a.auth)
 		if err == nil && code == http.StatusCreated {
-			return a.Fid, nil
+			return a.fid, nil
 		}
+		d.dropPool(collection, replication)
 		if err == nil {
-			err = fmt.Errorf("volume server %s answered %d: %s", a.Url, code, strings.TrimSpace(string(body)))
+			err = fmt.Errorf("volume server %s answered %d: %s", a.url, code, strings.TrimSpace(string(body)))
 			if code == http.StatusInsufficientStorage {
 				return "", fmt.Errorf("%w: %w", ErrNoSpace, err)
 			}

@@ -45,9 +45,9 @@ func (s *Server) gcLoop(ctx context.Context) {
 	}
 }
 
-// reserve registers fid as an upload in flight on this (leader) filer.
-func (s *Server) reserve(ctx context.Context, fid string) error {
-	res, _, err := s.apply(ctx, &Command{Op: &BeginUpload{Fids: []string{fid}, Expires: time.Now().Add(s.cfg.UploadTimeout).UnixNano()}})
+// reserve registers fids as uploads in flight on this (leader) filer.
+func (s *Server) reserve(ctx context.Context, fids []string) error {
+	res, _, err := s.apply(ctx, &Command{Op: &BeginUpload{Fids: fids, Expires: time.Now().Add(s.cfg.UploadTimeout).UnixNano()}})
 	if err != nil {
 		return err
 	}

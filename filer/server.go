@@ -119,7 +119,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	fsm.onApply = s.hub.publish
 	s.fsm = fsm
-	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security), Tokens: cfg.Tokens}
+	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, Batch: 8, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security), Tokens: cfg.Tokens}
 	s.met = newMetrics(s)
 	node, err := raftutil.Start(raftutil.Config{
 		Dir: filepath.Join(cfg.Dir, "raft"), ID: url, Peers: cfg.Peers,

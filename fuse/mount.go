@@ -121,10 +121,11 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	fs.data = &filer.DataClient{
 		Assign: client.Assign,
 		Lookup: client.LookupVolume,
-		Reserve: func(ctx context.Context, fid string) error {
-			_, err := client.Apply(ctx, &filer.BeginUpload{Fids: []string{fid}, Expires: time.Now().Add(uploadLease).UnixNano()})
+		Reserve: func(ctx context.Context, fids []string) error {
+			_, err := client.Apply(ctx, &filer.BeginUpload{Fids: fids, Expires: time.Now().Add(uploadLease).UnixNano()})
 			return err
 		},
+		Batch: 16,
 		HTTP:   httpx.Client(cfg.Security, 60*time.Second),
 		Scheme: httpx.Scheme(cfg.Security),
 	}
