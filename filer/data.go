@@ -33,9 +33,9 @@ type DataClient struct {
 	// Batch, when above 1, assigns and reserves file ids Batch at a time
 	// and keeps the unused ones for the next writes (for a few seconds), so
 	// a write is one round trip to the volume servers, not three.
-	Batch int
-	HTTP    *http.Client
-	Scheme  string // "http" or "https"
+	Batch  int
+	HTTP   *http.Client
+	Scheme string // "http" or "https"
 	// Tokens, when set, signs the data-path tokens of deletes and reads
 	// (the filer holds the cluster key). Without it, writes carry the
 	// assign's token, reads the lookup's, and deletes none (a mount or the

@@ -125,7 +125,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 			_, err := client.Apply(ctx, &filer.BeginUpload{Fids: fids, Expires: time.Now().Add(uploadLease).UnixNano()})
 			return err
 		},
-		Batch: 16,
+		Batch:  16,
 		HTTP:   httpx.Client(cfg.Security, 60*time.Second),
 		Scheme: httpx.Scheme(cfg.Security),
 	}
