@@ -292,6 +292,13 @@ func (t *txn) replay(c *Command) *Result {
 	t.must(json.Unmarshal(v, &s))
 	switch {
 	case c.Seq == s.Seq:
+		if s.Result != nil && s.Result.Inode != nil {
+			// Sessions keep only the inode number (a file's slice list can
+			// be long); the answer carries the inode as it is now.
+			if in := t.inode(s.Result.Inode.Ino); in != nil {
+				s.Result.Inode = in
+			}
+		}
 		return s.Result
 	case c.Seq < s.Seq:
 		return errnoResult(syscall.ESTALE)
@@ -302,7 +309,13 @@ func (t *txn) replay(c *Command) *Result {
 // finish records the client's session and the apply index.
 func (t *txn) finish(index uint64, c *Command, res *Result) {
 	if c.ClientID != "" && c.Seq != 0 {
-		b, err := json.Marshal(session{Seq: c.Seq, Result: res, Time: c.Time})
+		kept := res
+		if res != nil && res.Inode != nil {
+			r := *res
+			r.Inode = &Inode{Ino: res.Inode.Ino}
+			kept = &r
+		}
+		b, err := json.Marshal(session{Seq: c.Seq, Result: kept, Time: c.Time})
 		t.must(err)
 		t.must(t.sessions.Put([]byte(c.ClientID), b))
 	}

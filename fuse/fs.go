@@ -31,6 +31,7 @@ type fileSystem struct {
 	server *gofuse.Server
 
 	dirtyBytes atomic.Int64 // buffered bytes of every file
+	noCaps     absentCaps   // inodes known to have no security.capability
 
 	mu struct {
 		sync.Mutex
