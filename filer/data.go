@@ -124,19 +124,28 @@ const locationTTL = 10 * time.Second
 // only once every replica has the needle on stable storage.
 func (d *DataClient) Write(ctx context.Context, data []byte, collection, replication string) (string, error) {
 	var lastErr error
-	for attempt := range 4 {
+	// A master that has just been elected refuses assigns for a few pulses
+	// while volume servers report in: keep asking for a while. A failed
+	// upload is retried (on a fresh file id) a few times only, so that lost
+	// replicas are reported soon.
+	assignDeadline := time.Now().Add(assignPatience)
+	for attempt, puts := 0, 0; puts < 4; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return "", ctx.Err()
-			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			case <-time.After(min(time.Duration(attempt*attempt)*100*time.Millisecond, time.Second)):
 			}
 		}
 		a, err := d.nextFid(ctx, collection, replication)
 		if err != nil {
 			lastErr = err
+			if time.Now().After(assignDeadline) {
+				break
+			}
 			continue
 		}
+		puts++
 		code, body, err := d.do(ctx, http.MethodPut, a.url, a.fid, bytes.NewReader(data), "", a.auth)
 		if err == nil && code == http.StatusCreated {
 			return a.fid, nil
@@ -152,6 +161,9 @@ func (d *DataClient) Write(ctx context.Context, data []byte, collection, replica
 	}
 	return "", fmt.Errorf("%w: write %d bytes: %w", ErrData, len(data), lastErr)
 }
+
+// assignPatience is how long Write keeps asking for a file id.
+const assignPatience = 15 * time.Second
 
 // ErrNoSpace means the volume servers are out of space.
 var ErrNoSpace = errors.New("filer: volume servers out of space")

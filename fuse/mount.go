@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -168,16 +167,21 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 // cleanStaleMount lazily unmounts dir if it is a FUSE mount whose server
 // is gone (stat fails with ENOTCONN).
 func cleanStaleMount(dir string, log *slog.Logger) error {
-	_, err := os.Stat(dir)
-	if err == nil || !errors.Is(err, syscall.ENOTCONN) {
-		return nil
+	// statfs always reaches the file system's server (stat may be answered
+	// from the kernel's attribute cache), and dead mounts may be stacked.
+	for range 16 {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(dir, &st)
+		if err == nil || !errors.Is(err, syscall.ENOTCONN) {
+			return nil
+		}
+		log.Warn("mount point is a dead FUSE mount left by a previous process; unmounting it", "dir", dir)
+		out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("fuse: %s is a dead mount and fusermount3 -u -z failed: %v: %s", dir, err, out)
+		}
 	}
-	log.Warn("mount point is a dead FUSE mount left by a previous process; unmounting it", "dir", dir)
-	out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("fuse: %s is a dead mount and fusermount3 -u -z failed: %v: %s", dir, err, out)
-	}
-	return nil
+	return fmt.Errorf("fuse: %s is still a dead mount after 16 lazy unmounts; unmount it by hand", dir)
 }
 
 // Wait blocks until the file system is unmounted.
