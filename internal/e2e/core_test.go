@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,42 +183,6 @@ func TestKillCycles(t *testing.T) {
 	verifyAll(t, c, log, 2)
 }
 
-// findDat returns the volume data file of vid under dir.
-func findDat(t *testing.T, dir, vid string) string {
-	t.Helper()
-	matches, _ := filepath.Glob(filepath.Join(dir, "*"+vid+".dat"))
-	for _, m := range matches {
-		base := filepath.Base(m)
-		if base == vid+".dat" || strings.HasSuffix(base, "_"+vid+".dat") {
-			return m
-		}
-	}
-	t.Fatalf("no data file for volume %s in %s (have %v)", vid, dir, matches)
-	return ""
-}
-
-// flipByte flips one byte of content inside path, where content is stored.
-func flipByte(t *testing.T, path string, content []byte) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := bytes.Index(raw, content)
-	if off < 0 {
-		t.Fatalf("content not found in %s", path)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := []byte{raw[off+len(content)/2] ^ 0xff}
-	if _, err := f.WriteAt(b, int64(off+len(content)/2)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func procByURL(c *testcluster.Cluster, url string) *testcluster.Proc {
 	for _, p := range c.Volumes {
 		if p.HTTP == url {
@@ -252,7 +215,7 @@ func TestCorruptReplicaRepaired(t *testing.T) {
 		t.Fatalf("lookup: %v %v", locs, err)
 	}
 	bad := procByURL(c, locs[1])
-	flipByte(t, findDat(t, bad.Dir, vid), want)
+	testcluster.FlipByte(t, testcluster.FindDat(t, bad.Dir, vid), want)
 
 	got, err := c.Get(bad.HTTP, a.Fid)
 	if err != nil || !bytes.Equal(got, want) {
@@ -289,7 +252,7 @@ func TestCorruptReplicaRepaired(t *testing.T) {
 	})
 	vid2 := a2.Fid[:strings.IndexByte(a2.Fid, ',')]
 	for _, p := range c.Volumes {
-		flipByte(t, findDat(t, p.Dir, vid2), b)
+		testcluster.FlipByte(t, testcluster.FindDat(t, p.Dir, vid2), b)
 	}
 	for _, p := range c.Volumes {
 		got, err := c.Get(p.HTTP, a2.Fid)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,41 +11,6 @@ import (
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
-
-// findDat returns the data file of volume vid under dir.
-func findDat(t *testing.T, dir, vid string) string {
-	t.Helper()
-	matches, _ := filepath.Glob(filepath.Join(dir, "*"+vid+".dat"))
-	for _, m := range matches {
-		base := filepath.Base(m)
-		if base == vid+".dat" || strings.HasSuffix(base, "_"+vid+".dat") {
-			return m
-		}
-	}
-	t.Fatalf("no data file for volume %s in %s (have %v)", vid, dir, matches)
-	return ""
-}
-
-// flipByte flips one byte in the middle of content inside path.
-func flipByte(t *testing.T, path string, content []byte) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := bytes.Index(raw, content)
-	if off < 0 {
-		t.Fatalf("content not found in %s", path)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt([]byte{raw[off+len(content)/2] ^ 0xff}, int64(off+len(content)/2)); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func volumeProc(t *testing.T, c *testcluster.Cluster, url string) *testcluster.Proc {
 	t.Helper()
@@ -79,7 +42,7 @@ func TestVolumeScrub(t *testing.T) {
 		t.Fatalf("lookup %s: %v %v", vid, locs, err)
 	}
 	bad, good := volumeProc(t, c, locs[1]), volumeProc(t, c, locs[0])
-	flipByte(t, findDat(t, bad.Dir, vid), want)
+	testcluster.FlipByte(t, testcluster.FindDat(t, bad.Dir, vid), want)
 
 	// Report only: the corruption is found and left alone, and the
 	// command fails telling how to repair.
