@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,12 +23,14 @@ type common struct {
 	logLevel  string
 	logFormat string
 	security  string
+	debugAddr string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.security, "security", "", "security config file enabling mutual TLS (empty: plaintext)")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (off by default; never expose it)")
 }
 
 // filerHTTPFlags configure the filer's namespace HTTP API.
@@ -57,7 +62,31 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 	}
 	l := slog.New(h)
 	slog.SetDefault(l)
+	if c.debugAddr != "" {
+		if _, err := serveDebug(c.debugAddr, l); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
+}
+
+// serveDebug serves net/http/pprof on addr for the life of the process
+// and returns the address it listens on.
+func serveDebug(addr string, log *slog.Logger) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("--debug-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving pprof profiles", "addr", ln.Addr().String(), "path", "/debug/pprof/")
+	return ln.Addr().String(), nil
 }
 
 // securityConfig loads role's part of --security; nil means plaintext.
