@@ -5,6 +5,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/cairn-storage/cairn/internal/byterange"
 	"github.com/cairn-storage/cairn/internal/fid"
 )
 
@@ -32,51 +33,6 @@ type Extent struct {
 	NeedleOff uint64 `json:"noff,omitempty"`
 }
 
-// interval is a half-open byte range [lo, hi).
-type interval struct{ lo, hi uint64 }
-
-// coverage is a sorted list of disjoint, non-adjacent intervals.
-type coverage []interval
-
-// uncovered returns the parts of [lo, hi) not in c, in order.
-func (c coverage) uncovered(lo, hi uint64) []interval {
-	var out []interval
-	for _, iv := range c {
-		if iv.hi <= lo {
-			continue
-		}
-		if iv.lo >= hi {
-			break
-		}
-		if iv.lo > lo {
-			out = append(out, interval{lo, iv.lo})
-		}
-		lo = max(lo, iv.hi)
-		if lo >= hi {
-			return out
-		}
-	}
-	if lo < hi {
-		out = append(out, interval{lo, hi})
-	}
-	return out
-}
-
-// add merges [lo, hi) into c.
-func (c coverage) add(lo, hi uint64) coverage {
-	i := 0
-	for i < len(c) && c[i].hi < lo {
-		i++
-	}
-	j := i
-	for j < len(c) && c[j].lo <= hi {
-		lo = min(lo, c[j].lo)
-		hi = max(hi, c[j].hi)
-		j++
-	}
-	return slices.Replace(c, i, j, interval{lo, hi})
-}
-
 // VisibleExtents returns, for the byte range [off, off+length), the pieces
 // to read in file order: each from the latest slice covering it, or a hole
 // (Fid "") where no slice or a hole slice covers it. The extents exactly
@@ -89,7 +45,7 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 	if end < off {
 		end = ^uint64(0)
 	}
-	var cov coverage
+	var cov byterange.Coverage
 	var out []Extent
 	for i := len(sl) - 1; i >= 0; i-- {
 		s := sl[i]
@@ -97,18 +53,18 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 		if lo >= hi {
 			continue
 		}
-		for _, iv := range cov.uncovered(lo, hi) {
-			e := Extent{Off: iv.lo, Len: iv.hi - iv.lo}
+		for _, iv := range cov.Uncovered(lo, hi) {
+			e := Extent{Off: iv.Lo, Len: iv.Hi - iv.Lo}
 			if s.Fid != "" {
 				e.Fid = s.Fid
-				e.NeedleOff = s.NeedleOff + (iv.lo - s.Off)
+				e.NeedleOff = s.NeedleOff + (iv.Lo - s.Off)
 			}
 			out = append(out, e)
 		}
-		cov = cov.add(lo, hi)
+		cov = cov.Add(lo, hi)
 	}
-	for _, iv := range cov.uncovered(off, end) {
-		out = append(out, Extent{Off: iv.lo, Len: iv.hi - iv.lo})
+	for _, iv := range cov.Uncovered(off, end) {
+		out = append(out, Extent{Off: iv.Lo, Len: iv.Hi - iv.Lo})
 	}
 	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Off, b.Off) })
 	// Merge neighbouring holes so a range reads as few pieces as possible.
@@ -127,13 +83,13 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 // slices cover them, and returns the kept list and the dropped slices.
 func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 	visible := make([]bool, len(sl))
-	var cov coverage
+	var cov byterange.Coverage
 	for i := len(sl) - 1; i >= 0; i-- {
 		s := sl[i]
-		if len(cov.uncovered(s.Off, s.end())) > 0 {
+		if len(cov.Uncovered(s.Off, s.end())) > 0 {
 			visible[i] = true
 		}
-		cov = cov.add(s.Off, s.end())
+		cov = cov.Add(s.Off, s.end())
 	}
 	for i, s := range sl {
 		if visible[i] {

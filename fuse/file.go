@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/byterange"
 )
 
 // file is the state of a regular file open in this mount, shared by all
@@ -260,14 +261,14 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	end := off + uint64(len(buf))
 	// Copy the buffered bytes now; what they do not cover comes from the
 	// committed slices, which are immutable once listed.
-	var covered coverage
+	var covered byterange.Coverage
 	if f.flushing != nil {
 		for _, s := range f.flushing.overlay(off, buf) {
-			covered = covered.add(s.off, s.end())
+			covered = covered.Add(s.off, s.end())
 		}
 	}
 	for _, s := range f.dirty.overlay(off, buf) {
-		covered = covered.add(s.off, s.end())
+		covered = covered.Add(s.off, s.end())
 	}
 	var exts []filer.Extent
 	if f.size > off {
@@ -279,16 +280,16 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 		if e.Fid == "" {
 			continue // a hole: buf is zero there, or holds newer buffered bytes
 		}
-		for _, iv := range covered.uncovered(e.Off, e.Off+e.Len) {
-			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.lo-e.Off), int64(iv.hi-iv.lo))
+		for _, iv := range covered.Uncovered(e.Off, e.Off+e.Len) {
+			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.Lo-e.Off), int64(iv.Hi-iv.Lo))
 			if err != nil {
 				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
 				return nil, err
 			}
-			if uint64(len(b)) != iv.hi-iv.lo {
+			if uint64(len(b)) != iv.Hi-iv.Lo {
 				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
 			}
-			copy(buf[iv.lo-off:], b)
+			copy(buf[iv.Lo-off:], b)
 		}
 	}
 	return buf, nil
@@ -297,46 +298,3 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 var (
 	errShortNeedle = errors.New("short needle")
 )
-
-// interval is a half-open byte range [lo, hi).
-type interval struct{ lo, hi uint64 }
-
-// coverage is a sorted list of disjoint intervals.
-type coverage []interval
-
-func (c coverage) add(lo, hi uint64) coverage {
-	i := 0
-	for i < len(c) && c[i].hi < lo {
-		i++
-	}
-	j := i
-	for j < len(c) && c[j].lo <= hi {
-		lo, hi = min(lo, c[j].lo), max(hi, c[j].hi)
-		j++
-	}
-	out := append(c[:i:i], interval{lo, hi})
-	return append(out, c[j:]...)
-}
-
-func (c coverage) uncovered(lo, hi uint64) []interval {
-	var out []interval
-	for _, iv := range c {
-		if iv.hi <= lo {
-			continue
-		}
-		if iv.lo >= hi {
-			break
-		}
-		if iv.lo > lo {
-			out = append(out, interval{lo, iv.lo})
-		}
-		lo = max(lo, iv.hi)
-		if lo >= hi {
-			return out
-		}
-	}
-	if lo < hi {
-		out = append(out, interval{lo, hi})
-	}
-	return out
-}

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/byterange"
 )
 
 // lookupFile returns the state of open file ino, nil if it is not open.
@@ -290,10 +291,10 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 		return gofuse.Status(syscall.ENXIO)
 	}
 	// Data: committed non-hole extents and every buffered range.
-	var data coverage
+	var data byterange.Coverage
 	for _, e := range filer.VisibleExtents(f.slices, off, size-off) {
 		if e.Fid != "" {
-			data = data.add(e.Off, e.Off+e.Len)
+			data = data.Add(e.Off, e.Off+e.Len)
 		}
 	}
 	for _, set := range []*dirtySet{f.dirty, f.flushing} {
@@ -302,22 +303,22 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 		}
 		for _, s := range set.spans {
 			if s.end() > off {
-				data = data.add(max(s.off, off), s.end())
+				data = data.Add(max(s.off, off), s.end())
 			}
 		}
 	}
 	if in.Whence == unix.SEEK_DATA {
-		if len(data) == 0 || data[0].lo >= size {
+		if len(data) == 0 || data[0].Lo >= size {
 			return gofuse.Status(syscall.ENXIO)
 		}
-		out.Offset = max(data[0].lo, off)
+		out.Offset = max(data[0].Lo, off)
 		return gofuse.OK
 	}
-	holes := data.uncovered(off, size)
+	holes := data.Uncovered(off, size)
 	if len(holes) == 0 {
 		out.Offset = size
 	} else {
-		out.Offset = holes[0].lo
+		out.Offset = holes[0].Lo
 	}
 	return gofuse.OK
 }
