@@ -165,7 +165,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, id fid.FileI
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return
 	}
-	etag := fmt.Sprintf("%08x", crc32.Checksum(n.Data, castagnoli))
+	etag := fmt.Sprintf("%08x", n.CRC) // verified when the needle was read
 	w.Header().Set("ETag", `"`+etag+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Unix(0, int64(n.AppendNs)), bytes.NewReader(n.Data))

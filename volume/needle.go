@@ -67,6 +67,9 @@ type Needle struct {
 	AppendNs uint64 // orders records of the same key: the highest wins
 	Deleted  bool   // a tombstone; Data is empty
 	Data     []byte
+	// CRC is the CRC32C of Data, set (and verified) by DecodeRecord;
+	// EncodeRecord computes it afresh and ignores this field.
+	CRC uint32
 }
 
 // recordSize is the aligned on-disk size of a record holding dataLen bytes.
@@ -186,5 +189,6 @@ func DecodeRecord(b []byte) (*Needle, error) {
 		AppendNs: h.appendNs,
 		Deleted:  h.flags&flagTombstone != 0,
 		Data:     append([]byte{}, b[headerSize:headerSize+int64(h.dataLen)]...),
+		CRC:      h.dataCRC,
 	}, nil
 }

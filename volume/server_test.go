@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -164,6 +165,14 @@ func TestReplicatedWritePath(t *testing.T) {
 	if code, body := get(urlB, id); code != 200 || string(body) != "hello" {
 		t.Fatalf("read from secondary: %d %q", code, body)
 	}
+	resp, err := http.Get("http://" + urlB + "/" + id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := fmt.Sprintf(`"%08x"`, crc32.Checksum([]byte("hello"), crc32.MakeTable(crc32.Castagnoli))); resp.Header.Get("ETag") != want {
+		t.Fatalf("read ETag %s, want the CRC32C of the content %s", resp.Header.Get("ETag"), want)
+	}
 	if code, _ := get(urlA, fid.FileID{Volume: 7, Key: 1, Cookie: 0x1}); code != 404 {
 		t.Fatalf("read with wrong cookie: %d, want 404", code)
 	}
@@ -207,7 +216,7 @@ func TestReplicatedWritePath(t *testing.T) {
 	}
 	// Delete is replicated too.
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+urlA+"/"+id.String(), nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 202 {
 		t.Fatalf("delete: %v %v", err, resp)
 	}
