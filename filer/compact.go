@@ -121,11 +121,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		}
 		fresh = append(fresh, Slice{Off: run.Off, Len: run.Len, Fid: f})
 	}
-	res, _, err := s.apply(ctx, &Command{Op: &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fresh}})
-	if err == nil && res.Errno != 0 {
-		err = res.Errno
-	}
-	if err != nil {
+	if _, err := s.applyOp(ctx, &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fresh}); err != nil {
 		drop()
 		return err
 	}

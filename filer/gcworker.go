@@ -47,14 +47,8 @@ func (s *Server) gcLoop(ctx context.Context) {
 
 // reserve registers fids as uploads in flight on this (leader) filer.
 func (s *Server) reserve(ctx context.Context, fids []string) error {
-	res, _, err := s.apply(ctx, &Command{Op: &BeginUpload{Fids: fids, Expires: time.Now().Add(s.cfg.UploadTimeout).UnixNano()}})
-	if err != nil {
-		return err
-	}
-	if res.Errno != 0 {
-		return res.Errno
-	}
-	return nil
+	_, err := s.applyOp(ctx, &BeginUpload{Fids: fids, Expires: time.Now().Add(s.cfg.UploadTimeout).UnixNano()})
+	return err
 }
 
 // expireUploads queues the needles of uploads whose writer never
@@ -65,12 +59,8 @@ func (s *Server) expireUploads(ctx context.Context) error {
 	if err != nil || n == 0 {
 		return err
 	}
-	res, _, err := s.apply(ctx, &Command{Op: &ExpireUploads{Before: now}})
-	if err != nil {
+	if _, err := s.applyOp(ctx, &ExpireUploads{Before: now}); err != nil {
 		return err
-	}
-	if res.Errno != 0 {
-		return res.Errno
 	}
 	s.log.Info("queued needles of abandoned uploads for deletion", "count", n)
 	return nil
@@ -86,14 +76,8 @@ func (s *Server) expireSessions(ctx context.Context) error {
 	if err != nil || n == 0 {
 		return err
 	}
-	res, _, err := s.apply(ctx, &Command{Op: &ExpireSessions{Before: before}})
-	if err != nil {
-		return err
-	}
-	if res.Errno != 0 {
-		return res.Errno
-	}
-	return nil
+	_, err = s.applyOp(ctx, &ExpireSessions{Before: before})
+	return err
 }
 
 // gcPass deletes up to gcBatch queued needles and returns how many it
@@ -114,12 +98,8 @@ func (s *Server) gcPass(ctx context.Context) (int, error) {
 	if len(done) == 0 {
 		return 0, nil
 	}
-	res, _, err := s.apply(ctx, &Command{Op: &DequeueDeleted{Fids: done}})
-	if err != nil {
+	if _, err := s.applyOp(ctx, &DequeueDeleted{Fids: done}); err != nil {
 		return 0, err
-	}
-	if res.Errno != 0 {
-		return 0, res.Errno
 	}
 	s.met.gcDeleted.Add(float64(len(done)))
 	return len(done), nil

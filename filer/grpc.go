@@ -74,6 +74,20 @@ func (g *grpcService) Apply(ctx context.Context, req *pb.FilerApplyRequest) (*pb
 	return &pb.FilerApplyResponse{Result: b, Index: index}, nil
 }
 
+// applyOp proposes op on the leader and returns a refusal (non-zero
+// errno) as a syscall.Errno error, the way the filer's own workers and its
+// HTTP API want it.
+func (s *Server) applyOp(ctx context.Context, op Op) (*Result, error) {
+	res, _, err := s.apply(ctx, &Command{Op: op})
+	if err != nil {
+		return nil, err
+	}
+	if res.Errno != 0 {
+		return res, res.Errno
+	}
+	return res, nil
+}
+
 // apply proposes cmd on the leader, stamping the time if the client left it
 // out, and returns the state machine's result.
 func (s *Server) apply(ctx context.Context, cmd *Command) (*Result, uint64, error) {

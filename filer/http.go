@@ -372,20 +372,13 @@ func (s *Server) httpPut(w http.ResponseWriter, r *http.Request, p string) {
 		writeErrno(w, "mkdir "+dir, err)
 		return
 	}
-	res, _, err := s.apply(ctx, &Command{Op: &Create{Parent: parent, Name: base, Mode: 0o644}})
-	if err == nil && res.Errno != 0 {
-		err = res.Errno
-	}
+	res, err := s.applyOp(ctx, &Create{Parent: parent, Name: base, Mode: 0o644})
 	if err != nil {
 		s.dropUploaded(slices)
 		writeErrno(w, "create "+p, err)
 		return
 	}
-	res, _, err = s.apply(ctx, &Command{Op: &CommitSlices{Ino: res.Inode.Ino, Slices: slices, Size: size, Truncate: true}})
-	if err == nil && res.Errno != 0 {
-		err = res.Errno
-	}
-	if err != nil {
+	if _, err := s.applyOp(ctx, &CommitSlices{Ino: res.Inode.Ino, Slices: slices, Size: size, Truncate: true}); err != nil {
 		s.dropUploaded(slices)
 		writeErrno(w, "write "+p, err)
 		return
@@ -527,14 +520,8 @@ func (s *Server) remove(ctx context.Context, parent uint64, name string, recursi
 		}
 		op = &Rmdir{Parent: parent, Name: name}
 	}
-	res, _, err := s.apply(ctx, &Command{Op: op})
-	if err != nil {
-		return err
-	}
-	if res.Errno != 0 {
-		return res.Errno
-	}
-	return nil
+	_, err = s.applyOp(ctx, op)
+	return err
 }
 
 // httpMove renames from to to, both cleaned namespace paths.
@@ -552,11 +539,7 @@ func (s *Server) httpMove(w http.ResponseWriter, r *http.Request, from, to strin
 		writeErrno(w, to, err)
 		return
 	}
-	res, _, err := s.apply(r.Context(), &Command{Op: &Rename{OldParent: src.Ino, OldName: fb, NewParent: dst.Ino, NewName: tb}})
-	if err == nil && res.Errno != 0 {
-		err = res.Errno
-	}
-	if err != nil {
+	if _, err := s.applyOp(r.Context(), &Rename{OldParent: src.Ino, OldName: fb, NewParent: dst.Ino, NewName: tb}); err != nil {
 		writeErrno(w, "move "+from+" to "+to, err)
 		return
 	}
