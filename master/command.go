@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +24,7 @@ const (
 	cmdAddVolume       = "add_volume"
 	cmdSetPrimary      = "set_primary"
 	cmdLeaseKeys       = "lease_keys"
+	cmdSetReplicas     = "set_replicas"
 )
 
 // maxLease bounds one LeaseKeys command.
@@ -40,6 +42,12 @@ type command struct {
 	Primary  string `json:"primary,omitempty"`
 	// N is the number of keys a lease_keys command reserves.
 	N uint64 `json:"n,omitempty"`
+	// Replicas and Expect are used by set_replicas (with VolumeID and
+	// Primary): the new replica set, applied only while the current one is
+	// Expect (in any order), so that two changes planned from the same
+	// state cannot both apply.
+	Replicas []string `json:"replicas,omitempty"`
+	Expect   []string `json:"expect,omitempty"`
 }
 
 // ServerRecord is a volume server as the replicated state knows it.
@@ -86,6 +94,9 @@ func setPrimaryCmd(id uint32, primary string) []byte {
 	return encodeCommand(command{Type: cmdSetPrimary, VolumeID: id, Primary: primary})
 }
 func leaseKeysCmd(n uint64) []byte { return encodeCommand(command{Type: cmdLeaseKeys, N: n}) }
+func setReplicasCmd(id uint32, replicas []string, primary string, expect []string) []byte {
+	return encodeCommand(command{Type: cmdSetReplicas, VolumeID: id, Replicas: replicas, Primary: primary, Expect: expect})
+}
 
 // DecodeCommand parses and validates one encoded command. It never panics;
 // anything it does not fully understand is an error wrapping ErrBadCommand.
@@ -109,6 +120,9 @@ func decodeCommand(b []byte) (command, error) {
 }
 
 func (c *command) validate() error {
+	if c.Type != cmdSetReplicas && (c.Replicas != nil || c.Expect != nil) {
+		return errors.New("replicas and expect belong to set_replicas only")
+	}
 	onlyServer := c.Server != nil && c.Volume == nil && c.VolumeID == 0 && c.Primary == "" && c.N == 0
 	onlyVolume := c.Server == nil && c.Volume != nil && c.VolumeID == 0 && c.Primary == "" && c.N == 0
 	none := c.Server == nil && c.Volume == nil && c.VolumeID == 0 && c.Primary == "" && c.N == 0
@@ -139,6 +153,19 @@ func (c *command) validate() error {
 		if c.N == 0 || c.N > maxLease {
 			return fmt.Errorf("n=%d outside 1..%d", c.N, maxLease)
 		}
+	case cmdSetReplicas:
+		if c.Server != nil || c.Volume != nil || c.N != 0 || c.VolumeID == 0 || len(c.Expect) == 0 {
+			return errors.New("needs exactly a volume id, replicas, a primary and the expected replicas")
+		}
+		if err := validReplicaList("replica", c.Replicas); err != nil {
+			return err
+		}
+		if err := validReplicaList("expected replica", c.Expect); err != nil {
+			return err
+		}
+		if !slices.Contains(c.Replicas, c.Primary) {
+			return fmt.Errorf("primary %q is not a replica", c.Primary)
+		}
 	default:
 		return fmt.Errorf("unknown command type %q", c.Type)
 	}
@@ -155,21 +182,29 @@ func (v *VolumeRecord) validate() error {
 	if strings.ContainsAny(v.Collection, ",/ \t\n") {
 		return fmt.Errorf("collection %q has a separator in it", v.Collection)
 	}
-	if len(v.Replicas) == 0 {
-		return errors.New("no replicas")
+	if err := validReplicaList("replica", v.Replicas); err != nil {
+		return err
+	}
+	if !slices.Contains(v.Replicas, v.Primary) {
+		return fmt.Errorf("primary %q is not a replica", v.Primary)
+	}
+	return nil
+}
+
+// validReplicaList checks a non-empty list of distinct host:port addresses.
+func validReplicaList(what string, rs []string) error {
+	if len(rs) == 0 {
+		return errors.New("no " + what + "s")
 	}
 	seen := map[string]bool{}
-	for _, r := range v.Replicas {
-		if err := validAddr("replica", r); err != nil {
+	for _, r := range rs {
+		if err := validAddr(what, r); err != nil {
 			return err
 		}
 		if seen[r] {
-			return fmt.Errorf("replica %s listed twice", r)
+			return fmt.Errorf("%s %s listed twice", what, r)
 		}
 		seen[r] = true
-	}
-	if !seen[v.Primary] {
-		return fmt.Errorf("primary %q is not a replica", v.Primary)
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ func httpStatus(err error) int {
 			return http.StatusBadRequest
 		case codes.NotFound:
 			return http.StatusNotFound
+		case codes.FailedPrecondition:
+			return http.StatusConflict
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 			return http.StatusServiceUnavailable
 		}
@@ -55,6 +57,8 @@ func grpcError(err error) error {
 		code = codes.InvalidArgument
 	case http.StatusNotFound:
 		code = codes.NotFound
+	case http.StatusConflict:
+		code = codes.FailedPrecondition
 	case http.StatusServiceUnavailable:
 		code = codes.Unavailable
 	}

@@ -110,6 +110,17 @@ func (s *state) apply(c command) any {
 		}
 		v.Primary = c.Primary
 		return nil
+	case cmdSetReplicas:
+		v, ok := s.Volumes[c.VolumeID]
+		if !ok {
+			return fmt.Errorf("%w: volume %d not found", ErrRejected, c.VolumeID)
+		}
+		if !sameSet(v.Replicas, c.Expect) {
+			return fmt.Errorf("%w: the replica set of volume %d is %v, not %v as planned; it changed meanwhile", ErrRejected, c.VolumeID, v.Replicas, c.Expect)
+		}
+		v.Replicas = slices.Clone(c.Replicas)
+		v.Primary = c.Primary
+		return nil
 	case cmdLeaseKeys:
 		start := s.MaxFileKey + 1
 		end := start + c.N
@@ -121,6 +132,19 @@ func (s *state) apply(c command) any {
 	}
 	// decodeCommand only lets known types through.
 	return fmt.Errorf("%w: unknown command type %q", ErrBadCommand, c.Type)
+}
+
+// sameSet reports whether a and b hold the same strings, in any order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // Snapshot captures a copy of the state; Persist writes it as JSON.

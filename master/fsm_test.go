@@ -171,3 +171,36 @@ func TestFSMIgnoresNonCommandEntries(t *testing.T) {
 		t.Fatalf("barrier: %v", r)
 	}
 }
+
+func TestFSMSetReplicas(t *testing.T) {
+	const a, b, c, d = "127.0.0.1:8080", "127.0.0.2:8080", "127.0.0.3:8080", "127.0.0.4:8080"
+	f := newFSM()
+	applyCmd(f, 1, reserveVolumeIDCmd())
+	applyCmd(f, 2, addVolumeCmd(VolumeRecord{ID: 1, Replication: "001", Replicas: []string{a, b}, Primary: a}))
+	steps := []struct {
+		cmd  []byte
+		want error
+	}{
+		{setReplicasCmd(1, []string{a, c}, a, []string{b, a}), nil},           // replace b by c; expect in any order
+		{setReplicasCmd(1, []string{a, d}, a, []string{a, b}), ErrRejected},   // planned from a stale set
+		{setReplicasCmd(2, []string{a}, a, []string{a}), ErrRejected},         // unknown volume
+		{setReplicasCmd(1, []string{c, d}, a, []string{a, c}), ErrBadCommand}, // primary not a replica
+		{setReplicasCmd(1, []string{c, c}, c, []string{a, c}), ErrBadCommand}, // duplicate
+		{setReplicasCmd(1, []string{a, c, d}, d, []string{a, c}), nil},        // add d, move the primary
+		{setReplicasCmd(1, []string{c, d}, d, []string{a, c, d}), nil},        // drop a
+		{encodeCommand(command{Type: cmdSetPrimary, VolumeID: 1, Primary: c, Expect: []string{c}}), ErrBadCommand},
+	}
+	for i, s := range steps {
+		r := applyCmd(f, uint64(3+i), s.cmd)
+		err, _ := r.(error)
+		if (s.want == nil) != (err == nil) || (s.want != nil && !errors.Is(err, s.want)) {
+			t.Errorf("step %d: response %v, want %v", i, r, s.want)
+		}
+	}
+	f.view(func(s *state) {
+		v := s.Volumes[1]
+		if !reflect.DeepEqual(v.Replicas, []string{c, d}) || v.Primary != d {
+			t.Errorf("volume 1 is %+v, want replicas [%s %s] primary %s", v, c, d, d)
+		}
+	})
+}

@@ -65,6 +65,19 @@ func (g *grpcService) ClusterStatus(context.Context, *pb.ClusterStatusRequest) (
 	return g.m.clusterStatus(), nil
 }
 
+func (g *grpcService) UpdateReplicas(ctx context.Context, req *pb.UpdateReplicasRequest) (*pb.UpdateReplicasResponse, error) {
+	var resp *pb.UpdateReplicasResponse
+	err := g.m.leaderOrForward(ctx, func(ctx context.Context) (err error) {
+		resp, err = g.m.updateReplicas(ctx, req)
+		return err
+	}, func(ctx context.Context, c pb.MasterClient) (err error) {
+		resp, err = c.UpdateReplicas(ctx, req)
+		return err
+	})
+	g.m.metrics.request("update_replicas", grpcCode(err))
+	return resp, grpcError(err)
+}
+
 func grpcCode(err error) string {
 	return status.Code(grpcError(err)).String()
 }

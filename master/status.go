@@ -19,7 +19,7 @@ func (m *Master) clusterStatus() *pb.ClusterStatusResponse {
 	}
 	r := node.Raft()
 	resp.Leader = node.LeaderHTTP()
-	_, _, leading := m.leaderEpoch()
+	_, since, leading := m.leaderEpoch()
 	resp.IsLeader = leading
 	resp.Term, resp.CommitIndex, resp.AppliedIndex = r.CurrentTerm(), r.CommitIndex(), r.AppliedIndex()
 	if peers, err := node.Peers(); err == nil {
@@ -34,10 +34,13 @@ func (m *Master) clusterStatus() *pb.ClusterStatusResponse {
 			st := &pb.ServerStatus{Url: srv.URL, Dc: srv.DC, Rack: srv.Rack, MaxVolumes: srv.MaxVolumes}
 			if leading {
 				st.Alive = view.alive(srv.URL)
+				ref := since
 				if b, ok := view.servers[srv.URL]; ok {
 					st.FreeBytes = b.freeBytes
 					st.LastHeartbeatUnixMs = b.at.UnixMilli()
+					ref = b.at
 				}
+				st.SilentMs = uint64(max(view.now.Sub(ref), 0).Milliseconds())
 			}
 			resp.Servers = append(resp.Servers, st)
 		}

@@ -827,8 +827,12 @@ type ServerStatus struct {
 	MaxVolumes          uint32                 `protobuf:"varint,5,opt,name=max_volumes,json=maxVolumes,proto3" json:"max_volumes,omitempty"`
 	FreeBytes           uint64                 `protobuf:"varint,6,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	LastHeartbeatUnixMs int64                  `protobuf:"varint,7,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// silent_ms is how long the leader has not heard from the server: since
+	// its last heartbeat, or since this master became leader when it has
+	// not sent one to it yet (a lower bound then).
+	SilentMs      uint64 `protobuf:"varint,8,opt,name=silent_ms,json=silentMs,proto3" json:"silent_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServerStatus) Reset() {
@@ -906,6 +910,13 @@ func (x *ServerStatus) GetFreeBytes() uint64 {
 func (x *ServerStatus) GetLastHeartbeatUnixMs() int64 {
 	if x != nil {
 		return x.LastHeartbeatUnixMs
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetSilentMs() uint64 {
+	if x != nil {
+		return x.SilentMs
 	}
 	return 0
 }
@@ -1942,6 +1953,336 @@ func (x *ScrubResponse) GetErrors() []string {
 	return nil
 }
 
+type UpdateReplicasRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Add      []string               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`       // HTTP addresses of servers joining the set
+	Remove   []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // HTTP addresses of servers leaving it
+	// expect is the replica set the change was planned from (any order);
+	// empty skips the check.
+	Expect        []string `protobuf:"bytes,4,rep,name=expect,proto3" json:"expect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateReplicasRequest) Reset() {
+	*x = UpdateReplicasRequest{}
+	mi := &file_cairn_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateReplicasRequest) ProtoMessage() {}
+
+func (x *UpdateReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateReplicasRequest.ProtoReflect.Descriptor instead.
+func (*UpdateReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateReplicasRequest) GetVolumeId() uint32 {
+	if x != nil {
+		return x.VolumeId
+	}
+	return 0
+}
+
+func (x *UpdateReplicasRequest) GetAdd() []string {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *UpdateReplicasRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *UpdateReplicasRequest) GetExpect() []string {
+	if x != nil {
+		return x.Expect
+	}
+	return nil
+}
+
+type UpdateReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replicas      []string               `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"` // the new replica set
+	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateReplicasResponse) Reset() {
+	*x = UpdateReplicasResponse{}
+	mi := &file_cairn_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateReplicasResponse) ProtoMessage() {}
+
+func (x *UpdateReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateReplicasResponse.ProtoReflect.Descriptor instead.
+func (*UpdateReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UpdateReplicasResponse) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *UpdateReplicasResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+type CopyVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Collection    string                 `protobuf:"bytes,2,opt,name=collection,proto3" json:"collection,omitempty"`
+	Replication   string                 `protobuf:"bytes,3,opt,name=replication,proto3" json:"replication,omitempty"`
+	Source        string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"` // HTTP address of a replica to copy from
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyVolumeRequest) Reset() {
+	*x = CopyVolumeRequest{}
+	mi := &file_cairn_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyVolumeRequest) ProtoMessage() {}
+
+func (x *CopyVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CopyVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CopyVolumeRequest) GetVolumeId() uint32 {
+	if x != nil {
+		return x.VolumeId
+	}
+	return 0
+}
+
+func (x *CopyVolumeRequest) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CopyVolumeRequest) GetReplication() string {
+	if x != nil {
+		return x.Replication
+	}
+	return ""
+}
+
+func (x *CopyVolumeRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type CopyVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"` // records copied (needles and tombstones)
+	Bytes         uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`     // size of the new volume file
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyVolumeResponse) Reset() {
+	*x = CopyVolumeResponse{}
+	mi := &file_cairn_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyVolumeResponse) ProtoMessage() {}
+
+func (x *CopyVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CopyVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CopyVolumeResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *CopyVolumeResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type ReadVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      uint32                 `protobuf:"varint,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadVolumeRequest) Reset() {
+	*x = ReadVolumeRequest{}
+	mi := &file_cairn_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadVolumeRequest) ProtoMessage() {}
+
+func (x *ReadVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ReadVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReadVolumeRequest) GetVolumeId() uint32 {
+	if x != nil {
+		return x.VolumeId
+	}
+	return 0
+}
+
+type RecordBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"` // encoded needle records, as ReadRecord returns them
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordBatch) Reset() {
+	*x = RecordBatch{}
+	mi := &file_cairn_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordBatch) ProtoMessage() {}
+
+func (x *RecordBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
+func (*RecordBatch) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RecordBatch) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 var File_cairn_proto protoreflect.FileDescriptor
 
 const file_cairn_proto_rawDesc = "" +
@@ -2019,7 +2360,7 @@ const file_cairn_proto_rawDesc = "" +
 	"PeerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
-	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xcf\x01\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xec\x01\n" +
 	"\fServerStatus\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x0e\n" +
 	"\x02dc\x18\x02 \x01(\tR\x02dc\x12\x12\n" +
@@ -2029,7 +2370,8 @@ const file_cairn_proto_rawDesc = "" +
 	"maxVolumes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x06 \x01(\x04R\tfreeBytes\x123\n" +
-	"\x16last_heartbeat_unix_ms\x18\a \x01(\x03R\x13lastHeartbeatUnixMs\"\x81\x02\n" +
+	"\x16last_heartbeat_unix_ms\x18\a \x01(\x03R\x13lastHeartbeatUnixMs\x12\x1b\n" +
+	"\tsilent_ms\x18\b \x01(\x04R\bsilentMs\"\x81\x02\n" +
 	"\fVolumeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1e\n" +
 	"\n" +
@@ -2104,12 +2446,35 @@ const file_cairn_proto_rawDesc = "" +
 	"\achecked\x18\x01 \x01(\x04R\achecked\x12\x18\n" +
 	"\acorrupt\x18\x02 \x01(\x04R\acorrupt\x12\x1a\n" +
 	"\brepaired\x18\x03 \x01(\x04R\brepaired\x12\x16\n" +
-	"\x06errors\x18\x04 \x03(\tR\x06errors2\x82\x02\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors\"v\n" +
+	"\x15UpdateReplicasRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\x12\x10\n" +
+	"\x03add\x18\x02 \x03(\tR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x12\x16\n" +
+	"\x06expect\x18\x04 \x03(\tR\x06expect\"N\n" +
+	"\x16UpdateReplicasResponse\x12\x1a\n" +
+	"\breplicas\x18\x01 \x03(\tR\breplicas\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\"\x8a\x01\n" +
+	"\x11CopyVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x02 \x01(\tR\n" +
+	"collection\x12 \n" +
+	"\vreplication\x18\x03 \x01(\tR\vreplication\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"D\n" +
+	"\x12CopyVolumeResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"0\n" +
+	"\x11ReadVolumeRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\"'\n" +
+	"\vRecordBatch\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords2\xd1\x02\n" +
 	"\x06Master\x12>\n" +
 	"\tHeartbeat\x12\x17.cairn.HeartbeatRequest\x1a\x18.cairn.HeartbeatResponse\x125\n" +
 	"\x06Assign\x12\x14.cairn.AssignRequest\x1a\x15.cairn.AssignResponse\x125\n" +
 	"\x06Lookup\x12\x14.cairn.LookupRequest\x1a\x15.cairn.LookupResponse\x12J\n" +
-	"\rClusterStatus\x12\x1b.cairn.ClusterStatusRequest\x1a\x1c.cairn.ClusterStatusResponse2\xa8\x04\n" +
+	"\rClusterStatus\x12\x1b.cairn.ClusterStatusRequest\x1a\x1c.cairn.ClusterStatusResponse\x12M\n" +
+	"\x0eUpdateReplicas\x12\x1c.cairn.UpdateReplicasRequest\x1a\x1d.cairn.UpdateReplicasResponse2\xa9\x05\n" +
 	"\x06Volume\x12M\n" +
 	"\x0eAllocateVolume\x12\x1c.cairn.AllocateVolumeRequest\x1a\x1d.cairn.AllocateVolumeResponse\x12G\n" +
 	"\fDeleteVolume\x12\x1a.cairn.DeleteVolumeRequest\x1a\x1b.cairn.DeleteVolumeResponse\x12>\n" +
@@ -2119,7 +2484,11 @@ const file_cairn_proto_rawDesc = "" +
 	"ReadRecord\x12\x18.cairn.ReadRecordRequest\x1a\x19.cairn.ReadRecordResponse\x125\n" +
 	"\x06Vacuum\x12\x14.cairn.VacuumRequest\x1a\x15.cairn.VacuumResponse\x12Y\n" +
 	"\x12VolumeServerStatus\x12 .cairn.VolumeServerStatusRequest\x1a!.cairn.VolumeServerStatusResponse\x122\n" +
-	"\x05Scrub\x12\x13.cairn.ScrubRequest\x1a\x14.cairn.ScrubResponseB,Z*github.com/cairn-storage/cairn/internal/pbb\x06proto3"
+	"\x05Scrub\x12\x13.cairn.ScrubRequest\x1a\x14.cairn.ScrubResponse\x12A\n" +
+	"\n" +
+	"CopyVolume\x12\x18.cairn.CopyVolumeRequest\x1a\x19.cairn.CopyVolumeResponse\x12<\n" +
+	"\n" +
+	"ReadVolume\x12\x18.cairn.ReadVolumeRequest\x1a\x12.cairn.RecordBatch0\x01B,Z*github.com/cairn-storage/cairn/internal/pbb\x06proto3"
 
 var (
 	file_cairn_proto_rawDescOnce sync.Once
@@ -2133,7 +2502,7 @@ func file_cairn_proto_rawDescGZIP() []byte {
 	return file_cairn_proto_rawDescData
 }
 
-var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_cairn_proto_goTypes = []any{
 	(*VolumeInfo)(nil),                 // 0: cairn.VolumeInfo
 	(*HeartbeatRequest)(nil),           // 1: cairn.HeartbeatRequest
@@ -2165,6 +2534,12 @@ var file_cairn_proto_goTypes = []any{
 	(*VolumeServerStatusResponse)(nil), // 27: cairn.VolumeServerStatusResponse
 	(*ScrubRequest)(nil),               // 28: cairn.ScrubRequest
 	(*ScrubResponse)(nil),              // 29: cairn.ScrubResponse
+	(*UpdateReplicasRequest)(nil),      // 30: cairn.UpdateReplicasRequest
+	(*UpdateReplicasResponse)(nil),     // 31: cairn.UpdateReplicasResponse
+	(*CopyVolumeRequest)(nil),          // 32: cairn.CopyVolumeRequest
+	(*CopyVolumeResponse)(nil),         // 33: cairn.CopyVolumeResponse
+	(*ReadVolumeRequest)(nil),          // 34: cairn.ReadVolumeRequest
+	(*RecordBatch)(nil),                // 35: cairn.RecordBatch
 }
 var file_cairn_proto_depIdxs = []int32{
 	0,  // 0: cairn.HeartbeatRequest.volumes:type_name -> cairn.VolumeInfo
@@ -2178,28 +2553,34 @@ var file_cairn_proto_depIdxs = []int32{
 	4,  // 8: cairn.Master.Assign:input_type -> cairn.AssignRequest
 	6,  // 9: cairn.Master.Lookup:input_type -> cairn.LookupRequest
 	9,  // 10: cairn.Master.ClusterStatus:input_type -> cairn.ClusterStatusRequest
-	14, // 11: cairn.Volume.AllocateVolume:input_type -> cairn.AllocateVolumeRequest
-	16, // 12: cairn.Volume.DeleteVolume:input_type -> cairn.DeleteVolumeRequest
-	18, // 13: cairn.Volume.Replicate:input_type -> cairn.ReplicateRequest
-	20, // 14: cairn.Volume.VolumeIndex:input_type -> cairn.VolumeIndexRequest
-	22, // 15: cairn.Volume.ReadRecord:input_type -> cairn.ReadRecordRequest
-	24, // 16: cairn.Volume.Vacuum:input_type -> cairn.VacuumRequest
-	26, // 17: cairn.Volume.VolumeServerStatus:input_type -> cairn.VolumeServerStatusRequest
-	28, // 18: cairn.Volume.Scrub:input_type -> cairn.ScrubRequest
-	3,  // 19: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
-	5,  // 20: cairn.Master.Assign:output_type -> cairn.AssignResponse
-	8,  // 21: cairn.Master.Lookup:output_type -> cairn.LookupResponse
-	13, // 22: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
-	15, // 23: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
-	17, // 24: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
-	19, // 25: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
-	21, // 26: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
-	23, // 27: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
-	25, // 28: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
-	27, // 29: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
-	29, // 30: cairn.Volume.Scrub:output_type -> cairn.ScrubResponse
-	19, // [19:31] is the sub-list for method output_type
-	7,  // [7:19] is the sub-list for method input_type
+	30, // 11: cairn.Master.UpdateReplicas:input_type -> cairn.UpdateReplicasRequest
+	14, // 12: cairn.Volume.AllocateVolume:input_type -> cairn.AllocateVolumeRequest
+	16, // 13: cairn.Volume.DeleteVolume:input_type -> cairn.DeleteVolumeRequest
+	18, // 14: cairn.Volume.Replicate:input_type -> cairn.ReplicateRequest
+	20, // 15: cairn.Volume.VolumeIndex:input_type -> cairn.VolumeIndexRequest
+	22, // 16: cairn.Volume.ReadRecord:input_type -> cairn.ReadRecordRequest
+	24, // 17: cairn.Volume.Vacuum:input_type -> cairn.VacuumRequest
+	26, // 18: cairn.Volume.VolumeServerStatus:input_type -> cairn.VolumeServerStatusRequest
+	28, // 19: cairn.Volume.Scrub:input_type -> cairn.ScrubRequest
+	32, // 20: cairn.Volume.CopyVolume:input_type -> cairn.CopyVolumeRequest
+	34, // 21: cairn.Volume.ReadVolume:input_type -> cairn.ReadVolumeRequest
+	3,  // 22: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
+	5,  // 23: cairn.Master.Assign:output_type -> cairn.AssignResponse
+	8,  // 24: cairn.Master.Lookup:output_type -> cairn.LookupResponse
+	13, // 25: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
+	31, // 26: cairn.Master.UpdateReplicas:output_type -> cairn.UpdateReplicasResponse
+	15, // 27: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
+	17, // 28: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
+	19, // 29: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
+	21, // 30: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
+	23, // 31: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
+	25, // 32: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
+	27, // 33: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
+	29, // 34: cairn.Volume.Scrub:output_type -> cairn.ScrubResponse
+	33, // 35: cairn.Volume.CopyVolume:output_type -> cairn.CopyVolumeResponse
+	35, // 36: cairn.Volume.ReadVolume:output_type -> cairn.RecordBatch
+	22, // [22:37] is the sub-list for method output_type
+	7,  // [7:22] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -2216,7 +2597,7 @@ func file_cairn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_proto_rawDesc), len(file_cairn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,10 +24,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Master_Heartbeat_FullMethodName     = "/cairn.Master/Heartbeat"
-	Master_Assign_FullMethodName        = "/cairn.Master/Assign"
-	Master_Lookup_FullMethodName        = "/cairn.Master/Lookup"
-	Master_ClusterStatus_FullMethodName = "/cairn.Master/ClusterStatus"
+	Master_Heartbeat_FullMethodName      = "/cairn.Master/Heartbeat"
+	Master_Assign_FullMethodName         = "/cairn.Master/Assign"
+	Master_Lookup_FullMethodName         = "/cairn.Master/Lookup"
+	Master_ClusterStatus_FullMethodName  = "/cairn.Master/ClusterStatus"
+	Master_UpdateReplicas_FullMethodName = "/cairn.Master/UpdateReplicas"
 )
 
 // MasterClient is the client API for Master service.
@@ -41,6 +42,13 @@ type MasterClient interface {
 	Assign(ctx context.Context, in *AssignRequest, opts ...grpc.CallOption) (*AssignResponse, error)
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// UpdateReplicas changes a volume's replica set in one Raft command:
+	// servers in add join it (each must already hold a full copy, see
+	// Volume.CopyVolume), servers in remove leave it. It fails without a
+	// change when the set is no longer expect, when an added server does not
+	// hold the volume, or when removing a live replica would leave replicas
+	// that are not all alive and in sync.
+	UpdateReplicas(ctx context.Context, in *UpdateReplicasRequest, opts ...grpc.CallOption) (*UpdateReplicasResponse, error)
 }
 
 type masterClient struct {
@@ -91,6 +99,16 @@ func (c *masterClient) ClusterStatus(ctx context.Context, in *ClusterStatusReque
 	return out, nil
 }
 
+func (c *masterClient) UpdateReplicas(ctx context.Context, in *UpdateReplicasRequest, opts ...grpc.CallOption) (*UpdateReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateReplicasResponse)
+	err := c.cc.Invoke(ctx, Master_UpdateReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MasterServer is the server API for Master service.
 // All implementations must embed UnimplementedMasterServer
 // for forward compatibility.
@@ -102,6 +120,13 @@ type MasterServer interface {
 	Assign(context.Context, *AssignRequest) (*AssignResponse, error)
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// UpdateReplicas changes a volume's replica set in one Raft command:
+	// servers in add join it (each must already hold a full copy, see
+	// Volume.CopyVolume), servers in remove leave it. It fails without a
+	// change when the set is no longer expect, when an added server does not
+	// hold the volume, or when removing a live replica would leave replicas
+	// that are not all alive and in sync.
+	UpdateReplicas(context.Context, *UpdateReplicasRequest) (*UpdateReplicasResponse, error)
 	mustEmbedUnimplementedMasterServer()
 }
 
@@ -123,6 +148,9 @@ func (UnimplementedMasterServer) Lookup(context.Context, *LookupRequest) (*Looku
 }
 func (UnimplementedMasterServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedMasterServer) UpdateReplicas(context.Context, *UpdateReplicasRequest) (*UpdateReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateReplicas not implemented")
 }
 func (UnimplementedMasterServer) mustEmbedUnimplementedMasterServer() {}
 func (UnimplementedMasterServer) testEmbeddedByValue()                {}
@@ -217,6 +245,24 @@ func _Master_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_UpdateReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).UpdateReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_UpdateReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).UpdateReplicas(ctx, req.(*UpdateReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Master_ServiceDesc is the grpc.ServiceDesc for Master service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +286,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ClusterStatus",
 			Handler:    _Master_ClusterStatus_Handler,
 		},
+		{
+			MethodName: "UpdateReplicas",
+			Handler:    _Master_UpdateReplicas_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "cairn.proto",
@@ -254,6 +304,8 @@ const (
 	Volume_Vacuum_FullMethodName             = "/cairn.Volume/Vacuum"
 	Volume_VolumeServerStatus_FullMethodName = "/cairn.Volume/VolumeServerStatus"
 	Volume_Scrub_FullMethodName              = "/cairn.Volume/Scrub"
+	Volume_CopyVolume_FullMethodName         = "/cairn.Volume/CopyVolume"
+	Volume_ReadVolume_FullMethodName         = "/cairn.Volume/ReadVolume"
 )
 
 // VolumeClient is the client API for Volume service.
@@ -281,6 +333,16 @@ type VolumeClient interface {
 	// its CRC; with repair, it replaces each corrupt needle with a verified
 	// copy from another replica.
 	Scrub(ctx context.Context, in *ScrubRequest, opts ...grpc.CallOption) (*ScrubResponse, error)
+	// CopyVolume builds a full replica of a volume this server does not hold
+	// by pulling it from source (ReadVolume): every record is verified, the
+	// file is written under a temporary name, fsynced, renamed and the
+	// directory fsynced before the volume opens. The copy starts out of sync:
+	// it catches up with the other replicas once the master lists this
+	// server in the volume's replica set (UpdateReplicas).
+	CopyVolume(ctx context.Context, in *CopyVolumeRequest, opts ...grpc.CallOption) (*CopyVolumeResponse, error)
+	// ReadVolume streams the latest record of every key of a volume
+	// (tombstones included), each verified, in batches.
+	ReadVolume(ctx context.Context, in *ReadVolumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RecordBatch], error)
 }
 
 type volumeClient struct {
@@ -380,6 +442,35 @@ func (c *volumeClient) Scrub(ctx context.Context, in *ScrubRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *volumeClient) CopyVolume(ctx context.Context, in *CopyVolumeRequest, opts ...grpc.CallOption) (*CopyVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CopyVolumeResponse)
+	err := c.cc.Invoke(ctx, Volume_CopyVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) ReadVolume(ctx context.Context, in *ReadVolumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RecordBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Volume_ServiceDesc.Streams[1], Volume_ReadVolume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadVolumeRequest, RecordBatch]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Volume_ReadVolumeClient = grpc.ServerStreamingClient[RecordBatch]
+
 // VolumeServer is the server API for Volume service.
 // All implementations must embed UnimplementedVolumeServer
 // for forward compatibility.
@@ -405,6 +496,16 @@ type VolumeServer interface {
 	// its CRC; with repair, it replaces each corrupt needle with a verified
 	// copy from another replica.
 	Scrub(context.Context, *ScrubRequest) (*ScrubResponse, error)
+	// CopyVolume builds a full replica of a volume this server does not hold
+	// by pulling it from source (ReadVolume): every record is verified, the
+	// file is written under a temporary name, fsynced, renamed and the
+	// directory fsynced before the volume opens. The copy starts out of sync:
+	// it catches up with the other replicas once the master lists this
+	// server in the volume's replica set (UpdateReplicas).
+	CopyVolume(context.Context, *CopyVolumeRequest) (*CopyVolumeResponse, error)
+	// ReadVolume streams the latest record of every key of a volume
+	// (tombstones included), each verified, in batches.
+	ReadVolume(*ReadVolumeRequest, grpc.ServerStreamingServer[RecordBatch]) error
 	mustEmbedUnimplementedVolumeServer()
 }
 
@@ -438,6 +539,12 @@ func (UnimplementedVolumeServer) VolumeServerStatus(context.Context, *VolumeServ
 }
 func (UnimplementedVolumeServer) Scrub(context.Context, *ScrubRequest) (*ScrubResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Scrub not implemented")
+}
+func (UnimplementedVolumeServer) CopyVolume(context.Context, *CopyVolumeRequest) (*CopyVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CopyVolume not implemented")
+}
+func (UnimplementedVolumeServer) ReadVolume(*ReadVolumeRequest, grpc.ServerStreamingServer[RecordBatch]) error {
+	return status.Error(codes.Unimplemented, "method ReadVolume not implemented")
 }
 func (UnimplementedVolumeServer) mustEmbedUnimplementedVolumeServer() {}
 func (UnimplementedVolumeServer) testEmbeddedByValue()                {}
@@ -597,6 +704,35 @@ func _Volume_Scrub_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_CopyVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CopyVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).CopyVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_CopyVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).CopyVolume(ctx, req.(*CopyVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_ReadVolume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadVolumeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(VolumeServer).ReadVolume(m, &grpc.GenericServerStream[ReadVolumeRequest, RecordBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Volume_ReadVolumeServer = grpc.ServerStreamingServer[RecordBatch]
+
 // Volume_ServiceDesc is the grpc.ServiceDesc for Volume service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -632,11 +768,20 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Scrub",
 			Handler:    _Volume_Scrub_Handler,
 		},
+		{
+			MethodName: "CopyVolume",
+			Handler:    _Volume_CopyVolume_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "VolumeIndex",
 			Handler:       _Volume_VolumeIndex_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ReadVolume",
+			Handler:       _Volume_ReadVolume_Handler,
 			ServerStreams: true,
 		},
 	},
