@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/cairn-storage/cairn/internal/pb"
@@ -56,9 +57,16 @@ func (s *Server) catchUp(ctx context.Context, vid uint32) error {
 	if loc == nil {
 		return errors.New("no placement from the master yet")
 	}
-	if want := copiesFor(v.Info().Replication); len(loc.Replicas) != want {
+	if !slices.Contains(loc.Replicas, s.url) {
+		// A copy made by CopyVolume waits here until the master lists it.
+		return errors.New("this server is not in the volume's replica set (yet)")
+	}
+	if want := copiesFor(v.Info().Replication); len(loc.Replicas) < want {
 		return fmt.Errorf("master lists %d of %d replicas", len(loc.Replicas), want)
 	}
+	// Writes planned with an older replica set may still be running; wait
+	// for them, so that the pass below sees everything they stored.
+	s.drainWrites(vid)
 	for _, peer := range peersOf(loc, s.url) {
 		if err := s.syncWith(ctx, v, vid, peer); err != nil {
 			return fmt.Errorf("with %s: %w", peer, err)

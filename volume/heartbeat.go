@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/cairn-storage/cairn/internal/pb"
@@ -61,9 +62,11 @@ func (s *Server) heartbeat(ctx context.Context, master string) (string, error) {
 		locs[l.VolumeId] = l
 	}
 	s.mu.Lock()
+	old := s.mu.locations
 	s.mu.locations = locs
 	s.mu.sizeLimit = resp.VolumeSizeLimit
 	s.mu.Unlock()
+	s.noticeJoins(old, locs)
 	s.setLeader(master, nil)
 	return master, nil
 }
@@ -81,4 +84,27 @@ func (s *Server) setLeader(leader string, err error) {
 		return
 	}
 	s.log.Info("registered with master leader", "master", leader)
+}
+
+// noticeJoins marks behind every volume held here whose replica set gained
+// a server since the previous heartbeat: the new replica was copied while
+// writes went on, and this copy's catch-up pass (which first waits for
+// writes planned with the old set) pushes it whatever it missed. Until
+// then this copy refuses writes, so none is acknowledged without the new
+// replica.
+func (s *Server) noticeJoins(old, cur map[uint32]*pb.VolumeLocation) {
+	for id, l := range cur {
+		prev, ok := old[id]
+		if !ok {
+			continue
+		}
+		for _, r := range l.Replicas {
+			if r != s.url && !slices.Contains(prev.Replicas, r) {
+				if _, held := s.store.Get(id); held {
+					s.markBehind(id, "replica "+r+" joined the replica set")
+				}
+				break
+			}
+		}
+	}
 }

@@ -39,13 +39,18 @@ func copiesFor(replication string) int {
 // marks the volume out of sync (read-only at the master) and fails the write.
 func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeLocation, n *Needle) error {
 	in := v.Info()
+	// Held until every replica answered, so that a catch-up pass after a
+	// replica-set change can wait for writes planned with the old set.
+	g := s.gate(in.ID)
+	g.RLock()
+	defer g.RUnlock()
 	if loc == nil {
 		return fmt.Errorf("%w: volume %d has no placement from the master yet; retry in a few seconds", errNotWritable, in.ID)
 	}
 	if why, behind := s.behind(in.ID); behind {
 		return fmt.Errorf("%w: volume %d is catching up with its replicas (%s); ask the master for another file id", errNotWritable, in.ID, why)
 	}
-	if want := copiesFor(in.Replication); len(loc.Replicas) != want {
+	if want := copiesFor(in.Replication); len(loc.Replicas) < want {
 		return fmt.Errorf("%w: volume %d has %d of %d replicas; ask the master for another file id", errNotWritable, in.ID, len(loc.Replicas), want)
 	}
 	n.AppendNs = s.nextAppendNs(v)

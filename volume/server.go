@@ -58,6 +58,7 @@ type Server struct {
 		locations map[uint32]*pb.VolumeLocation // the master's view of our volumes
 		needSync  map[uint32]string             // volumes that may lack or hold unreplicated writes, with why
 		lastNs    map[uint32]uint64             // highest append time handed out per volume
+		gates     map[uint32]*sync.RWMutex      // per volume: replicated writes hold it shared
 	}
 }
 
@@ -111,6 +112,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.mu.locations = make(map[uint32]*pb.VolumeLocation)
 	s.mu.needSync = make(map[uint32]string)
 	s.mu.lastNs = make(map[uint32]uint64)
+	s.mu.gates = make(map[uint32]*sync.RWMutex)
 	for _, v := range st.Volumes() {
 		s.mu.needSync[v.Info().ID] = "server restarted"
 	}
@@ -221,6 +223,30 @@ func (s *Server) kickHeartbeat() {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// gate returns the lock that replicated writes to volume id hold shared.
+// Taking it exclusively waits until every write that started before has
+// finished (see drainWrites).
+func (s *Server) gate(id uint32) *sync.RWMutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.mu.gates[id]
+	if !ok {
+		g = &sync.RWMutex{}
+		s.mu.gates[id] = g
+	}
+	return g
+}
+
+// drainWrites waits until every replicated write of volume id in progress
+// has finished. Called after the volume was marked behind, it guarantees
+// that no write planned with an older replica set is still running: later
+// ones see the mark and are refused.
+func (s *Server) drainWrites(id uint32) {
+	g := s.gate(id)
+	g.Lock()
+	g.Unlock() //nolint:staticcheck // an empty critical section is the barrier
 }
 
 // location returns the master's placement of volume id, or nil.

@@ -23,6 +23,7 @@ type Store struct {
 	mu struct {
 		sync.Mutex // guards vols and closed; never held during volume IO except Allocate's open
 		vols       map[uint32]*Volume
+		copying    map[uint32]bool // volumes CopyIn is writing
 		closed     bool
 	}
 }
@@ -35,6 +36,7 @@ type Store struct {
 func OpenStore(fsys vfs.FS, dir string) (*Store, error) {
 	s := &Store{fs: fsys, dir: dir, log: slog.Default().With("dir", dir), cache: newNeedleCache(DefaultCacheBytes)}
 	s.mu.vols = make(map[uint32]*Volume)
+	s.mu.copying = make(map[uint32]bool)
 	if err := mkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
 	}
@@ -147,6 +149,9 @@ func (s *Store) Allocate(id uint32, collection, replication string) (*Volume, er
 	defer s.mu.Unlock()
 	if s.mu.closed {
 		return nil, fmt.Errorf("volume: allocate %d: store %w", id, ErrClosed)
+	}
+	if s.mu.copying[id] {
+		return nil, fmt.Errorf("volume: allocate %d: it is being copied to this server: %w", id, ErrExists)
 	}
 	if v, ok := s.mu.vols[id]; ok {
 		if v.sb.collection != collection || v.sb.replication != repl {
