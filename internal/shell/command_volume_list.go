@@ -35,6 +35,18 @@ type volumeList struct{ vid uint }
 // VolumeListJSON is the JSON output of volume.list.
 type VolumeListJSON struct {
 	DataCenters []DataCenterJSON `json:"data_centers"`
+	// UnderReplicated lists the volumes with fewer live replicas than
+	// their placement asks for (volume.fix.replication repairs them).
+	UnderReplicated []UnderReplicaJSON `json:"under_replicated"`
+}
+
+// UnderReplicaJSON is one under-replicated volume in volume.list.
+type UnderReplicaJSON struct {
+	ID       uint32   `json:"id"`
+	Wanted   int      `json:"wanted"`
+	Live     []string `json:"live"`     // replicas on live servers
+	Missing  []string `json:"missing"`  // replicas on dead or unknown servers
+	Replicas []string `json:"replicas"` // the replica set per the master
 }
 
 // DataCenterJSON is one data center in volume.list.
@@ -74,6 +86,8 @@ type VolumeCopyJSON struct {
 	Primary      string   `json:"primary"`
 	Writable     bool     `json:"writable"`
 	Reason       string   `json:"reason,omitempty"` // why the master does not write to it
+	// UnderReplicated: fewer live replicas than the placement asks for.
+	UnderReplicated bool `json:"under_replicated"`
 }
 
 func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
@@ -92,11 +106,38 @@ func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
 	for _, s := range st.Servers {
 		addrs = append(addrs, s.Url)
 	}
+	alive := map[string]bool{}
+	for _, s := range st.Servers {
+		alive[s.Url] = s.Alive
+	}
+	under := map[uint32]bool{}
+	var unders []UnderReplicaJSON
+	for _, v := range st.Volumes {
+		if c.vid != 0 && uint(v.Id) != c.vid {
+			continue
+		}
+		u := UnderReplicaJSON{ID: v.Id, Replicas: slices.Clone(v.Replicas), Live: []string{}, Missing: []string{}}
+		if p, err := parsePlacement(v.Replication); err == nil {
+			u.Wanted = p.copies()
+		}
+		for _, r := range v.Replicas {
+			if alive[r] {
+				u.Live = append(u.Live, r)
+			} else {
+				u.Missing = append(u.Missing, r)
+			}
+		}
+		if len(u.Live) < u.Wanted {
+			under[v.Id] = true
+			unders = append(unders, u)
+		}
+	}
 	answers := serverStatuses(ctx, env, addrs)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	out := VolumeListJSON{DataCenters: []DataCenterJSON{}}
+	out := VolumeListJSON{DataCenters: []DataCenterJSON{}, UnderReplicated: []UnderReplicaJSON{}}
+	out.UnderReplicated = append(out.UnderReplicated, unders...)
 	servers := slices.Clone(st.Servers)
 	slices.SortFunc(servers, func(a, b *pb.ServerStatus) int {
 		return cmp.Or(cmp.Compare(a.Dc, b.Dc), cmp.Compare(a.Rack, b.Rack), cmp.Compare(a.Url, b.Url))
@@ -120,7 +161,9 @@ func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
 				if c.vid != 0 && uint(vi.Id) != c.vid {
 					continue
 				}
-				sv.Volumes = append(sv.Volumes, volumeCopy(vi, byID[vi.Id]))
+				vc := volumeCopy(vi, byID[vi.Id])
+				vc.UnderReplicated = under[vi.Id]
+				sv.Volumes = append(sv.Volumes, vc)
 			}
 			slices.SortFunc(sv.Volumes, func(a, b VolumeCopyJSON) int { return cmp.Compare(a.ID, b.ID) })
 		}
@@ -177,11 +220,23 @@ func printVolumeList(w io.Writer, l *VolumeListJSON) error {
 			}
 		}
 	}
+	for _, u := range l.UnderReplicated {
+		fmt.Fprintf(w, "UNDER-REPLICATED volume %d: %d of %d replicas live (%s); missing on %s; run volume.fix.replication\n",
+			u.ID, len(u.Live), u.Wanted, orDash(strings.Join(u.Live, ",")), orDash(strings.Join(u.Missing, ",")))
+	}
 	return nil
 }
 
-// volumeState is "writable", or "read-only" with the first reason known.
+// volumeState is "writable", or "read-only" with the first reason known,
+// marked when the volume is under-replicated.
 func volumeState(v VolumeCopyJSON) string {
+	if v.UnderReplicated {
+		return "UNDER-REPLICATED, " + volumeHealthState(v)
+	}
+	return volumeHealthState(v)
+}
+
+func volumeHealthState(v VolumeCopyJSON) string {
 	switch {
 	case v.ReadOnly:
 		return "read-only (" + orDash(v.Error) + ")"
