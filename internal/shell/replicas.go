@@ -158,13 +158,14 @@ func (p placement) copies() int { return p.DiffDC + p.DiffRack + p.SameRack + 1 
 
 // fill chooses servers among cands (in preference order) to add to kept so
 // that together they satisfy p, adding as few as possible; ties go to the
-// least loaded choice. With kept empty any rack may be the main one.
+// least loaded choice. Any rack may be the main one (the rack with z+1
+// copies); the kept replicas count wherever they are.
 func (p placement) fill(kept, cands []*topoServer) ([]*topoServer, error) {
 	type rackKey struct{ dc, rack string }
 	var mains []rackKey
 	for _, s := range append(slices.Clone(kept), cands...) {
 		k := rackKey{s.DC, s.Rack}
-		if !slices.Contains(mains, k) && (len(kept) == 0 || slices.ContainsFunc(kept, func(x *topoServer) bool { return x.DC == k.dc && x.Rack == k.rack })) {
+		if !slices.Contains(mains, k) {
 			mains = append(mains, k)
 		}
 	}

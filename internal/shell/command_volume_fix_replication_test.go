@@ -1,0 +1,163 @@
+package shell
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/testcluster"
+	"github.com/cairn-storage/cairn/internal/testutil"
+)
+
+// TestVolumeFixReplication is the acceptance test of re-replication: three
+// volume servers, replication 001, a few hundred needles; one server is
+// killed with SIGKILL and its directory wiped for good. volume.list shows
+// the volumes it held as under-replicated, volume.fix.replication -apply
+// copies them to the remaining servers, every needle then reads back
+// byte-identical from every replica, and the repaired volumes take writes.
+func TestVolumeFixReplication(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real cluster")
+	}
+	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 3, Replication: "001"})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var w written
+	for i := range 4 { // a few collections: several volumes on every pair of servers
+		writeNeedles(t, c, &w, fmt.Sprintf("fix%d", i), 75, rng)
+	}
+
+	// The victim: the server holding the most replicas.
+	_, st, err := c.LeaderStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]uint32{}
+	for _, v := range st.Volumes {
+		for _, r := range v.Replicas {
+			held[r] = append(held[r], v.ID)
+		}
+	}
+	victim := c.Volumes[0]
+	for _, p := range c.Volumes {
+		if len(held[p.HTTP]) > len(held[victim.HTTP]) {
+			victim = p
+		}
+	}
+	lost := map[uint32]bool{}
+	for _, id := range held[victim.HTTP] {
+		lost[id] = true
+	}
+	if len(lost) == 0 {
+		t.Fatalf("no volume on any server: %+v", st)
+	}
+	t.Logf("killing %s and wiping %s; it held volumes %v", victim.HTTP, victim.Dir, held[victim.HTTP])
+	victim.Kill()
+	if err := os.RemoveAll(victim.Dir); err != nil {
+		t.Fatal(err)
+	}
+
+	// volume.list marks them once the master counts the server dead.
+	var list VolumeListJSON
+	testutil.WaitFor(t, 60*time.Second, "volume.list to show the under-replicated volumes", func() error {
+		jsonOn(t, c, &list, "volume.list")
+		var ids []uint32
+		for _, u := range list.UnderReplicated {
+			ids = append(ids, u.ID)
+			if !slices.Contains(u.Missing, victim.HTTP) || len(u.Live) != 1 || u.Wanted != 2 {
+				return fmt.Errorf("volume %d: %+v", u.ID, u)
+			}
+		}
+		if len(ids) != len(lost) {
+			return fmt.Errorf("under-replicated %v, want the %d volumes of %s", ids, len(lost), victim.HTTP)
+		}
+		return nil
+	})
+	text, _, _ := shellOn(t, c, "-c", "volume.list")
+	if n := strings.Count(text, "UNDER-REPLICATED volume"); n != len(lost) {
+		t.Errorf("volume.list text marks %d volumes under-replicated, want %d:\n%s", n, len(lost), text)
+	}
+
+	// Within the grace period nothing is planned; past it, one copy per volume.
+	var plan FixReplicationJSON
+	jsonOn(t, c, &plan, "volume.fix.replication -grace 1h")
+	if len(plan.Plan) != 0 || len(plan.Volumes) != len(lost) {
+		t.Fatalf("within the grace period: %+v, want the volumes listed and no plan", plan)
+	}
+	testutil.WaitFor(t, 30*time.Second, "a plan past a 1s grace period", func() error {
+		jsonOn(t, c, &plan, "volume.fix.replication -grace 1s")
+		if len(plan.Plan) != len(lost) {
+			return fmt.Errorf("%d steps, want %d: %+v", len(plan.Plan), len(lost), plan)
+		}
+		return nil
+	})
+	for _, s := range plan.Plan {
+		if !lost[s.Volume] || s.Drop != victim.HTTP || !s.DropDead || s.Target == "" || s.Target == victim.HTTP || s.Source == s.Target {
+			t.Fatalf("bad step %+v", s)
+		}
+	}
+	// Planning changed nothing.
+	if _, st2, _ := c.LeaderStatus(); !sameVolumes(st, st2) {
+		t.Fatal("a plan without -apply changed the replica sets")
+	}
+
+	start := time.Now()
+	var applied FixReplicationJSON
+	progress := jsonOn(t, c, &applied, "volume.fix.replication -grace 1s -apply")
+	t.Logf("fix.replication -apply of %d volumes took %v", len(applied.Plan), time.Since(start).Round(time.Millisecond))
+	if !applied.Applied || len(applied.Plan) != len(lost) {
+		t.Fatalf("applied: %+v", applied)
+	}
+	for _, s := range applied.Plan {
+		if !s.Done || s.Error != "" {
+			t.Errorf("step %+v not done", s)
+		}
+	}
+	if !strings.Contains(progress, fmt.Sprintf("[%d/%d]", len(lost), len(lost))) {
+		t.Errorf("no progress on stderr:\n%s", progress)
+	}
+
+	waitWritable(t, c, lost, victim.HTTP)
+	jsonOn(t, c, &list, "volume.list")
+	if len(list.UnderReplicated) != 0 {
+		t.Errorf("still under-replicated after the repair: %+v", list.UnderReplicated)
+	}
+	checkAllReplicas(t, c, &w)
+	for id := range lost {
+		writeTo(t, c, id, &w)
+	}
+	checkAllReplicas(t, c, &w)
+
+	// Running it again finds nothing to do.
+	jsonOn(t, c, &plan, "volume.fix.replication -grace 1s -apply")
+	if len(plan.Plan) != 0 {
+		t.Fatalf("second run planned %+v", plan.Plan)
+	}
+	out, _, _ := shellOn(t, c, "-c", "volume.fix.replication")
+	if !strings.Contains(out, "every volume has its full replica count") {
+		t.Errorf("text output after the repair:\n%s", out)
+	}
+	if _, errs, code := shellOn(t, c, "-c", "volume.fix.replication -volumeId 9999"); code != 1 || !strings.Contains(errs, "volume 9999 does not exist") {
+		t.Errorf("unknown volume: exit %d, %s", code, errs)
+	}
+}
+
+// sameVolumes reports whether two statuses list the same replica sets.
+func sameVolumes(a, b *testcluster.Status) bool {
+	if a == nil || b == nil || len(a.Volumes) != len(b.Volumes) {
+		return false
+	}
+	sets := map[uint32][]string{}
+	for _, v := range a.Volumes {
+		sets[v.ID] = slices.Sorted(slices.Values(v.Replicas))
+	}
+	for _, v := range b.Volumes {
+		if !slices.Equal(sets[v.ID], slices.Sorted(slices.Values(v.Replicas))) {
+			return false
+		}
+	}
+	return true
+}
