@@ -227,7 +227,7 @@ func (m *Master) placeVolume(p placement) ([]string, error) {
 			}
 		}
 		for url, srv := range s.Servers {
-			if !view.alive(url) {
+			if !view.alive(url) || srv.Draining {
 				continue
 			}
 			n := max(count[url], len(view.servers[url].volumes))

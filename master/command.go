@@ -25,6 +25,7 @@ const (
 	cmdSetPrimary      = "set_primary"
 	cmdLeaseKeys       = "lease_keys"
 	cmdSetReplicas     = "set_replicas"
+	cmdSetDraining     = "set_draining"
 )
 
 // maxLease bounds one LeaseKeys command.
@@ -48,6 +49,9 @@ type command struct {
 	// state cannot both apply.
 	Replicas []string `json:"replicas,omitempty"`
 	Expect   []string `json:"expect,omitempty"`
+	// URL and Draining are used by set_draining.
+	URL      string `json:"url,omitempty"`
+	Draining bool   `json:"draining,omitempty"`
 }
 
 // ServerRecord is a volume server as the replicated state knows it.
@@ -58,6 +62,8 @@ type ServerRecord struct {
 	DC         string `json:"dc"`
 	Rack       string `json:"rack"`
 	MaxVolumes uint32 `json:"max_volumes"`
+	// Draining servers get no new volumes or replicas (volume.evacuate).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // VolumeRecord is a volume and its replica set.
@@ -94,6 +100,9 @@ func setPrimaryCmd(id uint32, primary string) []byte {
 	return encodeCommand(command{Type: cmdSetPrimary, VolumeID: id, Primary: primary})
 }
 func leaseKeysCmd(n uint64) []byte { return encodeCommand(command{Type: cmdLeaseKeys, N: n}) }
+func setDrainingCmd(url string, draining bool) []byte {
+	return encodeCommand(command{Type: cmdSetDraining, URL: url, Draining: draining})
+}
 func setReplicasCmd(id uint32, replicas []string, primary string, expect []string) []byte {
 	return encodeCommand(command{Type: cmdSetReplicas, VolumeID: id, Replicas: replicas, Primary: primary, Expect: expect})
 }
@@ -122,6 +131,9 @@ func decodeCommand(b []byte) (command, error) {
 func (c *command) validate() error {
 	if c.Type != cmdSetReplicas && (c.Replicas != nil || c.Expect != nil) {
 		return errors.New("replicas and expect belong to set_replicas only")
+	}
+	if c.Type != cmdSetDraining && (c.URL != "" || c.Draining) {
+		return errors.New("url and draining belong to set_draining only")
 	}
 	onlyServer := c.Server != nil && c.Volume == nil && c.VolumeID == 0 && c.Primary == "" && c.N == 0
 	onlyVolume := c.Server == nil && c.Volume != nil && c.VolumeID == 0 && c.Primary == "" && c.N == 0
@@ -166,6 +178,11 @@ func (c *command) validate() error {
 		if !slices.Contains(c.Replicas, c.Primary) {
 			return fmt.Errorf("primary %q is not a replica", c.Primary)
 		}
+	case cmdSetDraining:
+		if c.Server != nil || c.Volume != nil || c.N != 0 || c.VolumeID != 0 || c.Primary != "" || c.Replicas != nil || c.Expect != nil {
+			return errors.New("needs exactly a url and draining")
+		}
+		return validAddr("server url", c.URL)
 	default:
 		return fmt.Errorf("unknown command type %q", c.Type)
 	}

@@ -110,6 +110,14 @@ func (s *state) apply(c command) any {
 		}
 		v.Primary = c.Primary
 		return nil
+	case cmdSetDraining:
+		srv, ok := s.Servers[c.URL]
+		if !ok {
+			return fmt.Errorf("%w: volume server %s is not registered", ErrRejected, c.URL)
+		}
+		srv.Draining = c.Draining
+		s.Servers[c.URL] = srv
+		return nil
 	case cmdSetReplicas:
 		v, ok := s.Volumes[c.VolumeID]
 		if !ok {

@@ -189,6 +189,11 @@ func TestFSMSetReplicas(t *testing.T) {
 		{setReplicasCmd(1, []string{a, c, d}, d, []string{a, c}), nil},        // add d, move the primary
 		{setReplicasCmd(1, []string{c, d}, d, []string{a, c, d}), nil},        // drop a
 		{encodeCommand(command{Type: cmdSetPrimary, VolumeID: 1, Primary: c, Expect: []string{c}}), ErrBadCommand},
+		{registerServerCmd(ServerRecord{URL: c, MaxVolumes: 8}), nil},
+		{setDrainingCmd(c, true), nil},
+		{setDrainingCmd(d, true), ErrRejected}, // not registered
+		{encodeCommand(command{Type: cmdSetDraining, URL: c, VolumeID: 1}), ErrBadCommand},
+		{encodeCommand(command{Type: cmdLeaseKeys, N: 1, Draining: true}), ErrBadCommand},
 	}
 	for i, s := range steps {
 		r := applyCmd(f, uint64(3+i), s.cmd)
@@ -201,6 +206,9 @@ func TestFSMSetReplicas(t *testing.T) {
 		v := s.Volumes[1]
 		if !reflect.DeepEqual(v.Replicas, []string{c, d}) || v.Primary != d {
 			t.Errorf("volume 1 is %+v, want replicas [%s %s] primary %s", v, c, d, d)
+		}
+		if !s.Servers[c].Draining {
+			t.Errorf("server %s not draining: %+v", c, s.Servers[c])
 		}
 	})
 }

@@ -78,6 +78,20 @@ func (g *grpcService) UpdateReplicas(ctx context.Context, req *pb.UpdateReplicas
 	return resp, grpcError(err)
 }
 
+func (g *grpcService) SetDraining(ctx context.Context, req *pb.SetDrainingRequest) (*pb.SetDrainingResponse, error) {
+	err := g.m.leaderOrForward(ctx, func(ctx context.Context) error {
+		return g.m.setDraining(ctx, req.GetUrl(), req.GetDraining())
+	}, func(ctx context.Context, c pb.MasterClient) error {
+		_, err := c.SetDraining(ctx, req)
+		return err
+	})
+	g.m.metrics.request("set_draining", grpcCode(err))
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &pb.SetDrainingResponse{}, nil
+}
+
 func grpcCode(err error) string {
 	return status.Code(grpcError(err)).String()
 }
@@ -150,6 +164,7 @@ func (m *Master) heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.H
 	var known ServerRecord
 	var exists bool
 	m.fsm.view(func(s *state) { known, exists = s.Servers[rec.URL] })
+	rec.Draining = known.Draining // set by the operator, not by the server
 	if !exists || known != rec {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := m.apply(actx, registerServerCmd(rec))

@@ -44,14 +44,14 @@ func (m *Master) updateReplicas(ctx context.Context, req *pb.UpdateReplicasReque
 	}
 	var vol VolumeRecord
 	var found bool
-	known := map[string]bool{}
+	known, draining := map[string]bool{}, map[string]bool{}
 	m.fsm.view(func(s *state) {
 		if v, ok := s.Volumes[id]; ok {
 			vol, found = *v, true
 			vol.Replicas = slices.Clone(v.Replicas)
 		}
-		for u := range s.Servers {
-			known[u] = true
+		for u, srv := range s.Servers {
+			known[u], draining[u] = true, srv.Draining
 		}
 	})
 	if !found {
@@ -68,6 +68,9 @@ func (m *Master) updateReplicas(ctx context.Context, req *pb.UpdateReplicasReque
 		}
 		if !known[a] || !view.alive(a) {
 			return nil, apiErrorf(http.StatusConflict, "volume %d: server %s to add is not a live registered volume server", id, a)
+		}
+		if draining[a] {
+			return nil, apiErrorf(http.StatusConflict, "volume %d: server %s is being evacuated; choose another server", id, a)
 		}
 		if err := m.checkHolds(ctx, a, vol); err != nil {
 			return nil, err
@@ -95,7 +98,16 @@ func (m *Master) updateReplicas(ctx context.Context, req *pb.UpdateReplicasReque
 			return false
 		}
 		vi, ok := view.servers[u].volumes[id]
-		return ok && vi.GetInSync() && !vi.GetReadOnly()
+		if !ok || !vi.GetInSync() || vi.GetReadOnly() {
+			return false
+		}
+		// In sync since it learned the current set (it may not have yet).
+		for _, r := range vol.Replicas {
+			if !slices.Contains(vi.GetReplicas(), r) {
+				return false
+			}
+		}
+		return true
 	}
 	var remaining []string // replicas kept from the old set
 	for _, r := range next {
@@ -153,4 +165,29 @@ func (m *Master) checkHolds(ctx context.Context, server string, vol VolumeRecord
 		return nil
 	}
 	return apiErrorf(http.StatusConflict, "volume %d: %s does not hold a copy; copy it there first (CopyVolume)", vol.ID, server)
+}
+
+// setDraining marks a registered volume server as draining or not.
+func (m *Master) setDraining(ctx context.Context, url string, draining bool) error {
+	if err := validAddr("server", url); err != nil {
+		return apiErrorf(http.StatusBadRequest, "%v", err)
+	}
+	var known ServerRecord
+	var ok bool
+	m.fsm.view(func(s *state) { known, ok = s.Servers[url] })
+	if !ok {
+		return apiErrorf(http.StatusNotFound, "volume server %s is not registered", url)
+	}
+	if known.Draining == draining {
+		return nil
+	}
+	if _, err := m.apply(ctx, setDrainingCmd(url, draining)); err != nil {
+		return err
+	}
+	if draining {
+		m.log.Info("volume server is draining: no new volumes or replicas go there", "server", url)
+	} else {
+		m.log.Info("volume server is no longer draining", "server", url)
+	}
+	return nil
 }

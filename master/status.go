@@ -31,7 +31,7 @@ func (m *Master) clusterStatus() *pb.ClusterStatusResponse {
 	m.fsm.view(func(s *state) {
 		resp.MaxVolumeId, resp.MaxFileKey = s.MaxVolumeID, s.MaxFileKey
 		for _, srv := range s.Servers {
-			st := &pb.ServerStatus{Url: srv.URL, Dc: srv.DC, Rack: srv.Rack, MaxVolumes: srv.MaxVolumes}
+			st := &pb.ServerStatus{Url: srv.URL, Dc: srv.DC, Rack: srv.Rack, MaxVolumes: srv.MaxVolumes, Draining: srv.Draining}
 			if leading {
 				st.Alive = view.alive(srv.URL)
 				ref := since

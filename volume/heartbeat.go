@@ -63,10 +63,14 @@ func (s *Server) heartbeat(ctx context.Context, master string) (string, error) {
 	}
 	s.mu.Lock()
 	old := s.mu.locations
+	s.mu.Unlock()
+	// Marked behind before the new set is visible, so no status ever
+	// reports the new set in sync before the catch-up pass that follows.
+	s.noticeJoins(old, locs)
+	s.mu.Lock()
 	s.mu.locations = locs
 	s.mu.sizeLimit = resp.VolumeSizeLimit
 	s.mu.Unlock()
-	s.noticeJoins(old, locs)
 	s.setLeader(master, nil)
 	return master, nil
 }

@@ -99,8 +99,24 @@ func readBody(r *http.Request) ([]byte, error) {
 	return data, nil
 }
 
+// proxyElsewhere forwards a write or delete for a volume this server does
+// not hold (any more: it may have just moved away, see volume.evacuate) to
+// the volume's primary per the master, and reports whether it did.
+func (s *Server) proxyElsewhere(w http.ResponseWriter, r *http.Request, id fid.FileID) bool {
+	// Not the cached placement: it may still name this server.
+	loc := s.lookup(r.Context(), id.Volume)
+	if loc == nil || loc.Primary == "" || loc.Primary == s.url {
+		return false
+	}
+	s.proxy(w, r, loc.Primary)
+	return true
+}
+
 func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.FileID) {
 	v, ok := s.store.Get(id.Volume)
+	if !ok && s.proxyElsewhere(w, r, id) {
+		return
+	}
 	if !ok {
 		httpx.WriteError(w, http.StatusNotFound, fmt.Sprintf("volume %d is not on this server; ask the master where it lives (/dir/lookup?volumeId=%d)", id.Volume, id.Volume))
 		return
@@ -128,6 +144,9 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.File
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, id fid.FileID) {
 	v, ok := s.store.Get(id.Volume)
+	if !ok && s.proxyElsewhere(w, r, id) {
+		return
+	}
 	if !ok {
 		httpx.WriteError(w, http.StatusNotFound, fmt.Sprintf("volume %d is not on this server", id.Volume))
 		return

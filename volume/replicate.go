@@ -72,7 +72,7 @@ func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeL
 	}
 	var localErr error
 	var peerErrs []string
-	var noSpace bool
+	var noSpace, gone bool
 	for range len(peers) + 1 {
 		r := <-results
 		switch {
@@ -82,6 +82,7 @@ func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeL
 		default:
 			peerErrs = append(peerErrs, fmt.Sprintf("%s: %v", r.peer, r.err))
 			noSpace = noSpace || errors.Is(r.err, ErrNoSpace)
+			gone = gone || errors.Is(r.err, ErrNotFound)
 		}
 	}
 	if localErr == nil && len(peerErrs) == 0 {
@@ -98,6 +99,11 @@ func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeL
 		fid.FileID{Volume: in.ID, Key: n.Key, Cookie: n.Cookie}, strings.Join(peerErrs, "; "))
 	if noSpace {
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	if gone {
+		// A replica left the set (evacuate, balance) before this server
+		// heard of it: the write is refused, not failed.
+		return fmt.Errorf("%w: %w", errNotWritable, err)
 	}
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -190,6 +191,10 @@ func (s *Server) volumeInfos() []*pb.VolumeInfo {
 	for _, v := range vols {
 		in := v.Info()
 		_, behind := s.mu.needSync[in.ID]
+		var replicas []string
+		if l := s.mu.locations[in.ID]; l != nil {
+			replicas = slices.Clone(l.Replicas)
+		}
 		why := in.ReadOnlyReason
 		if in.Err != "" {
 			why = in.Err
@@ -198,6 +203,7 @@ func (s *Server) volumeInfos() []*pb.VolumeInfo {
 			Id: in.ID, Collection: in.Collection, Replication: in.Replication,
 			Size: in.Size, NeedleCount: in.NeedleCount, DeletedCount: in.DeletedCount,
 			DeletedBytes: in.DeletedBytes, InSync: !behind, ReadOnly: in.ReadOnly, Error: why,
+			Replicas: replicas,
 		})
 	}
 	return out
@@ -262,6 +268,19 @@ func (s *Server) locate(ctx context.Context, id uint32) *pb.VolumeLocation {
 	if loc := s.location(id); loc != nil {
 		return loc
 	}
+	loc := s.lookup(ctx, id)
+	if loc != nil {
+		s.mu.Lock()
+		if _, ok := s.mu.locations[id]; !ok {
+			s.mu.locations[id] = loc
+		}
+		s.mu.Unlock()
+	}
+	return loc
+}
+
+// lookup asks the master leader where volume id lives, or returns nil.
+func (s *Server) lookup(ctx context.Context, id uint32) *pb.VolumeLocation {
 	s.mu.Lock()
 	leader := s.mu.leader
 	s.mu.Unlock()
@@ -282,11 +301,6 @@ func (s *Server) locate(ctx context.Context, id uint32) *pb.VolumeLocation {
 	for _, l := range resp.Locations {
 		loc.Replicas = append(loc.Replicas, l.Url)
 	}
-	s.mu.Lock()
-	if _, ok := s.mu.locations[id]; !ok {
-		s.mu.locations[id] = loc
-	}
-	s.mu.Unlock()
 	return loc
 }
 

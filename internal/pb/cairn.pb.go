@@ -27,17 +27,21 @@ const (
 )
 
 type VolumeInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Collection    string                 `protobuf:"bytes,2,opt,name=collection,proto3" json:"collection,omitempty"`
-	Replication   string                 `protobuf:"bytes,3,opt,name=replication,proto3" json:"replication,omitempty"`
-	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`                                     // bytes in the data file
-	NeedleCount   uint64                 `protobuf:"varint,5,opt,name=needle_count,json=needleCount,proto3" json:"needle_count,omitempty"`    // live needles
-	DeletedCount  uint64                 `protobuf:"varint,6,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"` // tombstoned or overwritten needles
-	DeletedBytes  uint64                 `protobuf:"varint,7,opt,name=deleted_bytes,json=deletedBytes,proto3" json:"deleted_bytes,omitempty"`
-	InSync        bool                   `protobuf:"varint,8,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`       // caught up with its peers; may count for acks
-	ReadOnly      bool                   `protobuf:"varint,9,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"` // locally read-only (IO error, disk full)
-	Error         string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`                       // why it is read-only, for operators
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Collection   string                 `protobuf:"bytes,2,opt,name=collection,proto3" json:"collection,omitempty"`
+	Replication  string                 `protobuf:"bytes,3,opt,name=replication,proto3" json:"replication,omitempty"`
+	Size         uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`                                     // bytes in the data file
+	NeedleCount  uint64                 `protobuf:"varint,5,opt,name=needle_count,json=needleCount,proto3" json:"needle_count,omitempty"`    // live needles
+	DeletedCount uint64                 `protobuf:"varint,6,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"` // tombstoned or overwritten needles
+	DeletedBytes uint64                 `protobuf:"varint,7,opt,name=deleted_bytes,json=deletedBytes,proto3" json:"deleted_bytes,omitempty"`
+	InSync       bool                   `protobuf:"varint,8,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`       // caught up with its peers; may count for acks
+	ReadOnly     bool                   `protobuf:"varint,9,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"` // locally read-only (IO error, disk full)
+	Error        string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`                       // why it is read-only, for operators
+	// replicas is the replica set this server last learned from the master
+	// (empty before it learned one). A copy reporting in_sync with a given
+	// set has caught up since it learned that set.
+	Replicas      []string `protobuf:"bytes,11,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +144,13 @@ func (x *VolumeInfo) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *VolumeInfo) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
 }
 
 type HeartbeatRequest struct {
@@ -831,6 +842,7 @@ type ServerStatus struct {
 	// its last heartbeat, or since this master became leader when it has
 	// not sent one to it yet (a lower bound then).
 	SilentMs      uint64 `protobuf:"varint,8,opt,name=silent_ms,json=silentMs,proto3" json:"silent_ms,omitempty"`
+	Draining      bool   `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"` // being evacuated: no new volumes or replicas go there
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,6 +931,13 @@ func (x *ServerStatus) GetSilentMs() uint64 {
 		return x.SilentMs
 	}
 	return 0
+}
+
+func (x *ServerStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 type VolumeStatus struct {
@@ -2283,11 +2302,99 @@ func (x *RecordBatch) GetRecords() [][]byte {
 	return nil
 }
 
+type SetDrainingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"` // HTTP address of a registered volume server
+	Draining      bool                   `protobuf:"varint,2,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainingRequest) Reset() {
+	*x = SetDrainingRequest{}
+	mi := &file_cairn_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainingRequest) ProtoMessage() {}
+
+func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
+func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetDrainingRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SetDrainingRequest) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+type SetDrainingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainingResponse) Reset() {
+	*x = SetDrainingResponse{}
+	mi := &file_cairn_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainingResponse) ProtoMessage() {}
+
+func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
+func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_proto_rawDescGZIP(), []int{37}
+}
+
 var File_cairn_proto protoreflect.FileDescriptor
 
 const file_cairn_proto_rawDesc = "" +
 	"\n" +
-	"\vcairn.proto\x12\x05cairn\"\xab\x02\n" +
+	"\vcairn.proto\x12\x05cairn\"\xc7\x02\n" +
 	"\n" +
 	"VolumeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1e\n" +
@@ -2302,7 +2409,8 @@ const file_cairn_proto_rawDesc = "" +
 	"\ain_sync\x18\b \x01(\bR\x06inSync\x12\x1b\n" +
 	"\tread_only\x18\t \x01(\bR\breadOnly\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\"\xf1\x01\n" +
+	" \x01(\tR\x05error\x12\x1a\n" +
+	"\breplicas\x18\v \x03(\tR\breplicas\"\xf1\x01\n" +
 	"\x10HeartbeatRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
 	"\n" +
@@ -2360,7 +2468,7 @@ const file_cairn_proto_rawDesc = "" +
 	"PeerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
-	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xec\x01\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\x88\x02\n" +
 	"\fServerStatus\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x0e\n" +
 	"\x02dc\x18\x02 \x01(\tR\x02dc\x12\x12\n" +
@@ -2371,7 +2479,8 @@ const file_cairn_proto_rawDesc = "" +
 	"\n" +
 	"free_bytes\x18\x06 \x01(\x04R\tfreeBytes\x123\n" +
 	"\x16last_heartbeat_unix_ms\x18\a \x01(\x03R\x13lastHeartbeatUnixMs\x12\x1b\n" +
-	"\tsilent_ms\x18\b \x01(\x04R\bsilentMs\"\x81\x02\n" +
+	"\tsilent_ms\x18\b \x01(\x04R\bsilentMs\x12\x1a\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\"\x81\x02\n" +
 	"\fVolumeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1e\n" +
 	"\n" +
@@ -2468,13 +2577,18 @@ const file_cairn_proto_rawDesc = "" +
 	"\x11ReadVolumeRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\rR\bvolumeId\"'\n" +
 	"\vRecordBatch\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords2\xd1\x02\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"B\n" +
+	"\x12SetDrainingRequest\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
+	"\bdraining\x18\x02 \x01(\bR\bdraining\"\x15\n" +
+	"\x13SetDrainingResponse2\x97\x03\n" +
 	"\x06Master\x12>\n" +
 	"\tHeartbeat\x12\x17.cairn.HeartbeatRequest\x1a\x18.cairn.HeartbeatResponse\x125\n" +
 	"\x06Assign\x12\x14.cairn.AssignRequest\x1a\x15.cairn.AssignResponse\x125\n" +
 	"\x06Lookup\x12\x14.cairn.LookupRequest\x1a\x15.cairn.LookupResponse\x12J\n" +
 	"\rClusterStatus\x12\x1b.cairn.ClusterStatusRequest\x1a\x1c.cairn.ClusterStatusResponse\x12M\n" +
-	"\x0eUpdateReplicas\x12\x1c.cairn.UpdateReplicasRequest\x1a\x1d.cairn.UpdateReplicasResponse2\xa9\x05\n" +
+	"\x0eUpdateReplicas\x12\x1c.cairn.UpdateReplicasRequest\x1a\x1d.cairn.UpdateReplicasResponse\x12D\n" +
+	"\vSetDraining\x12\x19.cairn.SetDrainingRequest\x1a\x1a.cairn.SetDrainingResponse2\xa9\x05\n" +
 	"\x06Volume\x12M\n" +
 	"\x0eAllocateVolume\x12\x1c.cairn.AllocateVolumeRequest\x1a\x1d.cairn.AllocateVolumeResponse\x12G\n" +
 	"\fDeleteVolume\x12\x1a.cairn.DeleteVolumeRequest\x1a\x1b.cairn.DeleteVolumeResponse\x12>\n" +
@@ -2502,7 +2616,7 @@ func file_cairn_proto_rawDescGZIP() []byte {
 	return file_cairn_proto_rawDescData
 }
 
-var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_cairn_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_cairn_proto_goTypes = []any{
 	(*VolumeInfo)(nil),                 // 0: cairn.VolumeInfo
 	(*HeartbeatRequest)(nil),           // 1: cairn.HeartbeatRequest
@@ -2540,6 +2654,8 @@ var file_cairn_proto_goTypes = []any{
 	(*CopyVolumeResponse)(nil),         // 33: cairn.CopyVolumeResponse
 	(*ReadVolumeRequest)(nil),          // 34: cairn.ReadVolumeRequest
 	(*RecordBatch)(nil),                // 35: cairn.RecordBatch
+	(*SetDrainingRequest)(nil),         // 36: cairn.SetDrainingRequest
+	(*SetDrainingResponse)(nil),        // 37: cairn.SetDrainingResponse
 }
 var file_cairn_proto_depIdxs = []int32{
 	0,  // 0: cairn.HeartbeatRequest.volumes:type_name -> cairn.VolumeInfo
@@ -2554,33 +2670,35 @@ var file_cairn_proto_depIdxs = []int32{
 	6,  // 9: cairn.Master.Lookup:input_type -> cairn.LookupRequest
 	9,  // 10: cairn.Master.ClusterStatus:input_type -> cairn.ClusterStatusRequest
 	30, // 11: cairn.Master.UpdateReplicas:input_type -> cairn.UpdateReplicasRequest
-	14, // 12: cairn.Volume.AllocateVolume:input_type -> cairn.AllocateVolumeRequest
-	16, // 13: cairn.Volume.DeleteVolume:input_type -> cairn.DeleteVolumeRequest
-	18, // 14: cairn.Volume.Replicate:input_type -> cairn.ReplicateRequest
-	20, // 15: cairn.Volume.VolumeIndex:input_type -> cairn.VolumeIndexRequest
-	22, // 16: cairn.Volume.ReadRecord:input_type -> cairn.ReadRecordRequest
-	24, // 17: cairn.Volume.Vacuum:input_type -> cairn.VacuumRequest
-	26, // 18: cairn.Volume.VolumeServerStatus:input_type -> cairn.VolumeServerStatusRequest
-	28, // 19: cairn.Volume.Scrub:input_type -> cairn.ScrubRequest
-	32, // 20: cairn.Volume.CopyVolume:input_type -> cairn.CopyVolumeRequest
-	34, // 21: cairn.Volume.ReadVolume:input_type -> cairn.ReadVolumeRequest
-	3,  // 22: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
-	5,  // 23: cairn.Master.Assign:output_type -> cairn.AssignResponse
-	8,  // 24: cairn.Master.Lookup:output_type -> cairn.LookupResponse
-	13, // 25: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
-	31, // 26: cairn.Master.UpdateReplicas:output_type -> cairn.UpdateReplicasResponse
-	15, // 27: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
-	17, // 28: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
-	19, // 29: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
-	21, // 30: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
-	23, // 31: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
-	25, // 32: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
-	27, // 33: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
-	29, // 34: cairn.Volume.Scrub:output_type -> cairn.ScrubResponse
-	33, // 35: cairn.Volume.CopyVolume:output_type -> cairn.CopyVolumeResponse
-	35, // 36: cairn.Volume.ReadVolume:output_type -> cairn.RecordBatch
-	22, // [22:37] is the sub-list for method output_type
-	7,  // [7:22] is the sub-list for method input_type
+	36, // 12: cairn.Master.SetDraining:input_type -> cairn.SetDrainingRequest
+	14, // 13: cairn.Volume.AllocateVolume:input_type -> cairn.AllocateVolumeRequest
+	16, // 14: cairn.Volume.DeleteVolume:input_type -> cairn.DeleteVolumeRequest
+	18, // 15: cairn.Volume.Replicate:input_type -> cairn.ReplicateRequest
+	20, // 16: cairn.Volume.VolumeIndex:input_type -> cairn.VolumeIndexRequest
+	22, // 17: cairn.Volume.ReadRecord:input_type -> cairn.ReadRecordRequest
+	24, // 18: cairn.Volume.Vacuum:input_type -> cairn.VacuumRequest
+	26, // 19: cairn.Volume.VolumeServerStatus:input_type -> cairn.VolumeServerStatusRequest
+	28, // 20: cairn.Volume.Scrub:input_type -> cairn.ScrubRequest
+	32, // 21: cairn.Volume.CopyVolume:input_type -> cairn.CopyVolumeRequest
+	34, // 22: cairn.Volume.ReadVolume:input_type -> cairn.ReadVolumeRequest
+	3,  // 23: cairn.Master.Heartbeat:output_type -> cairn.HeartbeatResponse
+	5,  // 24: cairn.Master.Assign:output_type -> cairn.AssignResponse
+	8,  // 25: cairn.Master.Lookup:output_type -> cairn.LookupResponse
+	13, // 26: cairn.Master.ClusterStatus:output_type -> cairn.ClusterStatusResponse
+	31, // 27: cairn.Master.UpdateReplicas:output_type -> cairn.UpdateReplicasResponse
+	37, // 28: cairn.Master.SetDraining:output_type -> cairn.SetDrainingResponse
+	15, // 29: cairn.Volume.AllocateVolume:output_type -> cairn.AllocateVolumeResponse
+	17, // 30: cairn.Volume.DeleteVolume:output_type -> cairn.DeleteVolumeResponse
+	19, // 31: cairn.Volume.Replicate:output_type -> cairn.ReplicateResponse
+	21, // 32: cairn.Volume.VolumeIndex:output_type -> cairn.IndexEntry
+	23, // 33: cairn.Volume.ReadRecord:output_type -> cairn.ReadRecordResponse
+	25, // 34: cairn.Volume.Vacuum:output_type -> cairn.VacuumResponse
+	27, // 35: cairn.Volume.VolumeServerStatus:output_type -> cairn.VolumeServerStatusResponse
+	29, // 36: cairn.Volume.Scrub:output_type -> cairn.ScrubResponse
+	33, // 37: cairn.Volume.CopyVolume:output_type -> cairn.CopyVolumeResponse
+	35, // 38: cairn.Volume.ReadVolume:output_type -> cairn.RecordBatch
+	23, // [23:39] is the sub-list for method output_type
+	7,  // [7:23] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -2597,7 +2715,7 @@ func file_cairn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_proto_rawDesc), len(file_cairn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

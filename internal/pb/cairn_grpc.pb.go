@@ -29,6 +29,7 @@ const (
 	Master_Lookup_FullMethodName         = "/cairn.Master/Lookup"
 	Master_ClusterStatus_FullMethodName  = "/cairn.Master/ClusterStatus"
 	Master_UpdateReplicas_FullMethodName = "/cairn.Master/UpdateReplicas"
+	Master_SetDraining_FullMethodName    = "/cairn.Master/SetDraining"
 )
 
 // MasterClient is the client API for Master service.
@@ -49,6 +50,9 @@ type MasterClient interface {
 	// hold the volume, or when removing a live replica would leave replicas
 	// that are not all alive and in sync.
 	UpdateReplicas(ctx context.Context, in *UpdateReplicasRequest, opts ...grpc.CallOption) (*UpdateReplicasResponse, error)
+	// SetDraining marks a volume server as being emptied (or not): the
+	// master places no new volume and no new replica on a draining server.
+	SetDraining(ctx context.Context, in *SetDrainingRequest, opts ...grpc.CallOption) (*SetDrainingResponse, error)
 }
 
 type masterClient struct {
@@ -109,6 +113,16 @@ func (c *masterClient) UpdateReplicas(ctx context.Context, in *UpdateReplicasReq
 	return out, nil
 }
 
+func (c *masterClient) SetDraining(ctx context.Context, in *SetDrainingRequest, opts ...grpc.CallOption) (*SetDrainingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDrainingResponse)
+	err := c.cc.Invoke(ctx, Master_SetDraining_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MasterServer is the server API for Master service.
 // All implementations must embed UnimplementedMasterServer
 // for forward compatibility.
@@ -127,6 +141,9 @@ type MasterServer interface {
 	// hold the volume, or when removing a live replica would leave replicas
 	// that are not all alive and in sync.
 	UpdateReplicas(context.Context, *UpdateReplicasRequest) (*UpdateReplicasResponse, error)
+	// SetDraining marks a volume server as being emptied (or not): the
+	// master places no new volume and no new replica on a draining server.
+	SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error)
 	mustEmbedUnimplementedMasterServer()
 }
 
@@ -151,6 +168,9 @@ func (UnimplementedMasterServer) ClusterStatus(context.Context, *ClusterStatusRe
 }
 func (UnimplementedMasterServer) UpdateReplicas(context.Context, *UpdateReplicasRequest) (*UpdateReplicasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateReplicas not implemented")
+}
+func (UnimplementedMasterServer) SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDraining not implemented")
 }
 func (UnimplementedMasterServer) mustEmbedUnimplementedMasterServer() {}
 func (UnimplementedMasterServer) testEmbeddedByValue()                {}
@@ -263,6 +283,24 @@ func _Master_UpdateReplicas_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_SetDraining_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDrainingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).SetDraining(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_SetDraining_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).SetDraining(ctx, req.(*SetDrainingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Master_ServiceDesc is the grpc.ServiceDesc for Master service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +327,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateReplicas",
 			Handler:    _Master_UpdateReplicas_Handler,
+		},
+		{
+			MethodName: "SetDraining",
+			Handler:    _Master_SetDraining_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

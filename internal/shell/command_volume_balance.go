@@ -90,7 +90,7 @@ func planBalance(t *topology) BalanceJSON {
 	out := BalanceJSON{Before: map[string]int{}, After: map[string]int{}, Plan: []StepJSON{}}
 	var live []*topoServer
 	for _, s := range t.Servers {
-		if s.Alive && s.Holds != nil {
+		if s.Alive && !s.Draining && s.Holds != nil {
 			live = append(live, s)
 			out.Before[s.URL] = s.Count
 		}

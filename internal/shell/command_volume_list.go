@@ -65,6 +65,7 @@ type RackJSON struct {
 type ServerVolsJSON struct {
 	URL       string           `json:"url"`
 	Alive     bool             `json:"alive"`
+	Draining  bool             `json:"draining"`
 	FreeBytes uint64           `json:"free_bytes"`
 	Error     string           `json:"error,omitempty"`
 	Volumes   []VolumeCopyJSON `json:"volumes"`
@@ -151,7 +152,7 @@ func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
 			dc.Racks = append(dc.Racks, RackJSON{Name: s.Rack})
 		}
 		rack := &dc.Racks[len(dc.Racks)-1]
-		sv := ServerVolsJSON{URL: s.Url, Alive: s.Alive, FreeBytes: s.FreeBytes, Volumes: []VolumeCopyJSON{}}
+		sv := ServerVolsJSON{URL: s.Url, Alive: s.Alive, Draining: s.Draining, FreeBytes: s.FreeBytes, Volumes: []VolumeCopyJSON{}}
 		ans := answers[s.Url]
 		if ans.err != nil {
 			sv.Error = rpcMessage(ans.err)
@@ -201,6 +202,9 @@ func printVolumeList(w io.Writer, l *VolumeListJSON) error {
 				state := "alive"
 				if !s.Alive {
 					state = "DEAD"
+				}
+				if s.Draining {
+					state += " (draining: volume.evacuate)"
 				}
 				fmt.Fprintf(w, "    server %s  %s  free %s  %d volumes\n", s.URL, state, humanBytes(s.FreeBytes), len(s.Volumes))
 				if s.Error != "" {

@@ -31,6 +31,7 @@ const stepTimeout = 30 * time.Second
 type topoServer struct {
 	URL, DC, Rack string
 	Alive         bool
+	Draining      bool          // being evacuated: receives nothing new
 	Silent        time.Duration // since the leader last heard from it
 	Max           int
 	Count         int                       // replicas it holds per the master, plus planned ones
@@ -56,7 +57,7 @@ func loadTopology(ctx context.Context, env *Env) (*topology, error) {
 	slices.SortFunc(t.Volumes, func(a, b *pb.VolumeStatus) int { return cmp.Compare(a.Id, b.Id) })
 	var live []string
 	for _, s := range st.Servers {
-		t.Servers[s.Url] = &topoServer{URL: s.Url, DC: s.Dc, Rack: s.Rack, Alive: s.Alive,
+		t.Servers[s.Url] = &topoServer{URL: s.Url, DC: s.Dc, Rack: s.Rack, Alive: s.Alive, Draining: s.Draining,
 			Silent: time.Duration(s.SilentMs) * time.Millisecond, Max: int(s.MaxVolumes)}
 		if s.Alive {
 			live = append(live, s.Url)
@@ -116,12 +117,12 @@ func (t *topology) source(v *pb.VolumeStatus, candidates []string) string {
 }
 
 // candidates returns the live servers that may receive a new copy of vid:
-// answering, with a free slot, not in set and not excluded, least loaded
-// first.
+// answering, not draining, with a free slot, not in set and not excluded,
+// least loaded first.
 func (t *topology) candidates(vid uint32, set []string, exclude ...string) []*topoServer {
 	var out []*topoServer
 	for _, s := range t.Servers {
-		if !s.Alive || s.Holds == nil || s.Count >= s.Max || slices.Contains(set, s.URL) || slices.Contains(exclude, s.URL) {
+		if !s.Alive || s.Draining || s.Holds == nil || s.Count >= s.Max || slices.Contains(set, s.URL) || slices.Contains(exclude, s.URL) {
 			continue
 		}
 		out = append(out, s)
@@ -409,6 +410,24 @@ func copyReplica(ctx context.Context, env *Env, cmd string, s *StepJSON) error {
 	return nil
 }
 
+// setDraining calls the master leader's SetDraining.
+func setDraining(ctx context.Context, env *Env, server string, draining bool) error {
+	st, err := env.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	mc, err := env.masterClient(st.Leader)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if _, err := mc.SetDraining(ctx, &pb.SetDrainingRequest{Url: server, Draining: draining}); err != nil {
+		return errors.New(rpcMessage(err))
+	}
+	return nil
+}
+
 // updateReplicas calls the master leader's UpdateReplicas.
 func updateReplicas(ctx context.Context, env *Env, req *pb.UpdateReplicasRequest) (*pb.UpdateReplicasResponse, error) {
 	st, err := env.leaderStatus(ctx)
@@ -429,7 +448,11 @@ func updateReplicas(ctx context.Context, env *Env, req *pb.UpdateReplicasRequest
 }
 
 // waitInSync waits until every server in set reports volume vid in sync and
-// not read-only, up to wait or until ctx ends.
+// not read-only with set as the replica set it knows, up to wait or until
+// ctx ends. A server marks a volume behind as soon as it learns that its
+// set gained a member, then waits for writes planned with the old set and
+// catches up: in sync with the new set means every write it acknowledged
+// is on every member of it.
 func waitInSync(ctx context.Context, env *Env, vid uint32, set []string, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -447,6 +470,8 @@ func waitInSync(ctx context.Context, env *Env, vid uint32, set []string, wait ti
 							why = "read-only: " + vi.Error
 						case !vi.InSync:
 							why = "catching up"
+						case !sameMembers(vi.Replicas, set):
+							why = "has not learned the new replica set yet"
 						default:
 							why = ""
 						}
@@ -470,6 +495,11 @@ func waitInSync(ctx context.Context, env *Env, vid uint32, set []string, wait ti
 		case <-tick.C:
 		}
 	}
+}
+
+// sameMembers reports whether a and b hold the same strings in any order.
+func sameMembers(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(x string) bool { return !slices.Contains(b, x) })
 }
 
 // printSteps prints a plan (or its outcome) as a numbered list.
