@@ -1,11 +1,14 @@
 package shell
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,11 +107,22 @@ func TestVolumeFixReplication(t *testing.T) {
 		t.Fatal("a plan without -apply changed the replica sets")
 	}
 
+	// Ctrl-C after the first step: the command stops at that boundary,
+	// says so, and leaves the remaining volumes as they were.
+	out, errs, code := shellInterrupted(t, c, "] done in", "-c", "volume.fix.replication -grace 1s -apply")
+	if code != 1 || !strings.Contains(errs, fmt.Sprintf("interrupted after 1 of %d steps", len(lost))) {
+		t.Fatalf("interrupted run: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	jsonOn(t, c, &plan, "volume.fix.replication -grace 1s")
+	if len(plan.Plan) != len(lost)-1 {
+		t.Fatalf("after an interrupted run %d steps remain, want %d: %+v", len(plan.Plan), len(lost)-1, plan.Plan)
+	}
+
 	start := time.Now()
 	var applied FixReplicationJSON
 	progress := jsonOn(t, c, &applied, "volume.fix.replication -grace 1s -apply")
 	t.Logf("fix.replication -apply of %d volumes took %v", len(applied.Plan), time.Since(start).Round(time.Millisecond))
-	if !applied.Applied || len(applied.Plan) != len(lost) {
+	if !applied.Applied || len(applied.Plan) != len(lost)-1 {
 		t.Fatalf("applied: %+v", applied)
 	}
 	for _, s := range applied.Plan {
@@ -116,7 +130,7 @@ func TestVolumeFixReplication(t *testing.T) {
 			t.Errorf("step %+v not done", s)
 		}
 	}
-	if !strings.Contains(progress, fmt.Sprintf("[%d/%d]", len(lost), len(lost))) {
+	if !strings.Contains(progress, fmt.Sprintf("[%d/%d]", len(lost)-1, len(lost)-1)) {
 		t.Errorf("no progress on stderr:\n%s", progress)
 	}
 
@@ -136,7 +150,7 @@ func TestVolumeFixReplication(t *testing.T) {
 	if len(plan.Plan) != 0 {
 		t.Fatalf("second run planned %+v", plan.Plan)
 	}
-	out, _, _ := shellOn(t, c, "-c", "volume.fix.replication")
+	out, _, _ = shellOn(t, c, "-c", "volume.fix.replication")
 	if !strings.Contains(out, "every volume has its full replica count") {
 		t.Errorf("text output after the repair:\n%s", out)
 	}
@@ -160,4 +174,42 @@ func sameVolumes(a, b *testcluster.Status) bool {
 		}
 	}
 	return true
+}
+
+// shellInterrupted runs the shell on c and cancels its context (Ctrl-C)
+// as soon as stderr contains marker.
+func shellInterrupted(t *testing.T, c *testcluster.Cluster, marker string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out bytes.Buffer
+	errw := &watchWriter{marker: marker, hit: cancel}
+	full := append([]string{"--master", c.Masters[0].HTTP, "--filer", ""}, args...)
+	code = Main(ctx, full, strings.NewReader(""), &out, errw)
+	return out.String(), errw.String(), code
+}
+
+// watchWriter calls hit once what was written contains marker.
+type watchWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker string
+	hit    func()
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.hit != nil && strings.Contains(w.buf.String(), w.marker) {
+		w.hit()
+		w.hit = nil
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

@@ -21,7 +21,10 @@ func init() {
 server the volumes it holds as that server reports them: id, collection,
 replication, size, live needle count, garbage ratio (bytes vacuum would
 reclaim / size), whether this copy is in sync and read-only, and from the
-master the replicas, the primary and whether the volume is writable.`,
+master the replicas, the primary and whether the volume is writable.
+Volumes with fewer live replicas than their placement asks for are marked
+UNDER-REPLICATED (repair them with volume.fix.replication); a server being
+evacuated is shown as draining.`,
 		New: func(fs *flag.FlagSet) Runner {
 			c := &volumeList{}
 			fs.UintVar(&c.vid, "volumeId", 0, "list only this volume (0: all)")
