@@ -89,6 +89,7 @@ type ServerJSON struct {
 	Free          uint64 // bytes free on its data directory
 	Max           uint32 // max volumes
 	LastHeartbeat string `json:",omitempty"` // RFC 3339
+	Draining      bool   `json:",omitempty"` // being evacuated
 }
 
 // VolumeJSON is one volume in StatusJSON.
@@ -114,7 +115,7 @@ func statusJSON(s *pb.ClusterStatusResponse) StatusJSON {
 		out.Peers = append(out.Peers, PeerJSON{ID: p.Id, Address: p.Address, Suffrage: p.Suffrage})
 	}
 	for _, v := range s.Servers {
-		sj := ServerJSON{URL: v.Url, DC: v.Dc, Rack: v.Rack, Alive: v.Alive, Free: v.FreeBytes, Max: v.MaxVolumes}
+		sj := ServerJSON{URL: v.Url, DC: v.Dc, Rack: v.Rack, Alive: v.Alive, Free: v.FreeBytes, Max: v.MaxVolumes, Draining: v.Draining}
 		if v.LastHeartbeatUnixMs != 0 {
 			sj.LastHeartbeat = time.UnixMilli(v.LastHeartbeatUnixMs).UTC().Format(time.RFC3339Nano)
 		}
