@@ -92,6 +92,10 @@ type VolumeCopyJSON struct {
 	Reason       string   `json:"reason,omitempty"` // why the master does not write to it
 	// UnderReplicated: fewer live replicas than the placement asks for.
 	UnderReplicated bool `json:"under_replicated"`
+	// Stray: this server holds a copy but is not in the replica set (left
+	// by an interrupted copy, or a replica dropped while its server was
+	// down); it is not used and volume.fix.replication may replace it.
+	Stray bool `json:"stray,omitempty"`
 }
 
 func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
@@ -167,6 +171,9 @@ func (c *volumeList) Run(ctx context.Context, env *Env, args []string) error {
 				}
 				vc := volumeCopy(vi, byID[vi.Id])
 				vc.UnderReplicated = under[vi.Id]
+				if ms := byID[vi.Id]; ms != nil && !slices.Contains(ms.Replicas, s.Url) {
+					vc.Stray = true
+				}
 				sv.Volumes = append(sv.Volumes, vc)
 			}
 			slices.SortFunc(sv.Volumes, func(a, b VolumeCopyJSON) int { return cmp.Compare(a.ID, b.ID) })
@@ -237,6 +244,9 @@ func printVolumeList(w io.Writer, l *VolumeListJSON) error {
 // volumeState is "writable", or "read-only" with the first reason known,
 // marked when the volume is under-replicated.
 func volumeState(v VolumeCopyJSON) string {
+	if v.Stray {
+		return "stray copy (this server is not in the replica set; unused)"
+	}
 	if v.UnderReplicated {
 		return "UNDER-REPLICATED, " + volumeHealthState(v)
 	}
