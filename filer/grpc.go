@@ -188,6 +188,8 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 		return st.Referenced()
 	case "uploads":
 		return st.ExpiredUploads(math.MaxInt64)
+	case "leases":
+		return st.Uploads()
 	}
 	return nil, fmt.Errorf("filer: unknown read operation %q: %w", req.Op, syscall.EINVAL)
 }
