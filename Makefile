@@ -53,7 +53,7 @@ lint:
 
 proto:
 	cd internal/pb && protoc -I. --go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative cairn.proto filer.proto
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative cairn.proto filer.proto raftadmin.proto
 
 clean:
 	rm -rf bin

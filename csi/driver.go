@@ -59,6 +59,9 @@ type Config struct {
 	NodeID string
 	// MountSocket is the mount service's unix socket (node and monolith).
 	MountSocket string
+	// MetricsAddr, if set, is where /metrics (Prometheus) is served over
+	// plain HTTP.
+	MetricsAddr string
 	// Version is reported by GetPluginInfo (must not be empty for Nomad).
 	Version  string
 	Logger   *slog.Logger
@@ -76,6 +79,7 @@ type Driver struct {
 	filer  *filer.Client
 	master *rpc.Pool
 	mounts *mountsvc.Client
+	met    *metrics
 
 	locks keyedMutex // per volume or snapshot name: one operation at a time
 
@@ -101,7 +105,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "csi", "mode", cfg.Mode), sizes: map[uint64]uint64{}}
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "csi", "mode", cfg.Mode), sizes: map[uint64]uint64{}, met: newMetrics()}
 	if d.serves(ModeNode) {
 		if cfg.NodeID == "" {
 			return nil, errors.New("csi: node mode needs --nodeid (for example the Nomad node name: ${node.unique.name})")
@@ -141,11 +145,26 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer d.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var metricsErr <-chan error
+	if cfg.MetricsAddr != "" {
+		if metricsErr, err = d.serveMetrics(ctx, cfg.MetricsAddr); err != nil {
+			return err
+		}
+	}
 	ln, err := Listen(cfg.Endpoint)
 	if err != nil {
 		return err
 	}
-	return d.Serve(ctx, ln)
+	err = d.Serve(ctx, ln)
+	cancel()
+	if metricsErr != nil {
+		if merr := <-metricsErr; merr != nil && err == nil {
+			err = fmt.Errorf("csi: metrics server: %w", merr)
+		}
+	}
+	return err
 }
 
 // Listen listens on a CSI endpoint (unix:///path, unix:/path or /path),
@@ -225,7 +244,9 @@ func (d *Driver) logCall(ctx context.Context, req any, info *grpc.UnaryServerInf
 	attrs = append(attrs, subjectAttrs(req)...)
 	d.log.Debug("CSI call", append(attrs, "request", protosanitizer.StripSecrets(req).String())...)
 	resp, err := handler(ctx, req)
-	attrs = append(attrs, "took", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	d.met.observe(method, status.Code(err), took)
+	attrs = append(attrs, "took", took.Round(time.Millisecond))
 	switch {
 	case err == nil && quietCalls[method]:
 		d.log.Debug("CSI call succeeded", attrs...)

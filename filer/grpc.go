@@ -115,8 +115,9 @@ func (s *Server) apply(ctx context.Context, cmd *Command) (*Result, uint64, erro
 	return res, s.fsm.State().ApplyIndex(), nil
 }
 
-func (g *grpcService) Read(ctx context.Context, req *pb.FilerReadRequest) (*pb.FilerReadResponse, error) {
+func (g *grpcService) Read(ctx context.Context, req *pb.FilerReadRequest) (resp *pb.FilerReadResponse, err error) {
 	s := g.s
+	defer func(start time.Time) { s.met.observeRead(req.Op, resp, err, start) }(time.Now())
 	if !req.StaleOk {
 		if !s.node.IsLeader() {
 			c, fctx, err := s.leaderClient(ctx)
@@ -133,7 +134,7 @@ func (g *grpcService) Read(ctx context.Context, req *pb.FilerReadRequest) (*pb.F
 		}
 	}
 	v, err := s.read(req)
-	resp := &pb.FilerReadResponse{}
+	resp = &pb.FilerReadResponse{}
 	if err != nil {
 		var errno syscall.Errno
 		if !errors.As(err, &errno) {
@@ -188,6 +189,8 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 		return st.Referenced()
 	case "uploads":
 		return st.ExpiredUploads(math.MaxInt64)
+	case "leases":
+		return st.Uploads()
 	}
 	return nil, fmt.Errorf("filer: unknown read operation %q: %w", req.Op, syscall.EINVAL)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/pb"
 )
 
 // metrics are a filer's Prometheus series, on a registry of its own.
@@ -18,6 +19,9 @@ type metrics struct {
 	ops         *prometheus.CounterVec
 	opLatency   *prometheus.HistogramVec
 	requests    *prometheus.CounterVec
+	reqLatency  *prometheus.HistogramVec
+	reads       *prometheus.CounterVec
+	readLatency *prometheus.HistogramVec
 	gcDeleted   prometheus.Counter
 	compactions prometheus.Counter
 }
@@ -44,7 +48,32 @@ func newMetrics(s *Server) *metrics {
 	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cairn_filer_compactions_total", Help: "Fragmented files whose slices were rewritten into fresh needles.",
 	})
-	reg.MustRegister(m.ops, m.opLatency, m.requests, m.gcDeleted, m.compactions)
+	m.reqLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "cairn_filer_http_request_seconds", Help: "HTTP API latency by method.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 18),
+	}, []string{"method"})
+	m.reads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_filer_reads_total", Help: "Namespace reads served over gRPC (mounts, CSI, shell), by operation and result (ok, an errno, or error).",
+	}, []string{"op", "result"})
+	m.readLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "cairn_filer_read_seconds", Help: "Namespace read latency by operation, leader check included.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+	}, []string{"op"})
+	reg.MustRegister(m.ops, m.opLatency, m.requests, m.reqLatency, m.reads, m.readLatency, m.gcDeleted, m.compactions)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_raft_state", Help: "Raft state: 0 follower, 1 candidate, 2 leader, 3 shut down.",
+	}, func() float64 {
+		if s.node == nil {
+			return 0
+		}
+		return float64(s.node.Raft().State())
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_uploads_in_flight", Help: "File ids leased to writers and not yet referenced.",
+	}, func() float64 {
+		u, _ := s.fsm.State().Uploads()
+		return float64(len(u))
+	}))
 	raftGauge := func(name, help, key string) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 			if s.node == nil {
@@ -86,9 +115,34 @@ func (m *metrics) observeOp(op string, r *Result, err error, d time.Duration) {
 	m.opLatency.WithLabelValues(op).Observe(d.Seconds())
 }
 
-// instrument counts every HTTP request.
+// readOps are the read operations counted by name; others (bad requests)
+// count as "unknown", so clients cannot grow the label set.
+var readOps = map[string]bool{
+	"getattr": true, "lookup": true, "readdir": true, "readlink": true, "getxattr": true, "listxattr": true,
+	"statfs": true, "resolve": true, "snapshots": true, "pending_deletes": true, "orphans": true,
+	"referenced": true, "uploads": true, "leases": true,
+}
+
+// observeRead counts one gRPC read of op and its latency since start.
+func (m *metrics) observeRead(op string, resp *pb.FilerReadResponse, err error, start time.Time) {
+	if !readOps[op] {
+		op = "unknown"
+	}
+	result := "ok"
+	switch {
+	case err != nil:
+		result = "error"
+	case resp != nil && resp.Errno != 0:
+		result = syscall.Errno(resp.Errno).Error()
+	}
+	m.reads.WithLabelValues(op, result).Inc()
+	m.readLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// instrument counts and times every HTTP request.
 func (m *metrics) instrument(h http.Handler) http.Handler {
-	return httpx.Instrument(h, func(r *http.Request, code int, _ time.Duration) {
+	return httpx.Instrument(h, func(r *http.Request, code int, d time.Duration) {
 		m.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Inc()
+		m.reqLatency.WithLabelValues(r.Method).Observe(d.Seconds())
 	})
 }

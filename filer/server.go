@@ -150,6 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	gs := rpc.NewServer(s.cfg.Security)
 	pb.RegisterFilerServer(gs, &grpcService{s: s})
+	pb.RegisterRaftAdminServer(gs, &raftutil.AdminService{Group: "filer", Node: func() *raftutil.Node { return s.node }, Pool: s.pool})
 	hs, apiLoops, err := s.httpServers()
 	if err != nil {
 		hl.Close()

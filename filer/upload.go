@@ -84,3 +84,22 @@ func (s *State) Referenced() ([]string, error) {
 	})
 	return out, err
 }
+
+// Upload is one upload in flight: a leased file id and when its lease ends.
+type Upload struct {
+	Fid     string `json:"fid"`
+	Expires int64  `json:"expires"` // ns
+}
+
+// Uploads returns every upload in flight, in fid order. volume.fsck reads
+// it so that needles being written are not taken for orphans.
+func (s *State) Uploads() ([]Upload, error) {
+	var out []Upload
+	err := s.view(func(t *txn) error {
+		return t.uploads.ForEach(func(k, v []byte) error {
+			out = append(out, Upload{Fid: string(k), Expires: int64(binary.BigEndian.Uint64(v))})
+			return nil
+		})
+	})
+	return out, err
+}

@@ -29,12 +29,14 @@ type grpcService struct {
 var _ pb.MasterServer = (*grpcService)(nil)
 
 func (g *grpcService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	start := time.Now()
 	resp, err := g.m.heartbeat(ctx, req)
-	g.m.metrics.request("heartbeat", grpcCode(err))
+	g.m.metrics.request("heartbeat", grpcCode(err), start)
 	return resp, grpcError(err)
 }
 
 func (g *grpcService) Assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignResponse, error) {
+	start := time.Now()
 	var resp *pb.AssignResponse
 	err := g.m.leaderOrForward(ctx, func(ctx context.Context) (err error) {
 		resp, err = g.m.assign(ctx, req)
@@ -43,11 +45,12 @@ func (g *grpcService) Assign(ctx context.Context, req *pb.AssignRequest) (*pb.As
 		resp, err = c.Assign(ctx, req)
 		return err
 	})
-	g.m.metrics.request("assign", grpcCode(err))
+	g.m.metrics.request("assign", grpcCode(err), start)
 	return resp, grpcError(err)
 }
 
 func (g *grpcService) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupResponse, error) {
+	start := time.Now()
 	var resp *pb.LookupResponse
 	err := g.m.leaderOrForward(ctx, func(context.Context) (err error) {
 		resp, err = g.m.lookup(req.GetVolumeId())
@@ -56,16 +59,19 @@ func (g *grpcService) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.Lo
 		resp, err = c.Lookup(ctx, req)
 		return err
 	})
-	g.m.metrics.request("lookup", grpcCode(err))
+	g.m.metrics.request("lookup", grpcCode(err), start)
 	return resp, grpcError(err)
 }
 
 func (g *grpcService) ClusterStatus(context.Context, *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
-	g.m.metrics.request("status", "OK")
-	return g.m.clusterStatus(), nil
+	start := time.Now()
+	resp := g.m.clusterStatus()
+	g.m.metrics.request("status", "OK", start)
+	return resp, nil
 }
 
 func (g *grpcService) UpdateReplicas(ctx context.Context, req *pb.UpdateReplicasRequest) (*pb.UpdateReplicasResponse, error) {
+	start := time.Now()
 	var resp *pb.UpdateReplicasResponse
 	err := g.m.leaderOrForward(ctx, func(ctx context.Context) (err error) {
 		resp, err = g.m.updateReplicas(ctx, req)
@@ -74,18 +80,19 @@ func (g *grpcService) UpdateReplicas(ctx context.Context, req *pb.UpdateReplicas
 		resp, err = c.UpdateReplicas(ctx, req)
 		return err
 	})
-	g.m.metrics.request("update_replicas", grpcCode(err))
+	g.m.metrics.request("update_replicas", grpcCode(err), start)
 	return resp, grpcError(err)
 }
 
 func (g *grpcService) SetDraining(ctx context.Context, req *pb.SetDrainingRequest) (*pb.SetDrainingResponse, error) {
+	start := time.Now()
 	err := g.m.leaderOrForward(ctx, func(ctx context.Context) error {
 		return g.m.setDraining(ctx, req.GetUrl(), req.GetDraining())
 	}, func(ctx context.Context, c pb.MasterClient) error {
 		_, err := c.SetDraining(ctx, req)
 		return err
 	})
-	g.m.metrics.request("set_draining", grpcCode(err))
+	g.m.metrics.request("set_draining", grpcCode(err), start)
 	if err != nil {
 		return nil, grpcError(err)
 	}

@@ -84,9 +84,10 @@ func (s *statusRecorder) Flush() {
 // counted counts requests to h by api and status code.
 func (m *Master) counted(api string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(rec, r)
-		m.metrics.request(api, strconv.Itoa(rec.code))
+		m.metrics.request(api, strconv.Itoa(rec.code), start)
 	})
 }
 

@@ -165,6 +165,7 @@ func (m *Master) Run(ctx context.Context) error {
 
 	gs := rpc.NewServer(m.cfg.Security)
 	pb.RegisterMasterServer(gs, &grpcService{m: m})
+	pb.RegisterRaftAdminServer(gs, &raftutil.AdminService{Group: "master", Node: m.node.Load, Pool: m.pool})
 	hs := httpx.Server(m.handler(), m.cfg.Security)
 	runErr := rpc.Serve(ctx, "master", hs, httpLn, gs, grpcLn, m.loop)
 	m.node.Store(nil)

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	reg           *prometheus.Registry
 	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
 	assignLatency prometheus.Histogram
 }
 
@@ -24,6 +25,11 @@ func newMetrics(m *Master) *metrics {
 			Name: "cairn_master_requests_total",
 			Help: "API requests served, by api and result code.",
 		}, []string{"api", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cairn_master_request_seconds",
+			Help:    "API request latency by api (HTTP and gRPC), forwarding to the leader included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"api"}),
 		assignLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cairn_master_assign_duration_seconds",
 			Help:    "Time to answer an assign on the leader, volume growth included.",
@@ -43,6 +49,7 @@ func newMetrics(m *Master) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		mt.requests,
+		mt.latency,
 		mt.assignLatency,
 		raftGauge("cairn_master_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shut down.",
 			func(r *raft.Raft) float64 { return float64(r.State()) }),
@@ -95,6 +102,8 @@ func newMetrics(m *Master) *metrics {
 	return mt
 }
 
-func (mt *metrics) request(api, code string) {
+// request counts one API request and its latency since start.
+func (mt *metrics) request(api, code string, start time.Time) {
 	mt.requests.WithLabelValues(api, code).Inc()
+	mt.latency.WithLabelValues(api).Observe(time.Since(start).Seconds())
 }

@@ -116,7 +116,10 @@ func (s *Server) syncWith(ctx context.Context, v *Volume, vid uint32, peer strin
 			pull = append(pull, k)
 		}
 	}
+	s.met.catchUpPending.Set(float64(len(pull) + len(push)))
+	defer s.met.catchUpPending.Set(0)
 	for _, k := range pull {
+		s.met.catchUpPending.Dec()
 		rec, err := s.readRecordFrom(ctx, peer, vid, k)
 		if err != nil {
 			return fmt.Errorf("pull key %x: %w", k, err)
@@ -126,6 +129,7 @@ func (s *Server) syncWith(ctx context.Context, v *Volume, vid uint32, peer strin
 		}
 	}
 	for _, k := range push {
+		s.met.catchUpPending.Dec()
 		rec, err := v.ReadRecord(k)
 		if err != nil {
 			return fmt.Errorf("read key %x to push: %w", k, err)

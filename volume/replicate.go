@@ -68,7 +68,14 @@ func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeL
 	results := make(chan result, len(peers)+1) // buffered: an early return leaks nothing
 	go func() { results <- result{"", v.WriteRecord(ctx, rec)} }()
 	for _, p := range peers {
-		go func() { results <- result{p, s.replicateTo(ctx, p, in.ID, rec)} }()
+		go func() {
+			began := time.Now()
+			err := s.replicateTo(ctx, p, in.ID, rec)
+			if err == nil {
+				s.met.replicateLatency.Observe(time.Since(began).Seconds())
+			}
+			results <- result{p, err}
+		}()
 	}
 	var localErr error
 	var peerErrs []string

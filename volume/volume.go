@@ -82,6 +82,7 @@ type Volume struct {
 
 	syncs, batched atomic.Uint64
 	observer       atomic.Pointer[func(batch int)]
+	commits        commitStats                 // group-commit latency and batch sizes
 	cache          atomic.Pointer[needleCache] // verified needles; nil: none
 
 	// mu guards the fields in it. The writer goroutine is the only one that

@@ -175,6 +175,7 @@ func (v *Volume) commit(batch []*request) {
 	if len(st.accepted) == 0 {
 		return
 	}
+	began := time.Now()
 	if err := v.append(start, st.buf); err != nil {
 		for _, r := range st.accepted {
 			r.finish(err)
@@ -190,6 +191,7 @@ func (v *Volume) commit(batch []*request) {
 	v.mu.Unlock()
 	v.syncs.Add(1)
 	v.batched.Add(uint64(len(st.accepted)))
+	v.commits.record(time.Since(began), len(st.accepted))
 	if f := v.observer.Load(); f != nil {
 		(*f)(len(st.accepted))
 	}

@@ -133,6 +133,9 @@ func Start(cfg Config) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hcl
+	// A removed member keeps running (outside the group, never campaigning)
+	// so that it can be added back without a restart.
+	rc.ShutdownOnRemove = false
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}
@@ -361,11 +364,15 @@ func (n *Node) TransferLeadership(id string) error {
 	if id == "" {
 		f = n.raft.LeadershipTransfer()
 	} else {
-		addr, err := rpc.RaftAddr(id)
+		peers, err := n.Peers()
 		if err != nil {
 			return err
 		}
-		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+		i := slices.IndexFunc(peers, func(p Peer) bool { return p.ID == id })
+		if i < 0 || peers[i].Suffrage != raft.Voter.String() {
+			return fmt.Errorf("raftutil: transfer leadership to %q: %w: not a voter of the group", id, ErrConfig)
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(peers[i].Address))
 	}
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("raftutil: transfer leadership to %q: %w", id, mapErr(err))
