@@ -14,8 +14,8 @@ import (
 // streamLayer is the raft.StreamLayer cairn uses: plain TCP, or mutual TLS
 // when a security configuration is given. Safe for concurrent use.
 type streamLayer struct {
-	ln     net.Listener
-	client *tls.Config // nil: plaintext
+	ln  net.Listener
+	sec *security.Config // nil: plaintext
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -27,7 +27,7 @@ func listen(addr string, sec *security.Config) (*streamLayer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &streamLayer{ln: ln, client: sec.ClientTLS()}
+	s := &streamLayer{ln: ln, sec: sec}
 	if t := sec.ServerTLS(); t != nil {
 		s.ln = tls.NewListener(ln, t)
 	}
@@ -41,10 +41,11 @@ func (s *streamLayer) Addr() net.Addr            { return s.ln.Addr() }
 // Dial connects to a peer's Raft port, with TLS when configured.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
-	if s.client == nil {
+	if s.sec == nil {
 		return d.Dial("tcp", string(address))
 	}
-	conn, err := tls.DialWithDialer(d, "tcp", string(address), s.client)
+	// A fresh config per connection follows certificate and CA reloads.
+	conn, err := tls.DialWithDialer(d, "tcp", string(address), s.sec.ClientTLS())
 	if err != nil {
 		return nil, errors.Join(errors.New("raftutil: TLS handshake with "+string(address)+" failed"), err)
 	}
