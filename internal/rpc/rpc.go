@@ -25,6 +25,12 @@ import (
 // convention SeaweedFS users know.
 const GRPCOffset = 10000
 
+// MaxConns bounds the open connections of one gRPC server (clients keep one
+// per server, so this is about the number of peers and mounts); further
+// ones wait in the accept backlog. Handshakes must finish within 10s, so
+// connections that never do free their slot.
+const MaxConns = 1024
+
 // MaxMessage bounds one gRPC message; needles of a few MiB must fit.
 const MaxMessage = 64 << 20
 
