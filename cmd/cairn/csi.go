@@ -36,6 +36,9 @@ func runCSI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "csi: %v", err)
 	}
+	// Follow certificate and CA rotation (docs/security.md), and take
+	// SIGHUP as "reload", not as a signal to die.
+	watchSecurity(ctx, log, sec)
 	err = csi.Run(ctx, csi.Config{
 		Endpoint: *endpoint, Mode: *mode, Filers: splitList(*filers), Masters: splitList(*masters),
 		NodeID: *nodeID, MountSocket: *mountSocket, MetricsAddr: *metricsAddr, Version: version, Logger: log, Security: sec,

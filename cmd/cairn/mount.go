@@ -39,6 +39,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, "mount: %v", err)
 	}
+	// Follow certificate and CA rotation (docs/security.md), and take
+	// SIGHUP as "reload", not as a signal to die.
+	watchSecurity(ctx, log, sec)
 	_ = cacheDir
 	m, err := fuse.Mount(ctx, fuse.Config{
 		Filers: splitList(*filers), Dir: *dir, Root: *root, Uid: *uid, Gid: *gid,

@@ -29,6 +29,9 @@ func runMountService(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return fail(stderr, "mount-service: %v", err)
 	}
+	// Follow certificate and CA rotation (docs/security.md), and take
+	// SIGHUP as "reload", not as a signal to die.
+	watchSecurity(ctx, log, sec)
 	err = mountsvc.Run(ctx, mountsvc.Config{
 		Socket: *socket, Filers: splitList(*filers), StateFile: *state, UnmountOnExit: *unmount,
 		Logger: log, Security: sec,

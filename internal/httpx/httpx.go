@@ -4,6 +4,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -65,11 +66,34 @@ func Serve(ctx context.Context, s *http.Server, ln net.Listener) error {
 	}
 }
 
-// Client returns an HTTP client speaking TLS when sec is not nil.
+// Client returns an HTTP client speaking TLS when sec is not nil. Every
+// new connection takes the certificate and CA bundle sec holds at that
+// moment, so the client follows reloads (certificate and CA rotation).
 func Client(sec *security.Config, timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
-	tr.TLSClientConfig = sec.ClientTLS()
+	if sec != nil {
+		dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg := sec.ClientTLS()
+			cfg.ServerName = host
+			cfg.NextProtos = []string{"h2", "http/1.1"}
+			raw, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			conn := tls.Client(raw, cfg)
+			if err := conn.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return conn, nil
+		}
+	}
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 

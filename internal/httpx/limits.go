@@ -254,6 +254,11 @@ type limitListener struct {
 	closed sync.Once
 }
 
+// LimitListener returns ln accepting at most n connections open at once;
+// further ones wait in the kernel's accept backlog, without a descriptor,
+// until one closes. The gRPC and Raft ports use it as HTTP servers do.
+func LimitListener(ln net.Listener, n int) net.Listener { return newLimitListener(ln, n) }
+
 func newLimitListener(ln net.Listener, n int) *limitListener {
 	return &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
 }

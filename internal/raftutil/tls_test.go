@@ -37,7 +37,7 @@ func TestThreeNodesTLS(t *testing.T) {
 
 	// A dialer holding a certificate from another CA is refused.
 	addr := net.JoinHostPort(ips[0], strconv.Itoa(testPort+20000))
-	stranger := &streamLayer{client: testutil.Security(t, "master", ips).ClientTLS()}
+	stranger := &streamLayer{sec: testutil.Security(t, "master", ips)}
 	if conn, err := stranger.Dial(raft.ServerAddress(addr), 5*time.Second); err == nil {
 		conn.Close()
 		t.Fatal("TLS handshake with a foreign CA succeeded")

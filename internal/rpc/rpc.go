@@ -25,6 +25,12 @@ import (
 // convention SeaweedFS users know.
 const GRPCOffset = 10000
 
+// MaxConns bounds the open connections of one gRPC server (clients keep one
+// per server, so this is about the number of peers and mounts); further
+// ones wait in the accept backlog. Handshakes must finish within 10s, so
+// connections that never do free their slot.
+const MaxConns = 1024
+
 // MaxMessage bounds one gRPC message; needles of a few MiB must fit.
 const MaxMessage = 64 << 20
 
@@ -94,8 +100,8 @@ func NewServer(sec *security.Config, opts ...grpc.ServerOption) *grpc.Server {
 // DialOptions returns the client options matching sec.
 func DialOptions(sec *security.Config) []grpc.DialOption {
 	creds := insecure.NewCredentials()
-	if t := sec.ClientTLS(); t != nil {
-		creds = credentials.NewTLS(t)
+	if sec != nil {
+		creds = &reloadingCreds{TransportCredentials: credentials.NewTLS(sec.ClientTLS()), sec: sec}
 	}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
@@ -162,4 +168,20 @@ func RaftAddr(httpAddr string) (string, error) {
 		return "", fmt.Errorf("rpc: address %q: port must be 1..%d", httpAddr, 65535-RaftOffset)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p+RaftOffset)), nil
+}
+
+// reloadingCreds are gRPC client credentials that take the certificate and
+// CA bundle sec holds at each new connection, so long-lived connection
+// pools follow certificate and CA rotation.
+type reloadingCreds struct {
+	credentials.TransportCredentials
+	sec *security.Config
+}
+
+func (r *reloadingCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return credentials.NewTLS(r.sec.ClientTLS()).ClientHandshake(ctx, authority, conn)
+}
+
+func (r *reloadingCreds) Clone() credentials.TransportCredentials {
+	return &reloadingCreds{TransportCredentials: r.TransportCredentials.Clone(), sec: r.sec}
 }

@@ -50,7 +50,7 @@ func Serve(ctx context.Context, component string, hs *http.Server, httpLn net.Li
 	}()
 	go func() {
 		defer servers.Done()
-		if err := gs.Serve(grpcLn); err != nil {
+		if err := gs.Serve(httpx.LimitListener(grpcLn, MaxConns)); err != nil {
 			errc <- fmt.Errorf("%s: gRPC server: %w", component, err)
 		}
 	}()

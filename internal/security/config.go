@@ -29,6 +29,10 @@ var Roles = []string{RoleMaster, RoleVolume, RoleFiler, RoleClient}
 //	key = "master-key.pem"
 //	[volume] ...
 type File struct {
+	// ClientOnly marks a file made for clients (ClientFileName): a CA and
+	// the client certificate, no server certificates and no signing key.
+	// Servers refuse to start with it.
+	ClientOnly   bool        `toml:"client_only,omitempty"`
 	CA           string      `toml:"ca"`
 	AllowedNames []string    `toml:"allowed_names"`
 	Master       CertPair    `toml:"master"`
@@ -69,6 +73,10 @@ func LoadFile(path, role string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
 	}
+	if f.ClientOnly && role != RoleClient {
+		return nil, fmt.Errorf("%w: %s is a client-only security file (no %s certificate, no signing key); start the %s with the cluster's %s",
+			ErrConfig, path, role, roleNoun[role], FileName)
+	}
 	dir := filepath.Dir(path)
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
@@ -77,7 +85,7 @@ func LoadFile(path, role string) (*Config, error) {
 		return filepath.Join(dir, p)
 	}
 	if f.CA == "" || pair.Cert == "" || pair.Key == "" {
-		return nil, fmt.Errorf("%w: %s: needs ca, and cert and key under [%s]", ErrConfig, path, role)
+		return nil, fmt.Errorf("%w: %s: the %s needs ca, and cert and key under [%s]; this file has none for it", ErrConfig, path, role, role)
 	}
 	c := &Config{CAFile: abs(f.CA), CertFile: abs(pair.Cert), KeyFile: abs(pair.Key), AllowedNames: f.AllowedNames}
 	if c.Tokens, err = tokensFromFile(f.JWT); err != nil {
@@ -88,6 +96,9 @@ func LoadFile(path, role string) (*Config, error) {
 	}
 	return c, nil
 }
+
+// roleNoun names the process a role runs, for messages.
+var roleNoun = map[string]string{RoleMaster: "master", RoleVolume: "volume server", RoleFiler: "filer", RoleClient: "client"}
 
 func (f *File) pair(role string) (CertPair, error) {
 	switch role {

@@ -22,6 +22,13 @@ import (
 // FileName is the security file Init writes.
 const FileName = "security.toml"
 
+// ClientFileName is the client-only security file Init writes next to
+// FileName: the CA and the client certificate, without server certificates
+// or the data-path signing key. Mounts, the CSI plugin and the shell need
+// nothing more (they forward the tokens that the master hands out), so a
+// client machine never holds a key that can mint tokens.
+const ClientFileName = "client.toml"
+
 // Init creates, in dir, a CA, one certificate per role valid for hosts (IP
 // addresses or DNS names; 127.0.0.1 and localhost are always added) and a
 // security file naming them, ready for every component. It refuses to
@@ -87,13 +94,51 @@ func Init(dir string, hosts []string, validity time.Duration) (string, error) {
 	var buf bytes.Buffer
 	buf.WriteString("# cairn cluster security: mutual TLS between every component.\n" +
 		"# Pass it to every command with --security; each picks its own section.\n")
-	if err := toml.NewEncoder(&buf).Encode(f); err != nil {
+	if err := encodeFile(&buf, f); err != nil {
 		return "", err
 	}
 	if err := writeFile(path, buf.Bytes(), 0o600); err != nil {
 		return "", err
 	}
+	cf := File{ClientOnly: true, CA: f.CA, AllowedNames: f.AllowedNames, Client: f.Client}
+	buf.Reset()
+	buf.WriteString("# cairn client security: mutual TLS for mounts, the CSI plugin and the shell.\n" +
+		"# No server certificates and no signing key: servers refuse to start with it.\n")
+	if err := encodeFile(&buf, cf); err != nil {
+		return "", err
+	}
+	if err := writeFile(filepath.Join(dir, ClientFileName), buf.Bytes(), 0o600); err != nil {
+		return "", err
+	}
 	return path, nil
+}
+
+// encodeFile writes f as TOML, leaving out the role sections and the
+// [jwt] table it does not set.
+func encodeFile(buf *bytes.Buffer, f File) error {
+	top := struct {
+		ClientOnly   bool     `toml:"client_only,omitempty"`
+		CA           string   `toml:"ca"`
+		AllowedNames []string `toml:"allowed_names"`
+	}{f.ClientOnly, f.CA, f.AllowedNames}
+	if err := toml.NewEncoder(buf).Encode(top); err != nil {
+		return err
+	}
+	for _, role := range Roles {
+		p, _ := f.pair(role)
+		if p == (CertPair{}) {
+			continue
+		}
+		fmt.Fprintf(buf, "\n[%s]\n", role)
+		if err := toml.NewEncoder(buf).Encode(p); err != nil {
+			return err
+		}
+	}
+	if f.JWT != (JWTSettings{}) {
+		buf.WriteString("\n[jwt]\n")
+		return toml.NewEncoder(buf).Encode(f.JWT)
+	}
+	return nil
 }
 
 // issueLeaf creates a key and a certificate for role signed by the CA,
@@ -130,39 +175,14 @@ func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, role string, hosts
 // <role>-key.pem atomically (the key first). Running components pick them
 // up on SIGHUP or at their next file check; see Config.Reload.
 func Renew(dir, role string, hosts []string, validity time.Duration) error {
-	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
+	if _, err := (&File{}).pair(role); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
-	if err != nil {
-		return fmt.Errorf("%w: renewing needs the CA key: %w", ErrConfig, err)
-	}
-	cb, _ := pem.Decode(caPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return fmt.Errorf("%w: %s: CA certificate or key is not PEM", ErrConfig, dir)
-	}
-	ca, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return fmt.Errorf("%w: CA certificate: %w", ErrConfig, err)
-	}
-	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return fmt.Errorf("%w: CA key: %w", ErrConfig, err)
-	}
-	der, key, err := issueLeaf(ca, caKey, role, hosts, time.Now().Add(-5*time.Minute), validity)
+	ca, caKey, err := loadCA(dir, caCertFile, caKeyFile)
 	if err != nil {
 		return err
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := replaceFile(filepath.Join(dir, role+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return err
-	}
-	return replaceFile(filepath.Join(dir, role+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return issueInto(dir, role, ca, caKey, hosts, validity)
 }
 
 // replaceFile writes b to a temporary file next to path, fsyncs it, renames

@@ -13,9 +13,9 @@ type fileStamp struct {
 	size int64
 }
 
-func (c *Config) stamps() [2]fileStamp {
-	var out [2]fileStamp
-	for i, p := range []string{c.CertFile, c.KeyFile} {
+func (c *Config) stamps() [3]fileStamp {
+	var out [3]fileStamp
+	for i, p := range []string{c.CAFile, c.CertFile, c.KeyFile} {
 		if fi, err := os.Stat(p); err == nil {
 			out[i] = fileStamp{fi.ModTime(), fi.Size()}
 		}
@@ -30,14 +30,15 @@ func (c *Config) ReloadLogged(log *slog.Logger, why string) error {
 		return err
 	}
 	leaf := c.Certificate().Leaf
-	log.Info("reloaded the TLS certificate", "cert", c.CertFile, "why", why, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
+	log.Info("reloaded the TLS certificate and CA", "cert", c.CertFile, "ca", c.CAFile, "why", why,
+		"serial", leaf.SerialNumber.Text(16), "issuer", leaf.Issuer.CommonName, "not_after", leaf.NotAfter)
 	return nil
 }
 
-// WatchFiles checks c's certificate and key files every interval until ctx
-// ends and reloads them when either changed. A failed reload (say, the
+// WatchFiles checks c's CA, certificate and key files every interval until
+// ctx ends and reloads them when one changed. A failed reload (say, the
 // certificate was replaced but not yet its key) is retried at the next
-// change or check.
+// check.
 func (c *Config) WatchFiles(ctx context.Context, every time.Duration, log *slog.Logger) {
 	last := c.stamps()
 	t := time.NewTicker(every)
@@ -54,6 +55,6 @@ func (c *Config) WatchFiles(ctx context.Context, every time.Duration, log *slog.
 			continue
 		}
 		last = now
-		failed = c.ReloadLogged(log, "certificate or key file changed") != nil
+		failed = c.ReloadLogged(log, "CA, certificate or key file changed") != nil
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-storage/cairn/internal/httpx"
+	"github.com/cairn-storage/cairn/internal/security"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
@@ -151,6 +153,11 @@ type Options struct {
 	FilerArgs []string
 	// VolumeDirs, when set, gives the data directory of each volume server.
 	VolumeDirs []string
+	// Security turns on mutual TLS: `cairn security init` makes the
+	// material for every process's address, every server runs with
+	// security.toml, mounts with the client-only client.toml, and the
+	// cluster's Client speaks TLS with the client certificate.
+	Security bool
 }
 
 // Cluster is a set of masters and volume servers.
@@ -159,7 +166,16 @@ type Cluster struct {
 	Volumes []*Proc
 	Filers  []*Proc
 	Client  *http.Client
+	// With Options.Security: the directory `cairn security init` wrote, its
+	// security.toml and client.toml, and the client's loaded configuration.
+	SecDir, SecFile, ClientFile string
+	ClientSec                   *security.Config
+	scheme                      string // "http" or "https"
 }
+
+// URL returns the URL of path on the HTTP address addr, in the scheme the
+// cluster speaks.
+func (c *Cluster) URL(addr, path string) string { return c.scheme + "://" + addr + path }
 
 // Start starts a cluster and waits until it has a master leader and every
 // volume server registered. Processes are killed at cleanup, and their logs
@@ -180,23 +196,38 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	bin := Binary(t)
 	root := t.TempDir()
-	c := &Cluster{Client: &http.Client{Timeout: 30 * time.Second}}
-	var peers []string
+	c := &Cluster{Client: &http.Client{Timeout: 30 * time.Second}, scheme: "http"}
+	var peers, volIPs, fpeers, hosts []string
 	for range o.Masters {
 		peers = append(peers, net.JoinHostPort(testutil.LoopbackIP(t, 9333, 19333, 29333), "9333"))
+	}
+	for range o.Volumes {
+		volIPs = append(volIPs, testutil.LoopbackIP(t, 8080, 18080))
+	}
+	for range o.Filers {
+		fpeers = append(fpeers, net.JoinHostPort(testutil.LoopbackIP(t, 8888, 18888, 28888), "8888"))
+	}
+	var secArgs []string
+	if o.Security {
+		for _, a := range append(append([]string{}, peers...), fpeers...) {
+			ip, _, _ := net.SplitHostPort(a)
+			hosts = append(hosts, ip)
+		}
+		hosts = append(hosts, volIPs...)
+		c.initSecurity(t, bin, filepath.Join(root, "sec"), hosts)
+		secArgs = []string{"--security", c.SecFile}
 	}
 	for i, addr := range peers {
 		ip, _, _ := net.SplitHostPort(addr)
 		dir := filepath.Join(root, fmt.Sprintf("m%d", i))
 		c.Masters = append(c.Masters, &Proc{
 			Name: fmt.Sprintf("master%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
-			args: []string{"master", "--dir", dir, "--ip", ip, "--port", "9333",
+			args: append([]string{"master", "--dir", dir, "--ip", ip, "--port", "9333",
 				"--peers", strings.Join(peers, ","), "--default-replication", o.Replication,
-				"--volume-size-limit-mb", strconv.Itoa(o.VolumeSizeLimitMB), "--pulse", o.Pulse.String()},
+				"--volume-size-limit-mb", strconv.Itoa(o.VolumeSizeLimitMB), "--pulse", o.Pulse.String()}, secArgs...),
 		})
 	}
-	for i := range o.Volumes {
-		ip := testutil.LoopbackIP(t, 8080, 18080)
+	for i, ip := range volIPs {
 		dir := filepath.Join(root, fmt.Sprintf("v%d", i))
 		if i < len(o.VolumeDirs) {
 			dir = o.VolumeDirs[i]
@@ -204,14 +235,10 @@ func Start(t testing.TB, o Options) *Cluster {
 		c.Volumes = append(c.Volumes, &Proc{
 			Name: fmt.Sprintf("volume%d", i), HTTP: net.JoinHostPort(ip, "8080"), Dir: dir, bin: bin,
 			log: filepath.Join(root, fmt.Sprintf("v%d.log", i)),
-			args: []string{"volume", "--dir", dir, "--ip", ip, "--port", "8080",
+			args: append([]string{"volume", "--dir", dir, "--ip", ip, "--port", "8080",
 				"--master", strings.Join(peers, ","), "--max", strconv.Itoa(o.MaxVolumes),
-				"--dc", "dc1", "--rack", "rack1", "--pulse", o.Pulse.String()},
+				"--dc", "dc1", "--rack", "rack1", "--pulse", o.Pulse.String()}, secArgs...),
 		})
-	}
-	var fpeers []string
-	for range o.Filers {
-		fpeers = append(fpeers, net.JoinHostPort(testutil.LoopbackIP(t, 8888, 18888, 28888), "8888"))
 	}
 	for i, addr := range fpeers {
 		ip, _, _ := net.SplitHostPort(addr)
@@ -219,7 +246,7 @@ func Start(t testing.TB, o Options) *Cluster {
 		c.Filers = append(c.Filers, &Proc{
 			Name: fmt.Sprintf("filer%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
 			args: append([]string{"filer", "--dir", dir, "--ip", ip, "--port", "8888",
-				"--peers", strings.Join(fpeers, ","), "--master", strings.Join(peers, ",")}, o.FilerArgs...),
+				"--peers", strings.Join(fpeers, ","), "--master", strings.Join(peers, ",")}, append(secArgs, o.FilerArgs...)...),
 		})
 	}
 	t.Cleanup(func() {
@@ -274,7 +301,7 @@ func (c *Cluster) FilerLeader() (*Proc, error) {
 		var r struct {
 			Leader string `json:"leader"`
 		}
-		if err := c.GetJSON("http://"+f.HTTP+"/readyz", &r); err != nil {
+		if err := c.GetJSON(c.URL(f.HTTP, "/readyz"), &r); err != nil {
 			return nil, err
 		}
 		if leader != "" && r.Leader != leader {
@@ -338,7 +365,7 @@ func (c *Cluster) LeaderStatus() (*Proc, *Status, error) {
 			continue
 		}
 		var st Status
-		if err := c.GetJSON("http://"+m.HTTP+"/cluster/status", &st); err != nil {
+		if err := c.GetJSON(c.URL(m.HTTP, "/cluster/status"), &st); err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
@@ -382,7 +409,7 @@ func (c *Cluster) WaitVolumesRegistered(t testing.TB) {
 				return fmt.Errorf("%s not alive at the master", v.HTTP)
 			}
 			var ready map[string]string
-			if err := c.GetJSON("http://"+v.HTTP+"/readyz", &ready); err != nil {
+			if err := c.GetJSON(c.URL(v.HTTP, "/readyz"), &ready); err != nil {
 				return err
 			}
 		}
@@ -406,7 +433,7 @@ func (c *Cluster) Assign(query string) (Assignment, error) {
 			continue
 		}
 		var a Assignment
-		err := c.GetJSON("http://"+m.HTTP+"/dir/assign?"+query, &a)
+		err := c.GetJSON(c.URL(m.HTTP, "/dir/assign?"+query), &a)
 		if err == nil && a.Fid != "" {
 			return a, nil
 		}
@@ -417,7 +444,7 @@ func (c *Cluster) Assign(query string) (Assignment, error) {
 
 // Put writes data at fid on the volume server url; nil only for a 201.
 func (c *Cluster) Put(url, fid string, data []byte) error {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+url+"/"+fid, bytes.NewReader(data))
+	req, _ := http.NewRequest(http.MethodPut, c.URL(url, "/"+fid), bytes.NewReader(data))
 	resp, err := c.Client.Do(req)
 	if err != nil {
 		return err
@@ -432,7 +459,7 @@ func (c *Cluster) Put(url, fid string, data []byte) error {
 
 // Get reads fid from the volume server url.
 func (c *Cluster) Get(url, fid string) ([]byte, error) {
-	resp, err := c.Client.Get("http://" + url + "/" + fid)
+	resp, err := c.Client.Get(c.URL(url, "/"+fid))
 	if err != nil {
 		return nil, err
 	}
@@ -467,7 +494,7 @@ func (c *Cluster) Lookup(vid string) ([]string, error) {
 				URL string `json:"url"`
 			} `json:"locations"`
 		}
-		if err := c.GetJSON("http://"+m.HTTP+"/dir/lookup?volumeId="+vid, &lr); err != nil {
+		if err := c.GetJSON(c.URL(m.HTTP, "/dir/lookup?volumeId="+vid), &lr); err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
@@ -495,7 +522,11 @@ func (c *Cluster) StartMount(t testing.TB, root string, extra ...string) *Mount 
 		t.Fatal("testcluster: a mount needs a filer")
 	}
 	point := t.TempDir()
-	args := append([]string{"mount", "--filer", strings.Join(c.FilerAddrs(), ","), "--dir", point, "--root", root}, extra...)
+	args := []string{"mount", "--filer", strings.Join(c.FilerAddrs(), ","), "--dir", point, "--root", root}
+	if c.ClientFile != "" {
+		args = append(args, "--security", c.ClientFile)
+	}
+	args = append(args, extra...)
 	m := &Mount{Proc: &Proc{Name: "mount" + filepath.Base(point), Dir: point, bin: c.Filers[0].bin,
 		log: point + ".log", args: args}, Point: point}
 	t.Cleanup(func() {
@@ -530,4 +561,33 @@ func (m *Mount) WaitMounted(t testing.TB) {
 		}
 		return nil
 	})
+}
+
+// initSecurity runs `cairn security init` for hosts in dir and makes the
+// cluster's Client speak mutual TLS with the client certificate.
+func (c *Cluster) initSecurity(t testing.TB, bin, dir string, hosts []string) {
+	t.Helper()
+	out, err := exec.Command(bin, "security", "init", "--dir", dir, "--hosts", strings.Join(hosts, ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("testcluster: security init: %v\n%s", err, out)
+	}
+	c.SecDir = dir
+	c.SecFile = filepath.Join(dir, security.FileName)
+	c.ClientFile = filepath.Join(dir, security.ClientFileName)
+	if c.ClientSec, err = security.LoadFile(c.ClientFile, security.RoleClient); err != nil {
+		t.Fatalf("testcluster: %v", err)
+	}
+	c.Client = httpx.Client(c.ClientSec, 30*time.Second)
+	c.scheme = "https"
+}
+
+// Signal sends sig to the process if it is running (SIGHUP makes a cairn
+// process reload its certificates).
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	return p.cmd.Process.Signal(sig)
 }
