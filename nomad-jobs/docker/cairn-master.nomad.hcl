@@ -97,11 +97,24 @@ job "cairn-master" {
       name     = "cairn-master"
       provider = var.service_provider
       port     = "http"
-      check {
-        type     = local.check_type
-        path     = local.check_type == "http" ? "/readyz" : null
-        interval = "10s"
-        timeout  = "5s"
+      # /readyz over plain HTTP; with mutual TLS a TCP check (Nomad's
+      # checks cannot present a client certificate).
+      dynamic "check" {
+        for_each = local.check_type == "http" ? ["http"] : []
+        content {
+          type     = "http"
+          path     = "/readyz"
+          interval = "10s"
+          timeout  = "5s"
+        }
+      }
+      dynamic "check" {
+        for_each = local.check_type == "tcp" ? ["tcp"] : []
+        content {
+          type     = "tcp"
+          interval = "10s"
+          timeout  = "5s"
+        }
       }
     }
 

@@ -92,16 +92,12 @@ job "prometheus" {
         destination   = "local/prometheus.yml"
         change_mode   = "signal"
         change_signal = "SIGHUP"
-        data          = <<-EOT
-          global:
-            scrape_interval: 30s
-          scrape_configs:
-          %{ for svc in ["cairn-master", "cairn-volume", "cairn-filer"] ~}
-            - job_name: ${svc}
-              static_configs:
-                - targets: [{{ range $i, $s := ${local.lookup} "${svc}" }}{{ if $i }}, {{ end }}'{{ $s.Address }}:{{ $s.Port }}'{{ end }}]
-          %{ endfor ~}
-          EOT
+        data = join("", concat(
+          ["global:\n  scrape_interval: 30s\nscrape_configs:\n"],
+          [for svc in ["cairn-master", "cairn-volume", "cairn-filer"] :
+            "  - job_name: ${svc}\n    static_configs:\n      - targets: [{{ range $i, $s := ${local.lookup} \"${svc}\" }}{{ if $i }}, {{ end }}'{{ $s.Address }}:{{ $s.Port }}'{{ end }}]\n"
+          ],
+        ))
       }
 
       config {

@@ -94,11 +94,22 @@ job "cairn-server" {
         name     = service.key
         provider = var.service_provider
         port     = service.value.port
-        check {
-          type     = service.value.check
-          path     = service.value.check == "http" ? "/readyz" : null
-          interval = "10s"
-          timeout  = "5s"
+        dynamic "check" {
+          for_each = service.value.check == "http" ? ["http"] : []
+          content {
+            type     = "http"
+            path     = "/readyz"
+            interval = "10s"
+            timeout  = "5s"
+          }
+        }
+        dynamic "check" {
+          for_each = service.value.check == "tcp" ? ["tcp"] : []
+          content {
+            type     = "tcp"
+            interval = "10s"
+            timeout  = "5s"
+          }
         }
       }
     }
