@@ -375,6 +375,7 @@ type        = "csi"
 plugin_id   = "cairn"
 snapshot_id = "e2e-snap"
 capacity_min = "2GiB"
+capacity_max = "20GiB"
 
 capability {
   access_mode     = "single-node-writer"
