@@ -6,7 +6,7 @@ DATA     ?= $(CURDIR)/data
 MNT      ?= $(CURDIR)/mnt
 PKGS     := ./...
 
-.PHONY: all build run test test-short bench lint fuzz crash-campaign proto clean
+.PHONY: all build run test test-short bench lint fuzz crash-campaign proto clean nomad nomad-e2e
 
 all: build
 
@@ -30,6 +30,16 @@ test-short:
 crash-campaign: build
 	CAIRN_BIN=$(CURDIR)/bin/cairn CAIRN_KILL_CYCLES=$${CAIRN_KILL_CYCLES:-200} \
 		$(GO) test -count=1 -timeout 4h -run 'TestKillCycles' -v ./internal/e2e/
+
+# A Nomad 1.6.1 binary, built once per machine into
+# ${XDG_CACHE_HOME:-$HOME/.cache}/cairn/nomad-1.6.1/nomad (see docs/nomad.md).
+nomad:
+	@./scripts/nomad.sh
+
+# The shipped jobspecs on a real Nomad agent (part of make test as well):
+# validation of every jobspec and volume spec, then the end-to-end test.
+nomad-e2e: build
+	CAIRN_BIN=$(CURDIR)/bin/cairn $(GO) test -count=1 -timeout 40m -v -run 'TestJobspecsValidate|TestNomadEndToEnd' ./internal/nomade2e/
 
 # Fuzz every decoder for a while (FUZZTIME each).
 FUZZTIME ?= 30s

@@ -1,0 +1,115 @@
+# cairn-csi-node: the CSI node plugin on every client (system job). It holds
+# no mount itself: it asks cairn-mount-service to mount volumes and
+# bind-mounts them into allocations, so it can be restarted or upgraded at
+# any time. raw_exec flavour: runs as root; set var.nomad_data_dir to the
+# client's data_dir (Nomad sends staging and target paths under
+# stage_publish_base_dir, which must be the host directory Nomad uses for
+# this plugin because raw_exec has no filesystem isolation).
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+
+variable "cairn_bin" {
+  type    = string
+  default = "/usr/local/bin/cairn"
+}
+
+variable "plugin_id" {
+  type    = string
+  default = "cairn"
+}
+
+variable "nomad_data_dir" {
+  type        = string
+  default     = "/opt/nomad/data"
+  description = "the Nomad client's data_dir"
+}
+
+variable "mount_socket" {
+  type        = string
+  default     = "/run/cairn/mount.sock"
+  description = "socket of cairn-mount-service on the node"
+}
+
+variable "service_provider" {
+  type        = string
+  default     = "nomad"
+  description = "nomad (native service discovery) or consul"
+}
+
+variable "security_var" {
+  type        = string
+  default     = ""
+  description = "Nomad variable holding `cairn security init` output (see README.md); empty: plaintext"
+}
+
+locals {
+  lookup    = var.service_provider == "consul" ? "service" : "nomadService"
+  sec_files = var.security_var == "" ? {} : {
+    "security.toml" = "security_toml", "ca.pem" = "ca_pem",
+    "client.pem" = "client_pem", "client-key.pem" = "client_key_pem",
+  }
+  sec_args = var.security_var == "" ? [] : ["--security", "$${NOMAD_SECRETS_DIR}/cairn/security.toml"]
+}
+
+job "cairn-csi-node" {
+  datacenters = var.datacenters
+  type        = "system"
+  priority    = 80
+
+  group "node" {
+    restart {
+      attempts = 100
+      interval = "1h"
+      delay    = "2s"
+      mode     = "delay"
+    }
+
+    task "plugin" {
+      driver = "raw_exec"
+
+      csi_plugin {
+        id                     = var.plugin_id
+        type                   = "node"
+        mount_dir              = "/csi"
+        stage_publish_base_dir = "${var.nomad_data_dir}/client/csi/node/${var.plugin_id}"
+      }
+
+      template {
+        destination = "local/filers.env"
+        env         = true
+        change_mode = "restart"
+        data        = "CAIRN_FILERS={{ range $i, $s := ${local.lookup} \"cairn-filer\" }}{{ if $i }},{{ end }}{{ $s.Address }}:{{ $s.Port }}{{ end }}\n"
+      }
+
+      # The endpoint is $CSI_ENDPOINT, set by Nomad.
+      config {
+        command = var.cairn_bin
+        args = concat([
+          "csi", "--mode", "node", "--nodeid", "$${node.unique.name}",
+          "--filer", "$${CAIRN_FILERS}", "--mount-socket", var.mount_socket,
+        ], local.sec_args)
+      }
+
+      dynamic "template" {
+        for_each = local.sec_files
+        content {
+          destination = "secrets/cairn/${template.key}"
+          perms       = "0600"
+          change_mode = "restart"
+          data        = "{{ with nomadVar \"${var.security_var}\" }}{{ index . \"${template.value}\" }}{{ end }}"
+        }
+      }
+
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
+
+      resources {
+        cpu    = 100
+        memory = 128
+      }
+    }
+  }
+}
