@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -366,7 +367,7 @@ func runStep(ctx context.Context, env *Env, cmd string, s *StepJSON, wait time.D
 		cancel()
 	}
 	if err != nil {
-		return fmt.Errorf("volume %d left the replica set of %s but deleting its file there failed: %s; delete it when the server is back (it is no longer used)", s.Volume, s.Drop, rpcMessage(err))
+		return fmt.Errorf("%s left the replica set of volume %d, but deleting the volume file there failed: %s; the file is no longer used, delete it (volume.evacuate -server %s -apply) once the server answers", s.Drop, s.Volume, rpcMessage(err), s.Drop)
 	}
 	return nil
 }
@@ -503,7 +504,7 @@ func sameMembers(a, b []string) bool {
 }
 
 // printSteps prints a plan (or its outcome) as a numbered list.
-func printSteps(w interface{ Write([]byte) (int, error) }, steps []StepJSON, applied bool) {
+func printSteps(w io.Writer, steps []StepJSON, applied bool) {
 	if len(steps) == 0 {
 		fmt.Fprintln(w, "nothing to do")
 		return
