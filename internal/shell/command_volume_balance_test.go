@@ -1,12 +1,16 @@
 package shell
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/rpc"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
@@ -73,6 +77,64 @@ func TestVolumeBalance(t *testing.T) {
 	if len(again.Plan) != 0 {
 		t.Fatalf("balanced cluster still planned %+v", again.Plan)
 	}
+
+	// A copy outside the replica set (as an interrupted move leaves one) is
+	// shown by volume.list and deleted by volume.fix.replication -apply.
+	vol := st.Volumes[0]
+	var outside string
+	for _, p := range c.Volumes {
+		if !slices.Contains(vol.Replicas, p.HTTP) {
+			outside = p.HTTP
+		}
+	}
+	pool := rpc.NewPool(nil)
+	defer pool.Close()
+	conn, err := pool.Conn(outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mconn, err := pool.Conn(c.Masters[0].HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := pb.NewMasterClient(mconn).ClusterStatus(context.Background(), &pb.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll := ""
+	for _, v := range ms.Volumes {
+		if v.Id == vol.ID {
+			coll = v.Collection
+		}
+	}
+	if _, err := pb.NewVolumeClient(conn).CopyVolume(context.Background(), &pb.CopyVolumeRequest{
+		VolumeId: vol.ID, Collection: coll, Replication: "001", Source: vol.Replicas[0]}); err != nil {
+		t.Fatal(err)
+	}
+	stray := func() (n int) {
+		var list VolumeListJSON
+		jsonOn(t, c, &list, "volume.list")
+		for _, s := range list.DataCenters[0].Racks[0].Servers {
+			for _, v := range s.Volumes {
+				if v.Stray {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	if n := stray(); n != 1 {
+		t.Fatalf("volume.list shows %d stray copies, want 1", n)
+	}
+	var fix FixReplicationJSON
+	jsonOn(t, c, &fix, "volume.fix.replication -apply")
+	if len(fix.Plan) != 1 || !fix.Plan[0].Stray || fix.Plan[0].Drop != outside || !fix.Plan[0].Done {
+		t.Fatalf("fix.replication on a stray copy: %+v", fix.Plan)
+	}
+	if n := stray(); n != 0 {
+		t.Fatalf("%d stray copies left", n)
+	}
+	checkAllReplicas(t, c, &w)
 }
 
 func spread(counts map[string]int) int {

@@ -22,11 +22,11 @@ healthy replica to copy from. Without -apply it only prints the plan.
 
 With -apply (after confirmation) the master first marks ADDR as draining:
 it places no new volume and no new replica there (volume.list shows it),
-so volumes created meanwhile do not land on it. Then each step copies the volume to the new
-server (CopyVolume: verified, fsynced, renamed), adds it to the replica set,
-waits until every replica is in sync (the new copy has pulled the writes
-made during the copy), then removes ADDR from the replica set and deletes
-the volume file on ADDR. The volume keeps its full replica count at every
+so volumes created meanwhile do not land on it. Then each step copies the
+volume to the new server (CopyVolume: verified, fsynced, renamed), adds it
+to the replica set, waits until every replica is in sync (the new copy
+has pulled the writes made during the copy), then removes ADDR from the
+replica set and deletes the volume file on ADDR. The volume keeps its full replica count at every
 moment. When ADDR is dead its replica is replaced in the same master
 command that adds the new one. Ctrl-C stops at the next step boundary;
 running the command again finishes the job. ADDR stays draining until

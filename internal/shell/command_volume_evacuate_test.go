@@ -65,10 +65,22 @@ func TestVolumeEvacuate(t *testing.T) {
 		t.Fatalf("-apply without -y: exit %d, %s", code, errs)
 	}
 	if _, st2, _ := c.LeaderStatus(); !sameVolumes(st, st2) {
-		t.Fatal("an unconfirmed evacuate changed the replica sets")
+		t.Fatal("an unconfirmed evacuate or bad input changed the replica sets")
 	}
-	if _, errs, code := shellOn(t, c, "-c", "volume.evacuate -server 127.0.0.1:1 -apply"); code != 1 || !strings.Contains(errs, "is not a volume server") {
-		t.Fatalf("unknown server: exit %d, %s", code, errs)
+	for cmd, want := range map[string]string{
+		"volume.evacuate -server 127.0.0.1:1 -apply":            "is not a volume server",
+		"volume.evacuate -apply":                                "needs -server ADDR",
+		"volume.evacuate -server " + victim + " -apply -cancel": "exclude each other",
+		"volume.evacuate -server " + victim + " -wait 0s":       "-wait must be > 0",
+		"volume.balance extra":                                  "takes only flags",
+		"volume.fix.replication -grace -1s":                     "-grace must be >= 0",
+	} {
+		if _, errs, code := shellOn(t, c, "-y", "-c", cmd); code != 1 || !strings.Contains(errs, want) {
+			t.Fatalf("%s: exit %d, %s; want an error with %q", cmd, code, errs, want)
+		}
+	}
+	if _, st2, _ := c.LeaderStatus(); !sameVolumes(st, st2) {
+		t.Fatal("bad input changed the replica sets")
 	}
 
 	// A writer keeps going during the evacuation; writes may be refused

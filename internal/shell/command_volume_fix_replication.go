@@ -33,7 +33,9 @@ A step copies the volume (CopyVolume: every record verified, written under
 a temporary name, fsynced, renamed), then adds the new server to the
 replica set and drops a lost replica in one master command, then waits for
 the replicas to be in sync (the new copy pulls the writes made during the
-copy). Ctrl-C stops at the next step boundary; running the command again
+copy). Copies that live servers hold outside a volume's replica set (a
+replica forgotten while its server was down, an interrupted copy) are
+deleted, but only while the volume has all its replicas live and in sync. Ctrl-C stops at the next step boundary; running the command again
 re-plans from the current state and finishes the job.`,
 		New: func(fs *flag.FlagSet) Runner {
 			c := &volumeFixReplication{}
@@ -163,7 +165,37 @@ func planFixReplication(t *topology, grace time.Duration, vid uint32) FixReplica
 		out.Volumes = append(out.Volumes, u)
 		out.Plan = append(out.Plan, steps...)
 	}
+	out.Plan = append(out.Plan, planStrays(t, vid)...)
 	return out
+}
+
+// planStrays plans deleting copies that live servers hold outside their
+// volume's replica set, but only for volumes whose every replica is live
+// and in sync, with the full count: then the stray copy is not needed for
+// anything.
+func planStrays(t *topology, vid uint32) []StepJSON {
+	var steps []StepJSON
+	for _, v := range t.Volumes {
+		if vid != 0 && v.Id != vid {
+			continue
+		}
+		p, err := parsePlacement(v.Replication)
+		if err != nil || len(v.Replicas) < p.copies() || slices.ContainsFunc(v.Replicas, func(r string) bool { return !t.healthy(r, v.Id) }) {
+			continue
+		}
+		var urls []string
+		for u, s := range t.Servers {
+			if s.Alive && s.Holds != nil && s.Holds[v.Id] != nil && !slices.Contains(v.Replicas, u) {
+				urls = append(urls, u)
+			}
+		}
+		slices.Sort(urls)
+		for _, u := range urls {
+			steps = append(steps, StepJSON{Volume: v.Id, Collection: v.Collection, Replication: v.Replication,
+				Drop: u, Stray: true, Expect: slices.Clone(v.Replicas), Why: "unused copy outside the replica set"})
+		}
+	}
+	return steps
 }
 
 // planVolumeRepair plans the copies that bring v back to its placement,
@@ -199,6 +231,9 @@ func planVolumeRepair(t *topology, v *pb.VolumeStatus, p placement, kept, lost [
 func printFixReplication(w io.Writer, out *FixReplicationJSON) error {
 	if len(out.Volumes) == 0 {
 		fmt.Fprintln(w, "every volume has its full replica count")
+		if len(out.Plan) > 0 {
+			printSteps(w, out.Plan, out.Applied)
+		}
 		return nil
 	}
 	tw := newTable(w)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -212,4 +213,121 @@ func (w *watchWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// TestVolumeFixReplicationKilledDuringCopy: the target of a copy is killed
+// with SIGKILL while the copy's temporary file is being written. After a
+// restart it holds no trace of the copy (no volume, no temporary file),
+// the master never listed it, and running the command again completes the
+// repair with every needle intact.
+func TestVolumeFixReplicationKilledDuringCopy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real cluster")
+	}
+	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 3, Replication: "001", VolumeSizeLimitMB: 256})
+	rng := rand.New(rand.NewPCG(11, 12))
+	var w written
+	coll := unique("crashcopy")
+	for range 40 { // 80 MiB: a copy that takes a while
+		var a testcluster.Assignment
+		testutil.WaitFor(t, 60*time.Second, "a file id", func() (err error) {
+			a, err = c.Assign("replication=001&collection=" + coll)
+			return err
+		})
+		d := make([]byte, 2<<20)
+		for j := range d {
+			d[j] = byte(rng.Uint32())
+		}
+		if err := c.Put(a.URL, a.Fid, d); err != nil {
+			t.Fatal(err)
+		}
+		w.add(a.Fid, d)
+	}
+	_, st, err := c.LeaderStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vol *struct {
+		ID       uint32   `json:"id"`
+		Replicas []string `json:"replicas"`
+		Writable bool     `json:"writable"`
+	}
+	for i := range st.Volumes {
+		vol = &st.Volumes[i]
+	}
+	if len(st.Volumes) != 1 {
+		t.Fatalf("want one volume, got %+v", st.Volumes)
+	}
+	byURL := map[string]*testcluster.Proc{}
+	for _, p := range c.Volumes {
+		byURL[p.HTTP] = p
+	}
+	victim := byURL[vol.Replicas[0]]
+	var target *testcluster.Proc
+	for _, p := range c.Volumes {
+		if !slices.Contains(vol.Replicas, p.HTTP) {
+			target = p
+		}
+	}
+	victim.Kill()
+	if err := os.RemoveAll(victim.Dir); err != nil {
+		t.Fatal(err)
+	}
+	var plan FixReplicationJSON
+	testutil.WaitFor(t, 60*time.Second, "a plan", func() error {
+		jsonOn(t, c, &plan, "volume.fix.replication -grace 1s")
+		if len(plan.Plan) != 1 || plan.Plan[0].Target != target.HTTP {
+			return fmt.Errorf("plan %+v, want one copy to %s", plan.Plan, target.HTTP)
+		}
+		return nil
+	})
+
+	// Kill the target as soon as the copy's temporary file exists.
+	killed := make(chan string, 1)
+	go func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
+			names, _ := filepath.Glob(filepath.Join(target.Dir, "*.tmp"))
+			if len(names) > 0 {
+				target.Kill()
+				killed <- names[0]
+				return
+			}
+			time.Sleep(time.Millisecond) // polling the directory, not waiting for time to pass
+		}
+		killed <- ""
+	}()
+	_, errs, code := shellOn(t, c, "-c", "volume.fix.replication -grace 1s -apply")
+	tmp := <-killed
+	if tmp == "" {
+		t.Fatalf("the copy's temporary file never appeared in %s (exit %d, %s)", target.Dir, code, errs)
+	}
+	if code != 1 || !strings.Contains(errs, "failed") {
+		t.Fatalf("a copy whose target died: exit %d\n%s", code, errs)
+	}
+	t.Logf("killed %s while it wrote %s", target.HTTP, filepath.Base(tmp))
+	if _, st, err := c.LeaderStatus(); err != nil || slices.Contains(st.Volumes[0].Replicas, target.HTTP) {
+		t.Fatalf("the master lists the killed copy: %+v %v", st, err)
+	}
+
+	target.Start(t)
+	c.WaitVolumesRegistered(t)
+	if names, _ := filepath.Glob(filepath.Join(target.Dir, "*")); len(names) != 0 {
+		t.Fatalf("after the restart %s still holds %v", target.Dir, names)
+	}
+	var list VolumeListJSON
+	jsonOn(t, c, &list, "volume.list")
+	for _, s := range list.DataCenters[0].Racks[0].Servers {
+		if s.URL == target.HTTP && len(s.Volumes) != 0 {
+			t.Fatalf("%s reports volumes after the restart: %+v", s.URL, s.Volumes)
+		}
+	}
+
+	var applied FixReplicationJSON
+	jsonOn(t, c, &applied, "volume.fix.replication -grace 1s -apply")
+	if len(applied.Plan) != 1 || !applied.Plan[0].Done {
+		t.Fatalf("second run: %+v", applied)
+	}
+	waitWritable(t, c, map[uint32]bool{vol.ID: true}, victim.HTTP)
+	checkAllReplicas(t, c, &w)
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -256,21 +257,27 @@ func urlList(ss []*topoServer) string {
 // StepJSON is one step of a replica plan: copy volume Volume from Source
 // to Target and add Target to the replica set, and/or take Drop out of it.
 type StepJSON struct {
-	Volume      uint32   `json:"volume"`
-	Collection  string   `json:"collection"`
-	Replication string   `json:"replication"`
-	Source      string   `json:"source,omitempty"`
-	Target      string   `json:"target,omitempty"`
-	Drop        string   `json:"drop,omitempty"`
-	DropDead    bool     `json:"drop_dead,omitempty"` // Drop is lost: forgotten in the same master command as the add, nothing to delete
-	Expect      []string `json:"expect"`              // the replica set the step was planned from
-	Why         string   `json:"why"`
-	Done        bool     `json:"done"`
-	Error       string   `json:"error,omitempty"`
+	Volume      uint32 `json:"volume"`
+	Collection  string `json:"collection"`
+	Replication string `json:"replication"`
+	Source      string `json:"source,omitempty"`
+	Target      string `json:"target,omitempty"`
+	Drop        string `json:"drop,omitempty"`
+	DropDead    bool   `json:"drop_dead,omitempty"` // Drop is lost: forgotten in the same master command as the add, nothing to delete
+	// Stray: Drop holds a copy outside the replica set (a replica forgotten
+	// while its server was down, or an interrupted copy); the step deletes
+	// that unused file.
+	Stray  bool     `json:"stray,omitempty"`
+	Expect []string `json:"expect"` // the replica set the step was planned from
+	Why    string   `json:"why"`
+	Done   bool     `json:"done"`
+	Error  string   `json:"error,omitempty"`
 }
 
 func (s StepJSON) describe() string {
 	switch {
+	case s.Stray:
+		return fmt.Sprintf("volume %d: delete the unused copy on %s (not in the replica set)", s.Volume, s.Drop)
 	case s.Target != "" && s.Drop != "" && s.DropDead:
 		return fmt.Sprintf("volume %d: copy from %s to %s, replacing lost replica %s", s.Volume, s.Source, s.Target, s.Drop)
 	case s.Target != "" && s.Drop != "":
@@ -325,6 +332,9 @@ func runStep(ctx context.Context, env *Env, cmd string, s *StepJSON, wait time.D
 	// Ctrl-C: each call below is one complete change.
 	nctx := context.WithoutCancel(ctx)
 	set := slices.Clone(s.Expect)
+	if s.Stray {
+		return deleteStray(nctx, env, s)
+	}
 	if s.Target != "" {
 		if err := copyReplica(ctx, env, cmd, s); err != nil {
 			return err
@@ -366,7 +376,31 @@ func runStep(ctx context.Context, env *Env, cmd string, s *StepJSON, wait time.D
 		cancel()
 	}
 	if err != nil {
-		return fmt.Errorf("volume %d left the replica set of %s but deleting its file there failed: %s; delete it when the server is back (it is no longer used)", s.Volume, s.Drop, rpcMessage(err))
+		return fmt.Errorf("%s left the replica set of volume %d, but deleting the volume file there failed: %s; the file is no longer used, volume.fix.replication -apply deletes it once the server answers", s.Drop, s.Volume, rpcMessage(err))
+	}
+	return nil
+}
+
+// deleteStray deletes the copy of s.Volume on s.Drop after checking, with
+// the master leader, that s.Drop is still not a replica.
+func deleteStray(ctx context.Context, env *Env, s *StepJSON) error {
+	st, err := env.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range st.Volumes {
+		if v.Id == s.Volume && slices.Contains(v.Replicas, s.Drop) {
+			return fmt.Errorf("%s is a replica of volume %d again; not deleting it", s.Drop, s.Volume)
+		}
+	}
+	vc, err := env.volumeClient(s.Drop)
+	if err == nil {
+		dctx, cancel := context.WithTimeout(ctx, stepTimeout)
+		_, err = vc.DeleteVolume(dctx, &pb.DeleteVolumeRequest{VolumeId: s.Volume})
+		cancel()
+	}
+	if err != nil {
+		return fmt.Errorf("deleting the unused copy of volume %d on %s: %s", s.Volume, s.Drop, rpcMessage(err))
 	}
 	return nil
 }
@@ -503,7 +537,7 @@ func sameMembers(a, b []string) bool {
 }
 
 // printSteps prints a plan (or its outcome) as a numbered list.
-func printSteps(w interface{ Write([]byte) (int, error) }, steps []StepJSON, applied bool) {
+func printSteps(w io.Writer, steps []StepJSON, applied bool) {
 	if len(steps) == 0 {
 		fmt.Fprintln(w, "nothing to do")
 		return
