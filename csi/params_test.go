@@ -104,7 +104,7 @@ func TestTokens(t *testing.T) {
 // and secrets never reach the log.
 func TestLogStripsSecrets(t *testing.T) {
 	var buf bytes.Buffer
-	d := &Driver{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	d := &Driver{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), met: newMetrics()}
 	req := &csi.NodeStageVolumeRequest{VolumeId: "vol-7", StagingTargetPath: "/s", Secrets: map[string]string{"password": "hunter2"}}
 	_, err := d.logCall(context.Background(), req, &grpc.UnaryServerInfo{FullMethod: "/csi.v1.Node/NodeStageVolume"},
 		func(context.Context, any) (any, error) {
