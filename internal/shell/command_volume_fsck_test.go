@@ -184,6 +184,16 @@ func TestVolumeFsck(t *testing.T) {
 		}
 		return nil
 	})
+	// Scope: a collection without volumes scans nothing; an unknown
+	// volume is an error.
+	f, code = fsckJSON(t, c, "volume.fsck -grace 0s -collection nosuch")
+	if code != 0 || f.Replicas != 0 || len(f.Missing)+len(f.Orphans) != 0 {
+		t.Fatalf("-collection nosuch: exit %d %+v", code, f)
+	}
+	_, errs, code = fsckSh(t, c, "-c", "volume.fsck -volumeId 999")
+	if code != 1 || !strings.Contains(errs, "volume 999 does not exist") {
+		t.Fatalf("-volumeId 999: exit %d %q", code, errs)
+	}
 	_, errs, code = fsckSh(t, c, "-c", "volume.fsck -grace -1s")
 	if code != 1 || !strings.Contains(errs, "negative") {
 		t.Fatalf("negative grace: exit %d %q", code, errs)
