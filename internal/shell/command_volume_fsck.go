@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
@@ -68,6 +69,9 @@ type FsckNeedleJSON struct {
 	// under-replicated).
 	Servers []string `json:"servers"`
 	Reason  string   `json:"reason,omitempty"`
+	// Files are the paths whose data uses a missing needle; snapshot
+	// trees as "snapshot NAME:/path".
+	Files []string `json:"files,omitempty"`
 }
 
 // FsckJSON is the JSON output of volume.fsck.
@@ -138,6 +142,11 @@ func (c *volumeFsck) Run(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("volume.fsck: read the filer's references: %s", rpcMessage(err))
 	}
 	c.analyze(&out, targets, scan, before, after, started)
+	if len(out.Missing) > 0 {
+		if err := filesUsing(ctx, env, fc, out.Missing); err != nil {
+			env.Progressf("volume.fsck: could not name the files using the missing needles: %s", rpcMessage(err))
+		}
+	}
 	if c.apply && len(out.Orphans) > 0 {
 		if err := c.deleteOrphans(ctx, env, fc, &out); err != nil {
 			return err
@@ -395,6 +404,9 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 			if n.Reason != "" && servers != "ON" {
 				where = n.Reason
 			}
+			if len(n.Files) > 0 {
+				where += "; used by " + strings.Join(n.Files, ", ")
+			}
 			fmt.Fprintf(tw, "  %s\t%d\t%s\n", n.Fid, n.Size, where)
 		}
 		tw.Flush()
@@ -415,6 +427,69 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 		fmt.Fprintln(w)
 	} else if len(f.Orphans) > 0 {
 		fmt.Fprintf(w, "run volume.fsck -apply to delete the orphans\n")
+	}
+	return nil
+}
+
+// fsckWalkLimit bounds the inodes filesUsing visits.
+const fsckWalkLimit = 1000000
+
+// filesUsing walks the namespace and every snapshot tree and records in each
+// missing needle the paths of the files whose slices use it.
+func filesUsing(ctx context.Context, env *Env, fc *filer.Client, missing []FsckNeedleJSON) error {
+	byFid := map[string]*FsckNeedleJSON{}
+	for i := range missing {
+		byFid[missing[i].Fid] = &missing[i]
+	}
+	var snaps []filer.SnapshotInfo
+	if err := fc.Read(ctx, &pb.FilerReadRequest{Op: "snapshots"}, &snaps); err != nil {
+		return err
+	}
+	type dir struct {
+		ino  uint64
+		path string
+	}
+	roots := []dir{{filer.RootIno, "/"}}
+	prefix := map[uint64]string{filer.RootIno: ""}
+	for _, sn := range snaps {
+		roots = append(roots, dir{sn.Root, "/"})
+		prefix[sn.Root] = "snapshot " + sn.Name + ":"
+	}
+	visited := 0
+	for _, root := range roots {
+		queue := []dir{root}
+		for len(queue) > 0 {
+			d := queue[0]
+			queue = queue[1:]
+			err := eachEntry(ctx, fc, d.ino, func(e filer.DirEntry) error {
+				visited++
+				if visited > fsckWalkLimit {
+					return fmt.Errorf("stopped after %d inodes", fsckWalkLimit)
+				}
+				if visited%10000 == 0 {
+					env.Progressf("volume.fsck: looking for the files using missing needles: %d inodes", visited)
+				}
+				p := joinPath(d.path, e.Name)
+				switch e.Mode & syscall.S_IFMT {
+				case syscall.S_IFDIR:
+					queue = append(queue, dir{e.Ino, p})
+				case syscall.S_IFREG:
+					in, err := fc.GetAttr(ctx, e.Ino)
+					if err != nil {
+						return err
+					}
+					for _, sl := range in.Slices {
+						if n := byFid[sl.Fid]; n != nil && !slices.Contains(n.Files, prefix[root.ino]+p) {
+							n.Files = append(n.Files, prefix[root.ino]+p)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -98,6 +98,14 @@ func TestVolumeFsck(t *testing.T) {
 		t.Fatalf("resolve /fsck/b: %v %+v", err, in)
 	}
 	lost := in.Slices[0].Fid
+	dir, err := fc.Resolve(context.Background(), "/fsck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := fc.Apply(context.Background(), &filer.Snapshot{SrcIno: dir.Ino, Name: "before-loss"})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Nothing wrong yet.
 	f, code := fsckJSON(t, c, "volume.fsck -grace 0s")
@@ -139,12 +147,13 @@ func TestVolumeFsck(t *testing.T) {
 	text, errs, code := fsckSh(t, c, "-c", "volume.fsck -grace 0s")
 	if code != 1 || !strings.Contains(text, orphan) || !strings.Contains(text, lost) ||
 		!strings.Contains(text, "1 missing, 0 under-replicated, 1 orphaned") || !strings.Contains(errs, "data loss") ||
+		!strings.Contains(text, "used by /fsck/b") ||
 		!strings.Contains(errs, "volume.fsck: [") {
 		t.Fatalf("text: exit %d\n%s\n%s", code, text, errs)
 	}
 	f, code = fsckJSON(t, c, "volume.fsck -grace 0s")
 	if code != 1 || fmt.Sprint(fids(f.Missing)) != "["+lost+"]" || fmt.Sprint(fids(f.Orphans)) != "["+orphan+"]" ||
-		len(f.Orphans[0].Servers) != 2 || f.Applied {
+		len(f.Orphans[0].Servers) != 2 || f.Applied || fmt.Sprint(f.Missing[0].Files) != "[/fsck/b snapshot before-loss:/b]" {
 		t.Fatalf("json: exit %d %+v", code, f)
 	}
 
@@ -173,8 +182,11 @@ func TestVolumeFsck(t *testing.T) {
 	if code != 1 || len(f.Orphans) != 0 || fmt.Sprint(fids(f.Missing)) != "["+lost+"]" {
 		t.Fatalf("after -apply: exit %d %+v", code, f)
 	}
-	// Restoring the file clears the report.
+	// Restoring the file and dropping the snapshot clear the report.
 	if err := filerPut(c, "/fsck/b", []byte("restored")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.Apply(context.Background(), &filer.DeleteSnapshot{ID: snap.Snapshot.ID}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 60*time.Second, "a clean fsck", func() error {
