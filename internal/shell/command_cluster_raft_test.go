@@ -169,14 +169,14 @@ func testRaftGroup(t *testing.T, c *testcluster.Cluster, group string) {
 
 	// Remove a follower (refused without -y), then add it back.
 	leader := l.Leader
-	var victim, other string
+	var victim, other, otherRaft string
 	for _, s := range l.Servers {
 		switch {
 		case s.IsLeader:
 		case victim == "":
 			victim = s.ID
 		default:
-			other = s.ID
+			other, otherRaft = s.ID, s.Address
 		}
 	}
 	_, errs, code = raftSh(t, c, "-c", "cluster.raft.remove -group "+group+" "+victim)
@@ -259,8 +259,8 @@ func testRaftGroup(t *testing.T, c *testcluster.Cluster, group string) {
 	if code != 1 || !strings.Contains(errs, "last voter") {
 		t.Fatalf("remove the last voter: exit %d %q", code, errs)
 	}
-	out = raftMustRun(t, c, "-c", "cluster.raft.add -group "+group+" "+victim+"; cluster.raft.add -group "+group+" "+other)
-	if !strings.Contains(out, "added "+group+" "+victim+" (raft ") || !strings.Contains(out, "added "+group+" "+other) || !strings.Contains(out, "(voter)") {
+	out = raftMustRun(t, c, "-c", "cluster.raft.add -group "+group+" "+victim+"; cluster.raft.add -group "+group+" "+other+" "+otherRaft)
+	if !strings.Contains(out, "added "+group+" "+victim+" (raft ") || !strings.Contains(out, "added "+group+" "+other+" (raft "+otherRaft+")") || !strings.Contains(out, "(voter)") {
 		t.Fatalf("add, text: %q", out)
 	}
 	l = waitRaft(t, c, group, "3 voters again", allVotersUp(3))
