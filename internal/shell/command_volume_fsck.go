@@ -33,8 +33,10 @@ every volume, and reports:
   orphaned  present on a volume server, referenced by nothing, not being
             uploaded, not queued for deletion, and older than -grace.
 
-A needle missing on some replicas only is reported as under-replicated (the
-volume's catch-up repairs it). With -apply the orphans are deleted, after
+A referenced needle live on some replicas but absent or deleted on others
+is under-replicated, also an error: rewrite the files using it while a good
+copy remains. Damaged needles are reported with the files (and snapshot
+files) whose data uses them. With -apply the orphans are deleted, after
 confirmation, once more checked against the filer just before; nothing
 referenced is ever deleted. The check only writes with -apply.
 
@@ -142,9 +144,9 @@ func (c *volumeFsck) Run(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("volume.fsck: read the filer's references: %s", rpcMessage(err))
 	}
 	c.analyze(&out, targets, scan, before, after, started)
-	if len(out.Missing) > 0 {
-		if err := filesUsing(ctx, env, fc, out.Missing); err != nil {
-			env.Progressf("volume.fsck: could not name the files using the missing needles: %s", rpcMessage(err))
+	if len(out.Missing)+len(out.UnderReplicated) > 0 {
+		if err := filesUsing(ctx, env, fc, out.Missing, out.UnderReplicated); err != nil {
+			env.Progressf("volume.fsck: could not name the files using the damaged needles: %s", rpcMessage(err))
 		}
 	}
 	if c.apply && len(out.Orphans) > 0 {
@@ -158,6 +160,9 @@ func (c *volumeFsck) Run(ctx context.Context, env *Env, args []string) error {
 	var problems []string
 	if n := len(out.Missing); n > 0 {
 		problems = append(problems, fmt.Sprintf("%d referenced needles are missing on every replica (data loss in the files using them; restore those files from a backup)", n))
+	}
+	if n := len(out.UnderReplicated); n > 0 {
+		problems = append(problems, fmt.Sprintf("%d referenced needles are not on every replica of their volume (a catch-up pass copies a missing one back but spreads a deletion; rewrite the files using them while a good copy remains)", n))
 	}
 	if n := len(out.ScanErrors); n > 0 {
 		problems = append(problems, fmt.Sprintf("%d replicas could not be scanned (%s); run volume.fsck again when they are back", n, strings.Join(out.ScanErrors, "; ")))
@@ -295,18 +300,26 @@ func (c *volumeFsck) analyze(out *FsckJSON, targets []replicaTarget, scan []repl
 			continue
 		}
 		live := 0
+		var why []string
 		for _, ri := range byVol[ref.vol] {
 			e := ri.entries[ref.key]
-			if e != nil && !e.Deleted && e.Cookie == id.Cookie {
+			switch {
+			case e != nil && !e.Deleted && e.Cookie == id.Cookie:
 				live++
 				n.Size = e.Size
 				continue
+			case e != nil && e.Deleted:
+				why = append(why, "deleted on "+ri.target.server)
+			case e != nil:
+				why = append(why, "another cookie on "+ri.target.server)
+			default:
+				why = append(why, "absent on "+ri.target.server)
 			}
 			n.Servers = append(n.Servers, ri.target.server)
 		}
 		switch {
 		case live > 0 && len(n.Servers) > 0:
-			n.Reason = "absent or deleted on " + strings.Join(n.Servers, ", ")
+			n.Reason = strings.Join(why, ", ")
 			out.UnderReplicated = append(out.UnderReplicated, n)
 		case live == 0 && len(byVol[ref.vol]) < len(replicas[ref.vol]):
 			out.Unverified++
@@ -412,7 +425,7 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 		tw.Flush()
 	}
 	section("Missing (referenced, absent on every replica: data loss)", f.Missing, "WHY")
-	section("Under-replicated (absent on some replicas)", f.UnderReplicated, "WHY")
+	section("Under-replicated (absent or deleted on some replicas)", f.UnderReplicated, "WHY")
 	section("Orphaned (unreferenced)", f.Orphans, "ON")
 	fmt.Fprintf(w, "\n%d missing, %d under-replicated, %d orphaned (%s), %d unreferenced but younger than the grace period\n",
 		len(f.Missing), len(f.UnderReplicated), len(f.Orphans), humanBytes(f.OrphanBytes), f.TooRecent)
@@ -435,11 +448,13 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 const fsckWalkLimit = 1000000
 
 // filesUsing walks the namespace and every snapshot tree and records in each
-// missing needle the paths of the files whose slices use it.
-func filesUsing(ctx context.Context, env *Env, fc *filer.Client, missing []FsckNeedleJSON) error {
+// damaged needle the paths of the files whose slices use it.
+func filesUsing(ctx context.Context, env *Env, fc *filer.Client, damaged ...[]FsckNeedleJSON) error {
 	byFid := map[string]*FsckNeedleJSON{}
-	for i := range missing {
-		byFid[missing[i].Fid] = &missing[i]
+	for _, list := range damaged {
+		for i := range list {
+			byFid[list[i].Fid] = &list[i]
+		}
 	}
 	var snaps []filer.SnapshotInfo
 	if err := fc.Read(ctx, &pb.FilerReadRequest{Op: "snapshots"}, &snaps); err != nil {
@@ -467,7 +482,7 @@ func filesUsing(ctx context.Context, env *Env, fc *filer.Client, missing []FsckN
 					return fmt.Errorf("stopped after %d inodes", fsckWalkLimit)
 				}
 				if visited%10000 == 0 {
-					env.Progressf("volume.fsck: looking for the files using missing needles: %d inodes", visited)
+					env.Progressf("volume.fsck: looking for the files using damaged needles: %d inodes", visited)
 				}
 				p := joinPath(d.path, e.Name)
 				switch e.Mode & syscall.S_IFMT {

@@ -13,8 +13,12 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/fid"
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/rpc"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
+	"github.com/cairn-storage/cairn/volume"
 )
 
 // fsckCluster starts a cluster of its own, so that the needles fsck finds
@@ -157,6 +161,44 @@ func TestVolumeFsck(t *testing.T) {
 		t.Fatalf("json: exit %d %+v", code, f)
 	}
 
+	// A needle deleted on one replica only (a tombstone sent straight to
+	// it, as a primary would) is under-replicated, not missing.
+	if err := filerPut(c, "/fsck/c", []byte("on one replica only")); err != nil {
+		t.Fatal(err)
+	}
+	inC, err := fc.Resolve(context.Background(), "/fsck/c")
+	if err != nil || len(inC.Slices) != 1 {
+		t.Fatalf("resolve /fsck/c: %v %+v", err, inC)
+	}
+	half, err := fid.Parse(inC.Slices[0].Fid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locsC, err := c.Lookup(fmt.Sprint(half.Volume))
+	if err != nil || len(locsC) != 2 {
+		t.Fatalf("lookup volume %d: %v %v", half.Volume, locsC, err)
+	}
+	pool := rpc.NewPool(nil)
+	defer pool.Close()
+	conn, err := pool.Conn(locsC[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tomb := volume.EncodeRecord(&volume.Needle{Key: half.Key, Cookie: half.Cookie, Deleted: true, AppendNs: uint64(time.Now().UnixNano())})
+	if _, err := pb.NewVolumeClient(conn).Replicate(context.Background(), &pb.ReplicateRequest{VolumeId: half.Volume, Record: tomb}); err != nil {
+		t.Fatal(err)
+	}
+	f, code = fsckJSON(t, c, "volume.fsck -grace 0s")
+	if code != 1 || fmt.Sprint(fids(f.UnderReplicated)) != "["+inC.Slices[0].Fid+"]" || fmt.Sprint(f.UnderReplicated[0].Servers) != "["+locsC[1]+"]" ||
+		f.UnderReplicated[0].Reason != "deleted on "+locsC[1] || fmt.Sprint(f.UnderReplicated[0].Files) != "[/fsck/c]" ||
+		fmt.Sprint(fids(f.Missing)) != "["+lost+"]" {
+		t.Fatalf("under-replicated: exit %d %+v", code, f)
+	}
+	text, errs, _ = fsckSh(t, c, "-c", "volume.fsck -grace 0s")
+	if !strings.Contains(text, "deleted on "+locsC[1]+"; used by /fsck/c") || !strings.Contains(errs, "not on every replica") {
+		t.Fatalf("under-replicated, text:\n%s\n%s", text, errs)
+	}
+
 	// -apply needs confirmation; without it nothing is deleted.
 	_, errs, code = fsckSh(t, c, "-c", "volume.fsck -grace 0s -apply")
 	if code != 1 || !strings.Contains(errs, "-y") {
@@ -182,8 +224,11 @@ func TestVolumeFsck(t *testing.T) {
 	if code != 1 || len(f.Orphans) != 0 || fmt.Sprint(fids(f.Missing)) != "["+lost+"]" {
 		t.Fatalf("after -apply: exit %d %+v", code, f)
 	}
-	// Restoring the file and dropping the snapshot clear the report.
+	// Restoring the files and dropping the snapshot clear the report.
 	if err := filerPut(c, "/fsck/b", []byte("restored")); err != nil {
+		t.Fatal(err)
+	}
+	if err := filerPut(c, "/fsck/c", []byte("rewritten")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fc.Apply(context.Background(), &filer.DeleteSnapshot{ID: snap.Snapshot.ID}); err != nil {
@@ -191,8 +236,8 @@ func TestVolumeFsck(t *testing.T) {
 	}
 	testutil.WaitFor(t, 60*time.Second, "a clean fsck", func() error {
 		f, code := fsckJSON(t, c, "volume.fsck -grace 0s")
-		if code != 0 || len(f.Missing)+len(f.Orphans) != 0 {
-			return fmt.Errorf("exit %d, missing %v, orphans %v", code, fids(f.Missing), fids(f.Orphans))
+		if code != 0 || len(f.Missing)+len(f.Orphans)+len(f.UnderReplicated) != 0 {
+			return fmt.Errorf("exit %d, missing %v, orphans %v, under-replicated %v", code, fids(f.Missing), fids(f.Orphans), fids(f.UnderReplicated))
 		}
 		return nil
 	})
