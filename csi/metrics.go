@@ -37,7 +37,11 @@ func newMetrics() *metrics {
 	return m
 }
 
+// observe counts one call; a nil m (a Driver not made by New) counts nothing.
 func (m *metrics) observe(method string, code codes.Code, d time.Duration) {
+	if m == nil {
+		return
+	}
 	m.calls.WithLabelValues(method, code.String()).Inc()
 	m.latency.WithLabelValues(method).Observe(d.Seconds())
 }

@@ -40,13 +40,20 @@ func scrape(c *http.Client, addr string) (map[string]*dto.MetricFamily, error) {
 	return p.TextToMetricFamilies(resp.Body)
 }
 
-// value sums a family's samples whose labels include match: counter and
-// gauge values, histogram sample counts.
-func value(fams map[string]*dto.MetricFamily, name string, match map[string]string) (float64, bool) {
-	f, ok := fams[name]
-	if !ok {
-		return 0, false
+// value sums, over the scrapes of one kind of server, a family's samples
+// whose labels include match: counter and gauge values, histogram sample
+// counts. ok is false when no scrape has the family.
+func value(scrapes []map[string]*dto.MetricFamily, name string, match map[string]string) (sum float64, ok bool) {
+	for _, fams := range scrapes {
+		if f, found := fams[name]; found {
+			ok = true
+			sum += sampleSum(f, match)
+		}
 	}
+	return sum, ok
+}
+
+func sampleSum(f *dto.MetricFamily, match map[string]string) float64 {
 	sum := 0.0
 next:
 	for _, m := range f.Metric {
@@ -68,7 +75,7 @@ next:
 			sum += float64(m.Histogram.GetSampleCount())
 		}
 	}
-	return sum, true
+	return sum
 }
 
 // startCSI runs `cairn csi --mode controller` with --metrics-addr and
@@ -105,12 +112,14 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real cluster")
 	}
-	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
-	master, volume, filer := c.Masters[0].HTTP, c.Volumes[0].HTTP, c.Filers[0].HTTP
+	// Two copies of every volume, so that replication has work to do.
+	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 2, Filers: 1, Replication: "001"})
+	master, filer := c.Masters[0].HTTP, c.Filers[0].HTTP
+	volumes := []string{c.Volumes[0].HTTP, c.Volumes[1].HTTP}
 	sock, csiAddr := startCSI(t, filer)
 
 	// Health endpoints exist on every server.
-	for _, a := range []string{master, volume, filer} {
+	for _, a := range append([]string{master, filer}, volumes...) {
 		for _, p := range []string{"/healthz", "/readyz"} {
 			testutil.WaitFor(t, 60*time.Second, a+p, func() error {
 				resp, err := c.Client.Get("http://" + a + p)
@@ -141,14 +150,18 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 	}
 	testutil.WaitFor(t, 60*time.Second, "a first write through the filer", func() error { return put("/warmup", []byte("w")) })
 
-	servers := map[string]string{"master": master, "volume": volume, "filer": filer, "csi": csiAddr}
-	scrapeAll := func() map[string]map[string]*dto.MetricFamily {
-		out := map[string]map[string]*dto.MetricFamily{}
-		for name, a := range servers {
-			testutil.WaitFor(t, 60*time.Second, "metrics of "+name, func() (err error) {
-				out[name], err = scrape(c.Client, a)
-				return err
-			})
+	servers := map[string][]string{"master": {master}, "volume": volumes, "filer": {filer}, "csi": {csiAddr}}
+	scrapeAll := func() map[string][]map[string]*dto.MetricFamily {
+		out := map[string][]map[string]*dto.MetricFamily{}
+		for name, addrs := range servers {
+			for _, a := range addrs {
+				var fams map[string]*dto.MetricFamily
+				testutil.WaitFor(t, 60*time.Second, "metrics of "+name+" "+a, func() (err error) {
+					fams, err = scrape(c.Client, a)
+					return err
+				})
+				out[name] = append(out[name], fams)
+			}
 		}
 		return out
 	}
@@ -207,6 +220,8 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 		{"volume", "cairn_volume_group_commit_records", nil},
 		{"volume", "cairn_volume_needles", nil},
 		{"volume", "cairn_volume_bytes", nil},
+		{"volume", "cairn_volume_replicate_seconds", nil},
+		{"volume", "cairn_volume_replicated_writes_total", nil},
 		{"filer", "cairn_filer_operations_total", nil},
 		{"filer", "cairn_filer_operation_seconds", nil},
 		{"filer", "cairn_filer_http_requests_total", map[string]string{"method": "GET"}},
@@ -239,7 +254,7 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 		{"master", "cairn_master_raft_state", 2}, // a single master leads
 		{"filer", "cairn_filer_raft_state", 2},
 		{"filer", "cairn_filer_raft_leader", 1},
-		{"master", "cairn_master_servers_alive", 1},
+		{"master", "cairn_master_servers_alive", 2},
 		{"volume", "cairn_volume_out_of_sync_volumes", 0},
 		{"volume", "cairn_volume_catchup_pending_records", 0},
 	} {
@@ -250,9 +265,11 @@ func TestMetricsMoveUnderLoad(t *testing.T) {
 
 	// Every series the dashboard shows for these servers is exposed.
 	exposed := map[string]bool{}
-	for _, fams := range after {
-		for n := range fams {
-			exposed[n] = true
+	for _, all := range after {
+		for _, fams := range all {
+			for n := range fams {
+				exposed[n] = true
+			}
 		}
 	}
 	for m := range dashboardMetrics(loadDashboard(t)) {

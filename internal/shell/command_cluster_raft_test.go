@@ -169,14 +169,14 @@ func testRaftGroup(t *testing.T, c *testcluster.Cluster, group string) {
 
 	// Remove a follower (refused without -y), then add it back.
 	leader := l.Leader
-	var victim, other string
+	var victim, other, otherRaft string
 	for _, s := range l.Servers {
 		switch {
 		case s.IsLeader:
 		case victim == "":
 			victim = s.ID
 		default:
-			other = s.ID
+			other, otherRaft = s.ID, s.Address
 		}
 	}
 	_, errs, code = raftSh(t, c, "-c", "cluster.raft.remove -group "+group+" "+victim)
@@ -247,7 +247,11 @@ func testRaftGroup(t *testing.T, c *testcluster.Cluster, group string) {
 	waitRaft(t, c, group, "3 voters after the restart", allVotersUp(3))
 
 	// Shrink to one voter: the last one is not removed.
-	raftMustRun(t, c, "-y", "-c", "cluster.raft.remove -group "+group+" "+victim)
+	var rm RaftChangeJSON
+	out = raftMustRun(t, c, "-y", "-o", "json", "-c", "cluster.raft.remove -group "+group+" "+victim)
+	if err := json.Unmarshal([]byte(out), &rm); err != nil || rm.Server != victim || len(rm.Servers) != 2 || rm.Leader == "" {
+		t.Fatalf("remove, JSON: %v %q", err, out)
+	}
 	waitRaft(t, c, group, "2 voters", allVotersUp(2))
 	raftMustRun(t, c, "-y", "-c", "cluster.raft.remove -group "+group+" "+other)
 	l = waitRaft(t, c, group, "1 voter", allVotersUp(1))
@@ -255,7 +259,10 @@ func testRaftGroup(t *testing.T, c *testcluster.Cluster, group string) {
 	if code != 1 || !strings.Contains(errs, "last voter") {
 		t.Fatalf("remove the last voter: exit %d %q", code, errs)
 	}
-	raftMustRun(t, c, "-c", "cluster.raft.add -group "+group+" "+victim+"; cluster.raft.add -group "+group+" "+other)
+	out = raftMustRun(t, c, "-c", "cluster.raft.add -group "+group+" "+victim+"; cluster.raft.add -group "+group+" "+other+" "+otherRaft)
+	if !strings.Contains(out, "added "+group+" "+victim+" (raft ") || !strings.Contains(out, "added "+group+" "+other+" (raft "+otherRaft+")") || !strings.Contains(out, "(voter)") {
+		t.Fatalf("add, text: %q", out)
+	}
 	l = waitRaft(t, c, group, "3 voters again", allVotersUp(3))
 	if l.Leader != leader {
 		t.Logf("leader moved from %s to %s while shrinking and growing", leader, l.Leader)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
@@ -32,8 +33,10 @@ every volume, and reports:
   orphaned  present on a volume server, referenced by nothing, not being
             uploaded, not queued for deletion, and older than -grace.
 
-A needle missing on some replicas only is reported as under-replicated (the
-volume's catch-up repairs it). With -apply the orphans are deleted, after
+A referenced needle live on some replicas but absent or deleted on others
+is under-replicated, also an error: rewrite the files using it while a good
+copy remains. Damaged needles are reported with the files (and snapshot
+files) whose data uses them. With -apply the orphans are deleted, after
 confirmation, once more checked against the filer just before; nothing
 referenced is ever deleted. The check only writes with -apply.
 
@@ -68,6 +71,9 @@ type FsckNeedleJSON struct {
 	// under-replicated).
 	Servers []string `json:"servers"`
 	Reason  string   `json:"reason,omitempty"`
+	// Files are the paths whose data uses a missing needle; snapshot
+	// trees as "snapshot NAME:/path".
+	Files []string `json:"files,omitempty"`
 }
 
 // FsckJSON is the JSON output of volume.fsck.
@@ -138,6 +144,11 @@ func (c *volumeFsck) Run(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("volume.fsck: read the filer's references: %s", rpcMessage(err))
 	}
 	c.analyze(&out, targets, scan, before, after, started)
+	if len(out.Missing)+len(out.UnderReplicated) > 0 {
+		if err := filesUsing(ctx, env, fc, out.Missing, out.UnderReplicated); err != nil {
+			env.Progressf("volume.fsck: could not name the files using the damaged needles: %s", rpcMessage(err))
+		}
+	}
 	if c.apply && len(out.Orphans) > 0 {
 		if err := c.deleteOrphans(ctx, env, fc, &out); err != nil {
 			return err
@@ -149,6 +160,9 @@ func (c *volumeFsck) Run(ctx context.Context, env *Env, args []string) error {
 	var problems []string
 	if n := len(out.Missing); n > 0 {
 		problems = append(problems, fmt.Sprintf("%d referenced needles are missing on every replica (data loss in the files using them; restore those files from a backup)", n))
+	}
+	if n := len(out.UnderReplicated); n > 0 {
+		problems = append(problems, fmt.Sprintf("%d referenced needles are not on every replica of their volume (a catch-up pass copies a missing one back but spreads a deletion; rewrite the files using them while a good copy remains)", n))
 	}
 	if n := len(out.ScanErrors); n > 0 {
 		problems = append(problems, fmt.Sprintf("%d replicas could not be scanned (%s); run volume.fsck again when they are back", n, strings.Join(out.ScanErrors, "; ")))
@@ -286,18 +300,26 @@ func (c *volumeFsck) analyze(out *FsckJSON, targets []replicaTarget, scan []repl
 			continue
 		}
 		live := 0
+		var why []string
 		for _, ri := range byVol[ref.vol] {
 			e := ri.entries[ref.key]
-			if e != nil && !e.Deleted && e.Cookie == id.Cookie {
+			switch {
+			case e != nil && !e.Deleted && e.Cookie == id.Cookie:
 				live++
 				n.Size = e.Size
 				continue
+			case e != nil && e.Deleted:
+				why = append(why, "deleted on "+ri.target.server)
+			case e != nil:
+				why = append(why, "another cookie on "+ri.target.server)
+			default:
+				why = append(why, "absent on "+ri.target.server)
 			}
 			n.Servers = append(n.Servers, ri.target.server)
 		}
 		switch {
 		case live > 0 && len(n.Servers) > 0:
-			n.Reason = "absent or deleted on " + strings.Join(n.Servers, ", ")
+			n.Reason = strings.Join(why, ", ")
 			out.UnderReplicated = append(out.UnderReplicated, n)
 		case live == 0 && len(byVol[ref.vol]) < len(replicas[ref.vol]):
 			out.Unverified++
@@ -395,12 +417,15 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 			if n.Reason != "" && servers != "ON" {
 				where = n.Reason
 			}
+			if len(n.Files) > 0 {
+				where += "; used by " + strings.Join(n.Files, ", ")
+			}
 			fmt.Fprintf(tw, "  %s\t%d\t%s\n", n.Fid, n.Size, where)
 		}
 		tw.Flush()
 	}
 	section("Missing (referenced, absent on every replica: data loss)", f.Missing, "WHY")
-	section("Under-replicated (absent on some replicas)", f.UnderReplicated, "WHY")
+	section("Under-replicated (absent or deleted on some replicas)", f.UnderReplicated, "WHY")
 	section("Orphaned (unreferenced)", f.Orphans, "ON")
 	fmt.Fprintf(w, "\n%d missing, %d under-replicated, %d orphaned (%s), %d unreferenced but younger than the grace period\n",
 		len(f.Missing), len(f.UnderReplicated), len(f.Orphans), humanBytes(f.OrphanBytes), f.TooRecent)
@@ -415,6 +440,71 @@ func printFsck(w io.Writer, f *FsckJSON) error {
 		fmt.Fprintln(w)
 	} else if len(f.Orphans) > 0 {
 		fmt.Fprintf(w, "run volume.fsck -apply to delete the orphans\n")
+	}
+	return nil
+}
+
+// fsckWalkLimit bounds the inodes filesUsing visits.
+const fsckWalkLimit = 1000000
+
+// filesUsing walks the namespace and every snapshot tree and records in each
+// damaged needle the paths of the files whose slices use it.
+func filesUsing(ctx context.Context, env *Env, fc *filer.Client, damaged ...[]FsckNeedleJSON) error {
+	byFid := map[string]*FsckNeedleJSON{}
+	for _, list := range damaged {
+		for i := range list {
+			byFid[list[i].Fid] = &list[i]
+		}
+	}
+	var snaps []filer.SnapshotInfo
+	if err := fc.Read(ctx, &pb.FilerReadRequest{Op: "snapshots"}, &snaps); err != nil {
+		return err
+	}
+	type dir struct {
+		ino  uint64
+		path string
+	}
+	roots := []dir{{filer.RootIno, "/"}}
+	prefix := map[uint64]string{filer.RootIno: ""}
+	for _, sn := range snaps {
+		roots = append(roots, dir{sn.Root, "/"})
+		prefix[sn.Root] = "snapshot " + sn.Name + ":"
+	}
+	visited := 0
+	for _, root := range roots {
+		queue := []dir{root}
+		for len(queue) > 0 {
+			d := queue[0]
+			queue = queue[1:]
+			err := eachEntry(ctx, fc, d.ino, func(e filer.DirEntry) error {
+				visited++
+				if visited > fsckWalkLimit {
+					return fmt.Errorf("stopped after %d inodes", fsckWalkLimit)
+				}
+				if visited%10000 == 0 {
+					env.Progressf("volume.fsck: looking for the files using damaged needles: %d inodes", visited)
+				}
+				p := joinPath(d.path, e.Name)
+				switch e.Mode & syscall.S_IFMT {
+				case syscall.S_IFDIR:
+					queue = append(queue, dir{e.Ino, p})
+				case syscall.S_IFREG:
+					in, err := fc.GetAttr(ctx, e.Ino)
+					if err != nil {
+						return err
+					}
+					for _, sl := range in.Slices {
+						if n := byFid[sl.Fid]; n != nil && !slices.Contains(n.Files, prefix[root.ino]+p) {
+							n.Files = append(n.Files, prefix[root.ino]+p)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

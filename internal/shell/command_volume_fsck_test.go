@@ -13,8 +13,12 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/fid"
+	"github.com/cairn-storage/cairn/internal/pb"
+	"github.com/cairn-storage/cairn/internal/rpc"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
+	"github.com/cairn-storage/cairn/volume"
 )
 
 // fsckCluster starts a cluster of its own, so that the needles fsck finds
@@ -98,6 +102,14 @@ func TestVolumeFsck(t *testing.T) {
 		t.Fatalf("resolve /fsck/b: %v %+v", err, in)
 	}
 	lost := in.Slices[0].Fid
+	dir, err := fc.Resolve(context.Background(), "/fsck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := fc.Apply(context.Background(), &filer.Snapshot{SrcIno: dir.Ino, Name: "before-loss"})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Nothing wrong yet.
 	f, code := fsckJSON(t, c, "volume.fsck -grace 0s")
@@ -139,13 +151,52 @@ func TestVolumeFsck(t *testing.T) {
 	text, errs, code := fsckSh(t, c, "-c", "volume.fsck -grace 0s")
 	if code != 1 || !strings.Contains(text, orphan) || !strings.Contains(text, lost) ||
 		!strings.Contains(text, "1 missing, 0 under-replicated, 1 orphaned") || !strings.Contains(errs, "data loss") ||
+		!strings.Contains(text, "used by /fsck/b") ||
 		!strings.Contains(errs, "volume.fsck: [") {
 		t.Fatalf("text: exit %d\n%s\n%s", code, text, errs)
 	}
 	f, code = fsckJSON(t, c, "volume.fsck -grace 0s")
 	if code != 1 || fmt.Sprint(fids(f.Missing)) != "["+lost+"]" || fmt.Sprint(fids(f.Orphans)) != "["+orphan+"]" ||
-		len(f.Orphans[0].Servers) != 2 || f.Applied {
+		len(f.Orphans[0].Servers) != 2 || f.Applied || fmt.Sprint(f.Missing[0].Files) != "[/fsck/b snapshot before-loss:/b]" {
 		t.Fatalf("json: exit %d %+v", code, f)
+	}
+
+	// A needle deleted on one replica only (a tombstone sent straight to
+	// it, as a primary would) is under-replicated, not missing.
+	if err := filerPut(c, "/fsck/c", []byte("on one replica only")); err != nil {
+		t.Fatal(err)
+	}
+	inC, err := fc.Resolve(context.Background(), "/fsck/c")
+	if err != nil || len(inC.Slices) != 1 {
+		t.Fatalf("resolve /fsck/c: %v %+v", err, inC)
+	}
+	half, err := fid.Parse(inC.Slices[0].Fid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locsC, err := c.Lookup(fmt.Sprint(half.Volume))
+	if err != nil || len(locsC) != 2 {
+		t.Fatalf("lookup volume %d: %v %v", half.Volume, locsC, err)
+	}
+	pool := rpc.NewPool(nil)
+	defer pool.Close()
+	conn, err := pool.Conn(locsC[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tomb := volume.EncodeRecord(&volume.Needle{Key: half.Key, Cookie: half.Cookie, Deleted: true, AppendNs: uint64(time.Now().UnixNano())})
+	if _, err := pb.NewVolumeClient(conn).Replicate(context.Background(), &pb.ReplicateRequest{VolumeId: half.Volume, Record: tomb}); err != nil {
+		t.Fatal(err)
+	}
+	f, code = fsckJSON(t, c, "volume.fsck -grace 0s")
+	if code != 1 || fmt.Sprint(fids(f.UnderReplicated)) != "["+inC.Slices[0].Fid+"]" || fmt.Sprint(f.UnderReplicated[0].Servers) != "["+locsC[1]+"]" ||
+		f.UnderReplicated[0].Reason != "deleted on "+locsC[1] || fmt.Sprint(f.UnderReplicated[0].Files) != "[/fsck/c]" ||
+		fmt.Sprint(fids(f.Missing)) != "["+lost+"]" {
+		t.Fatalf("under-replicated: exit %d %+v", code, f)
+	}
+	text, errs, _ = fsckSh(t, c, "-c", "volume.fsck -grace 0s")
+	if !strings.Contains(text, "deleted on "+locsC[1]+"; used by /fsck/c") || !strings.Contains(errs, "not on every replica") {
+		t.Fatalf("under-replicated, text:\n%s\n%s", text, errs)
 	}
 
 	// -apply needs confirmation; without it nothing is deleted.
@@ -173,17 +224,33 @@ func TestVolumeFsck(t *testing.T) {
 	if code != 1 || len(f.Orphans) != 0 || fmt.Sprint(fids(f.Missing)) != "["+lost+"]" {
 		t.Fatalf("after -apply: exit %d %+v", code, f)
 	}
-	// Restoring the file clears the report.
+	// Restoring the files and dropping the snapshot clear the report.
 	if err := filerPut(c, "/fsck/b", []byte("restored")); err != nil {
+		t.Fatal(err)
+	}
+	if err := filerPut(c, "/fsck/c", []byte("rewritten")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.Apply(context.Background(), &filer.DeleteSnapshot{ID: snap.Snapshot.ID}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 60*time.Second, "a clean fsck", func() error {
 		f, code := fsckJSON(t, c, "volume.fsck -grace 0s")
-		if code != 0 || len(f.Missing)+len(f.Orphans) != 0 {
-			return fmt.Errorf("exit %d, missing %v, orphans %v", code, fids(f.Missing), fids(f.Orphans))
+		if code != 0 || len(f.Missing)+len(f.Orphans)+len(f.UnderReplicated) != 0 {
+			return fmt.Errorf("exit %d, missing %v, orphans %v, under-replicated %v", code, fids(f.Missing), fids(f.Orphans), fids(f.UnderReplicated))
 		}
 		return nil
 	})
+	// Scope: a collection without volumes scans nothing; an unknown
+	// volume is an error.
+	f, code = fsckJSON(t, c, "volume.fsck -grace 0s -collection nosuch")
+	if code != 0 || f.Replicas != 0 || len(f.Missing)+len(f.Orphans) != 0 {
+		t.Fatalf("-collection nosuch: exit %d %+v", code, f)
+	}
+	_, errs, code = fsckSh(t, c, "-c", "volume.fsck -volumeId 999")
+	if code != 1 || !strings.Contains(errs, "volume 999 does not exist") {
+		t.Fatalf("-volumeId 999: exit %d %q", code, errs)
+	}
 	_, errs, code = fsckSh(t, c, "-c", "volume.fsck -grace -1s")
 	if code != 1 || !strings.Contains(errs, "negative") {
 		t.Fatalf("negative grace: exit %d %q", code, errs)
