@@ -417,6 +417,27 @@ func (e *e2e) teardown() {
 		}
 		a.stopJob(j, 5*time.Minute)
 	}
+	// Nothing of cairn is mounted any more (FUSE mounts, staging and
+	// target bind mounts live under the client's csi directory).
+	if m := mountsUnder(filepath.Join(a.dataDir, "client", "csi")); len(m) > 0 {
+		t.Fatalf("CSI mounts left after every job stopped: %v", m)
+	}
+	// Nomad keeps the task directories of stopped allocations (and their
+	// secrets tmpfs and bind mounts) until it garbage-collects them; an
+	// agent that stops keeps them for a restart. Collect them now.
+	a.mustNomad("system", "gc")
+	a.waitFor(3*time.Minute, "Nomad to garbage-collect the stopped allocations' directories", func() error {
+		req, _ := http.NewRequest(http.MethodPut, a.addr+"/v1/client/gc", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if m := mountsUnder(a.dir); len(m) > 0 {
+			return fmt.Errorf("still mounted: %v", m)
+		}
+		return nil
+	})
 	a.stopAgent()
 	mounts, procs, sockets := a.leftovers()
 	var cmds []string
