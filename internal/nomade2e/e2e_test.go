@@ -88,7 +88,7 @@ func TestNomadEndToEnd(t *testing.T) {
 		fn   func()
 	}{
 		{"1 deploy cairn", e.deploy},
-		{"2 create the database volume", e.createVolume},
+		{"2 create the database and the shared volume", e.createVolume},
 		{"3 write, stop, read back", e.writeRead},
 		{"4 node plugin restart and mount service roll under a writer", e.rollUnderWriter},
 		{"5 snapshot and restore", e.snapshot},
@@ -183,7 +183,7 @@ func (e *e2e) waitPluginHealthy() {
 	})
 }
 
-// createVolume creates the shipped database volume. A volume spec takes
+// createVolume creates the shipped database and shared volumes. A volume spec takes
 // no variables, so its uid/gid lines (999, the postgres Docker image's
 // user) are set to the host's postgres user, as the spec tells exec
 // users to do; everything else is as shipped.
@@ -202,6 +202,13 @@ func (e *e2e) createVolume() {
 	}
 	t.Logf("%s", strings.TrimSpace(out))
 	e.a.mustNomad("volume", "status", "cairn-db")
+	// The shared volume spec, exactly as shipped.
+	out = e.a.mustNomad("volume", "create", jobFile(t, "volumes/shared.volume.hcl"))
+	t.Logf("%s", strings.TrimSpace(out))
+	status := e.a.mustNomad("volume", "status", "cairn-shared")
+	if !strings.Contains(status, "multi-node-multi-writer") {
+		t.Fatalf("cairn-shared does not offer multi-node-multi-writer:\n%s", status)
+	}
 }
 
 // writeRead: one exec job writes files and fsyncs them and is stopped; a
@@ -407,9 +414,10 @@ func (e *e2e) teardown() {
 	t, a := e.t, e.a
 	e.waitUnclaimed("cairn-db")
 	a.mustNomad("volume", "delete", "cairn-db")
+	a.mustNomad("volume", "delete", "cairn-shared")
 	out := a.mustNomad("volume", "status", "-type", "csi")
-	if strings.Contains(out, "cairn-db") {
-		t.Fatalf("cairn-db still listed after delete:\n%s", out)
+	if strings.Contains(out, "cairn-db") || strings.Contains(out, "cairn-shared") {
+		t.Fatalf("volumes still listed after delete:\n%s", out)
 	}
 	for _, j := range []string{"cairn-csi-controller", "cairn-csi-node", "cairn-mount-service", "cairn-fuse-holder", "cairn-server"} {
 		if j == "cairn-fuse-holder" && !e.holder {
