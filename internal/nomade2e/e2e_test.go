@@ -205,9 +205,14 @@ func (e *e2e) createVolume() {
 	// The shared volume spec, exactly as shipped.
 	out = e.a.mustNomad("volume", "create", jobFile(t, "volumes/shared.volume.hcl"))
 	t.Logf("%s", strings.TrimSpace(out))
-	status := e.a.mustNomad("volume", "status", "cairn-shared")
-	if !strings.Contains(status, "multi-node-multi-writer") {
-		t.Fatalf("cairn-shared does not offer multi-node-multi-writer:\n%s", status)
+	var v struct {
+		RequestedCapabilities []struct{ AccessMode, AttachmentMode string }
+	}
+	if err := e.a.api("/v1/volume/csi/cairn-shared", &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.RequestedCapabilities) == 0 || v.RequestedCapabilities[0].AccessMode != "multi-node-multi-writer" {
+		t.Fatalf("cairn-shared was not created for multi-node-multi-writer: %+v", v.RequestedCapabilities)
 	}
 }
 
