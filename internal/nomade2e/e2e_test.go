@@ -88,7 +88,7 @@ func TestNomadEndToEnd(t *testing.T) {
 		fn   func()
 	}{
 		{"1 deploy cairn", e.deploy},
-		{"2 create the database volume", e.createVolume},
+		{"2 create the database and the shared volume", e.createVolume},
 		{"3 write, stop, read back", e.writeRead},
 		{"4 node plugin restart and mount service roll under a writer", e.rollUnderWriter},
 		{"5 snapshot and restore", e.snapshot},
@@ -183,7 +183,7 @@ func (e *e2e) waitPluginHealthy() {
 	})
 }
 
-// createVolume creates the shipped database volume. A volume spec takes
+// createVolume creates the shipped database and shared volumes. A volume spec takes
 // no variables, so its uid/gid lines (999, the postgres Docker image's
 // user) are set to the host's postgres user, as the spec tells exec
 // users to do; everything else is as shipped.
@@ -202,6 +202,18 @@ func (e *e2e) createVolume() {
 	}
 	t.Logf("%s", strings.TrimSpace(out))
 	e.a.mustNomad("volume", "status", "cairn-db")
+	// The shared volume spec, exactly as shipped.
+	out = e.a.mustNomad("volume", "create", jobFile(t, "volumes/shared.volume.hcl"))
+	t.Logf("%s", strings.TrimSpace(out))
+	var v struct {
+		RequestedCapabilities []struct{ AccessMode, AttachmentMode string }
+	}
+	if err := e.a.api("/v1/volume/csi/cairn-shared", &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.RequestedCapabilities) == 0 || v.RequestedCapabilities[0].AccessMode != "multi-node-multi-writer" {
+		t.Fatalf("cairn-shared was not created for multi-node-multi-writer: %+v", v.RequestedCapabilities)
+	}
 }
 
 // writeRead: one exec job writes files and fsyncs them and is stopped; a
@@ -407,9 +419,10 @@ func (e *e2e) teardown() {
 	t, a := e.t, e.a
 	e.waitUnclaimed("cairn-db")
 	a.mustNomad("volume", "delete", "cairn-db")
+	a.mustNomad("volume", "delete", "cairn-shared")
 	out := a.mustNomad("volume", "status", "-type", "csi")
-	if strings.Contains(out, "cairn-db") {
-		t.Fatalf("cairn-db still listed after delete:\n%s", out)
+	if strings.Contains(out, "cairn-db") || strings.Contains(out, "cairn-shared") {
+		t.Fatalf("volumes still listed after delete:\n%s", out)
 	}
 	for _, j := range []string{"cairn-csi-controller", "cairn-csi-node", "cairn-mount-service", "cairn-fuse-holder", "cairn-server"} {
 		if j == "cairn-fuse-holder" && !e.holder {
@@ -417,6 +430,27 @@ func (e *e2e) teardown() {
 		}
 		a.stopJob(j, 5*time.Minute)
 	}
+	// Nothing of cairn is mounted any more (FUSE mounts, staging and
+	// target bind mounts live under the client's csi directory).
+	if m := mountsUnder(filepath.Join(a.dataDir, "client", "csi")); len(m) > 0 {
+		t.Fatalf("CSI mounts left after every job stopped: %v", m)
+	}
+	// Nomad keeps the task directories of stopped allocations (and their
+	// secrets tmpfs and bind mounts) until it garbage-collects them; an
+	// agent that stops keeps them for a restart. Collect them now.
+	a.mustNomad("system", "gc")
+	a.waitFor(3*time.Minute, "Nomad to garbage-collect the stopped allocations' directories", func() error {
+		req, _ := http.NewRequest(http.MethodPut, a.addr+"/v1/client/gc", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if m := mountsUnder(a.dir); len(m) > 0 {
+			return fmt.Errorf("still mounted: %v", m)
+		}
+		return nil
+	})
 	a.stopAgent()
 	mounts, procs, sockets := a.leftovers()
 	var cmds []string
