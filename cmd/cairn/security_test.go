@@ -52,3 +52,24 @@ func TestSecurityCommand(t *testing.T) {
 		t.Fatalf("begin without --dir: %d %s", code, out)
 	}
 }
+
+// TestServersRefuseClientFile: every server command given the client-only
+// file exits at once with an error naming the file and what to use.
+func TestServersRefuseClientFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sec")
+	var out bytes.Buffer
+	if code := runSecurity(context.Background(), []string{"init", "--dir", dir}, &out, &out); code != 0 {
+		t.Fatalf("init: %s", out.String())
+	}
+	client := filepath.Join(dir, "client.toml")
+	for _, name := range []string{"master", "volume", "filer", "server"} {
+		var out bytes.Buffer
+		args := []string{"--dir", t.TempDir(), "--security", client}
+		if code := commands[name].run(context.Background(), args, &out, &out); code == 0 {
+			t.Errorf("%s with the client-only file: exit 0", name)
+		}
+		if !strings.Contains(out.String(), "client-only security file") || !strings.Contains(out.String(), "security.toml") {
+			t.Errorf("%s with the client-only file said: %s", name, out.String())
+		}
+	}
+}
