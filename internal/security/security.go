@@ -99,6 +99,9 @@ func (c *Config) ServerTLS() *tls.Config {
 		// that sends none: verifyClient refuses it, with a log line. A
 		// client that sends one still proves it holds the key.
 		ClientAuth: tls.RequestClientCert,
+		// The per-connection config replaces the one HTTP and gRPC servers
+		// add their protocols to, so it offers them itself.
+		NextProtos: []string{"h2", "http/1.1"},
 	}
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
