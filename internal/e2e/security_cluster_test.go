@@ -169,7 +169,8 @@ func clusterState(t *testing.T, c *testcluster.Cluster) (ns []string, needles ma
 // testRefusedClients: a client without a certificate, one with a
 // certificate from another CA and one with a certificate of the cluster's
 // CA for a name outside allowed_names try writes on every server's HTTP
-// port and a filer command on every filer's gRPC port.
+// port, a filer command on every filer's gRPC port, and a handshake on
+// every Raft port.
 func testRefusedClients(t *testing.T, c *testcluster.Cluster) {
 	nsBefore, needlesBefore := clusterState(t, c)
 	if len(nsBefore) < 20 {
@@ -207,6 +208,7 @@ func testRefusedClients(t *testing.T, c *testcluster.Cluster) {
 			if err := grpcCreate(grpcAddr, bad.cfg); err == nil {
 				t.Errorf("client with %s: gRPC Create on filer %s succeeded", bad.name, f.HTTP)
 			}
+			waitLogLine(t, f, "refused a TLS client", bad.reason, "local="+grpcAddr)
 		}
 		for _, mp := range c.Masters {
 			try(http.MethodGet, c.URL(mp.HTTP, "/dir/assign"), nil)
@@ -214,9 +216,17 @@ func testRefusedClients(t *testing.T, c *testcluster.Cluster) {
 		for _, v := range c.Volumes {
 			try(http.MethodPut, c.URL(v.HTTP, "/1,01637037d6"), []byte("x"))
 		}
+		// The Raft ports of masters and filers refuse them too.
+		for _, p := range append(append([]*testcluster.Proc{}, c.Masters...), c.Filers...) {
+			raftAddr, _ := rpc.RaftAddr(p.HTTP)
+			if _, err := peerIssuer(raftAddr, bad.cfg); err == nil {
+				t.Errorf("client with %s: handshake with the Raft port of %s accepted", bad.name, p.Name)
+			}
+			waitLogLine(t, p, "refused a TLS client", bad.reason, "local="+raftAddr)
+		}
 		// Every server logged the refusal, with the reason.
 		for _, p := range c.All() {
-			waitLogLine(t, p, "refused a TLS client", bad.reason)
+			waitLogLine(t, p, "refused a TLS client", bad.reason, "local="+p.HTTP)
 		}
 	}
 	nsAfter, needlesAfter := clusterState(t, c)

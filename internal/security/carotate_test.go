@@ -1,7 +1,9 @@
 package security
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -183,3 +185,42 @@ func TestClientOnlyFile(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestWatchFilesFollowsCA: a changed CA bundle is picked up by the file
+// check alone, without SIGHUP.
+func TestWatchFilesFollowsCA(t *testing.T) {
+	dir := t.TempDir()
+	path, err := Init(dir, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadFile(path, RoleVolume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.caPool()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.WatchFiles(ctx, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	time.Sleep(50 * time.Millisecond) // let it record the files as they are
+	if err := BeginCARotation(dir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	next, err := readCert(filepath.Join(dir, nextCACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if p := c.caPool(); p != before {
+			if _, err := next.Verify(x509.VerifyOptions{Roots: p}); err != nil {
+				t.Fatalf("reloaded bundle does not trust the new CA: %v", err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the CA bundle was not reloaded after ca.pem changed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
