@@ -31,6 +31,11 @@ type HeldMount struct {
 	// Init is the INIT request the kernel sent when the volume was
 	// mounted (base64 in JSON).
 	Init []byte `json:"init"`
+	// Clean is true when the last process serving the connection handed
+	// it over cleanly (fuse.Mounted.Detach succeeded: every request it
+	// had read was answered, every file flushed). A connection that is
+	// not clean (the service was killed) is not resumed.
+	Clean bool `json:"clean,omitempty"`
 }
 
 // HeldConn is a held mount as handed back by the holder, with a
@@ -45,6 +50,7 @@ type HeldConn struct {
 //
 //	{"op":"hold","mount":{...}} + 1 descriptor  -> {"ok":true}
 //	{"op":"drop","dir":"/staging/x"}            -> {"ok":true,"was":bool}
+//	{"op":"mark","dir":"/staging/x","clean":b}  -> {"ok":true,"was":bool}
 //	{"op":"list"}                               -> {"mount":{...}} + 1 descriptor per mount, then {"ok":true,"end":true}
 //
 // A failed request gets {"error":"..."} and changes nothing.
@@ -52,6 +58,7 @@ type holderRequest struct {
 	Op    string     `json:"op"`
 	Mount *HeldMount `json:"mount,omitempty"`
 	Dir   string     `json:"dir,omitempty"`
+	Clean bool       `json:"clean,omitempty"`
 }
 
 type holderReply struct {
@@ -180,6 +187,9 @@ func (h *Holder) serveConn(c *net.UnixConn) {
 		case "drop":
 			closeFds(fds)
 			h.reply(c, holderReply{OK: true, Was: h.drop(req.Dir, "the mount service unmounted it")}, -1)
+		case "mark":
+			closeFds(fds)
+			h.reply(c, holderReply{OK: true, Was: h.mark(req.Dir, req.Clean)}, -1)
 		case "list":
 			closeFds(fds)
 			h.list(c)
@@ -243,6 +253,20 @@ func (h *Holder) drop(dir, why string) bool {
 	unix.Close(e.fd)
 	h.log.Info("dropped the FUSE connection of a mount", "volume", e.rec.VolumeID, "dir", dir, "why", why, "held", n)
 	return true
+}
+
+// mark records whether the connection at dir was handed over cleanly.
+func (h *Holder) mark(dir string, clean bool) bool {
+	h.mu.Lock()
+	e := h.held[filepath.Clean(dir)]
+	if e != nil {
+		e.rec.Clean = clean
+	}
+	h.mu.Unlock()
+	if e != nil && clean {
+		h.log.Info("the mount service handed a mount over cleanly; the next start resumes it", "volume", e.rec.VolumeID, "dir", e.rec.Dir)
+	}
+	return e != nil
 }
 
 func (h *Holder) list(c *net.UnixConn) {
@@ -483,6 +507,13 @@ func (c *HolderClient) Hold(ctx context.Context, rec HeldMount, dev *os.File) er
 // holder held it.
 func (c *HolderClient) Drop(ctx context.Context, dir string) (bool, error) {
 	r, err := c.call(ctx, holderRequest{Op: "drop", Dir: dir}, -1)
+	return r.Was, err
+}
+
+// Mark records whether the mount at dir was handed over cleanly (see
+// HeldMount.Clean); it reports whether the holder holds it.
+func (c *HolderClient) Mark(ctx context.Context, dir string, clean bool) (bool, error) {
+	r, err := c.call(ctx, holderRequest{Op: "mark", Dir: dir, Clean: clean}, -1)
 	return r.Was, err
 }
 

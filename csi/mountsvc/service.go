@@ -243,8 +243,26 @@ func (s *Service) resumeHeld(ctx context.Context) map[string]bool {
 		start := time.Now()
 		m := hc.Mount
 		m.Dir = filepath.Clean(m.Dir)
+		if !hc.Clean {
+			hc.Dev.Close()
+			// Requests the previous process had read stay unanswered
+			// forever, and writes it had buffered are gone while a later
+			// fsync here would report success: end the connection, so
+			// the applications get an error they can act on.
+			s.log.Error("the previous mount service did not hand this mount over (was it killed?); ending its connection (applications see ENOTCONN) and mounting the volume again", "volume", m.VolumeID, "dir", m.Dir)
+			if _, err := s.holder.Drop(ctx, m.Dir); err != nil {
+				s.log.Error("could not tell the holder to drop the connection", "dir", m.Dir, "err", err)
+			}
+			continue
+		}
 		mnt, err := s.cfg.Resumer(ctx, s.fuseConfig(m), hc.Dev, hc.Init)
 		hc.Dev.Close()
+		if err == nil {
+			// Served again: from now on a kill leaves it unclean.
+			if _, merr := s.holder.Mark(ctx, m.Dir, false); merr != nil {
+				s.log.Error("could not tell the holder the mount is served again", "dir", m.Dir, "err", merr)
+			}
+		}
 		if err != nil {
 			s.log.Error("could not resume a held mount; dropping its connection (its applications see ENOTCONN) and mounting it again", "volume", m.VolumeID, "dir", m.Dir, "err", err)
 			if _, err := s.holder.Drop(ctx, m.Dir); err != nil {
@@ -469,6 +487,8 @@ func (s *Service) Stop() error {
 		if ho, ok := e.mnt.(handedOver); ok && s.holder != nil && !s.cfg.UnmountOnExit {
 			start := time.Now()
 			if err := ho.Detach(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w; the next start ends its connection (ENOTCONN) instead of resuming it", e.m.Dir, e.m.VolumeID, err))
+			} else if _, err := s.holder.Mark(ctx, e.m.Dir, true); err != nil {
 				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w", e.m.Dir, e.m.VolumeID, err))
 			}
 			handed++
