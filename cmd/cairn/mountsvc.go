@@ -18,7 +18,7 @@ func runMountService(ctx context.Context, args []string, stdout, stderr io.Write
 	socket := fs.String("socket", "/run/cairn/mount.sock", "unix socket to serve the node plugin on")
 	filers := fs.String("filer", "", "filer HTTP addresses, comma separated (required; gRPC is at port+10000)")
 	state := fs.String("state", "", "file recording the mounts, so a restarted service mounts them again (empty: not recorded)")
-	holder := fs.String("holder", "", "socket of `cairn fuse-holder`, which keeps the mounts alive across restarts of this service (empty: no hand-over; a restart breaks the mounts)")
+	holder := fs.String("holder", "", "socket of the fuse holder (cairn fuse-holder), which keeps the mounts alive across restarts of this service (empty: no hand-over; a restart breaks the mounts)")
 	unmount := fs.Bool("unmount-on-exit", false, "unmount every volume when stopping (default: flush only, and mount again at the next start)")
 	if err := fs.Parse(args); err != nil {
 		return 2
