@@ -12,7 +12,12 @@ import (
 	"github.com/cairn-storage/cairn/csi/csitest"
 )
 
-func TestMain(m *testing.M) { csitest.Main(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(appEnv); dir != "" {
+		os.Exit(runApp(dir))
+	}
+	csitest.Main(m)
+}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

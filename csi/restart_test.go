@@ -35,10 +35,18 @@ type writer struct {
 }
 
 func startWriter(t *testing.T, path string) *writer {
+	w, err := newWriter(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func newWriter(path string) (*writer, error) {
 	w := &writer{path: path, stop: make(chan struct{})}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	w.wg.Add(1)
 	go func() {
@@ -75,7 +83,7 @@ func startWriter(t *testing.T, path string) *writer {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	return w
+	return w, nil
 }
 
 func (w *writer) fail(err error) {
@@ -100,19 +108,25 @@ func (w *writer) finish(t *testing.T, readPath string) {
 	if w.err != nil {
 		t.Fatalf("writer saw an I/O error: %v", w.err)
 	}
-	b, err := os.ReadFile(readPath)
+	checkRecords(t, readPath, w.n)
+}
+
+// checkRecords checks that path holds exactly records 0..n-1.
+func checkRecords(t *testing.T, path string, n int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) != w.n*recordSize {
-		t.Fatalf("file has %d bytes, want %d records of %d", len(b), w.n, recordSize)
+	if len(b) != n*recordSize {
+		t.Fatalf("file has %d bytes, want %d records of %d", len(b), n, recordSize)
 	}
-	for i := 0; i < w.n; i++ {
+	for i := 0; i < n; i++ {
 		if got := binary.LittleEndian.Uint64(b[i*recordSize:]); got != uint64(i) {
 			t.Fatalf("record %d holds number %d", i, got)
 		}
 	}
-	t.Logf("writer wrote and read back %d records", w.n)
+	t.Logf("writer wrote and read back %d records", n)
 }
 
 func waitRecords(t *testing.T, w *writer, n int) {

@@ -22,13 +22,14 @@ import (
 type fileSystem struct {
 	gofuse.RawFileSystem // ENOSYS for what is not implemented
 
-	ctx    context.Context // ends at unmount
+	ctx    context.Context    // ends at unmount
+	cancel context.CancelFunc // ends ctx
 	cfg    Config
 	client *filer.Client
 	data   *filer.DataClient
 	root   uint64 // filer inode of kernel node 1
 	log    *slog.Logger
-	server *gofuse.Server
+	server notifier // the connection, for cache invalidations; nil before it is served
 
 	dirtyBytes atomic.Int64 // buffered bytes of every file
 	noCaps     absentCaps   // inodes known to have no security.capability
@@ -49,6 +50,12 @@ type fileSystem struct {
 }
 
 var _ gofuse.RawFileSystem = (*fileSystem)(nil)
+
+// notifier sends cache invalidations to the kernel (*gofuse.Server, or
+// the mount's own connection, *devConn).
+type notifier interface {
+	InodeNotify(node uint64, off, length int64) gofuse.Status
+}
 
 // handle is one open file or directory.
 type handle struct {
@@ -76,6 +83,8 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 
 func (fs *fileSystem) String() string { return "cairn" }
 
+// Init is called by go-fuse's server (mounts made through fusermount3);
+// the mount's own serve loop sets server itself.
 func (fs *fileSystem) Init(s *gofuse.Server) { fs.server = s }
 
 // opCtx returns the context for one request. It ends only when the mount

@@ -68,6 +68,11 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	if !known && fh != 0 {
 		fs.log.Info("adopting a file handle opened before this process started", "ino", ino, "fh", fh)
 		fs.addHandle(in, syscall.O_RDWR, fh)
+		if in.Nlink == 0 {
+			// Unlinked while open before the hand-over: free it at the
+			// last close, as the previous process would have.
+			fs.markUnlinked(ino)
+		}
 	}
 	if f := fs.lookupFile(ino); f != nil {
 		return f, gofuse.OK

@@ -24,12 +24,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-storage/cairn/filer"
 	"github.com/cairn-storage/cairn/internal/httpx"
@@ -58,17 +61,27 @@ type Config struct {
 	Security                *security.Config
 }
 
-// Mounted is a mounted cairn file system, returned by Mount.
+// Mounted is a mounted cairn file system, returned by Mount and Resume.
 type Mounted struct {
-	fs     *fileSystem
+	fs *fileSystem
+	// Exactly one of srv (the mount's own serve loop: mounted as root, or
+	// resumed) and server (go-fuse's server, mounted through fusermount3
+	// when not root; it cannot be handed over) is set.
+	srv    *server
+	init   []byte // the connection's INIT request (srv only)
 	server *gofuse.Server
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the server loop has returned
 	subWG  sync.WaitGroup
 
+	detached    atomic.Bool // Detach stopped serving; the connection lives on
 	unmountOnce sync.Once
 	unmountErr  error
 }
+
+// ErrDetached is what Wait returns after Detach: the file system was not
+// unmounted, its connection was left to another process.
+var ErrDetached = errors.New("fuse: mount detached for a hand-over; the connection lives on in the process holding it")
 
 // Tunables of the write path.
 const (
@@ -83,13 +96,91 @@ const (
 // Mount resolves cfg.Root, mounts the file system at cfg.Dir and serves it
 // in the background until Unmount, or until it is unmounted from outside
 // (then Wait returns). A dead FUSE mount left at cfg.Dir by a crashed
-// process is lazily unmounted first.
+// process is lazily unmounted first. As root the mount is made with
+// mount(2) on a /dev/fuse descriptor of its own and served by the mount's
+// own loop (serve.go), so it can be handed over (Handover, Detach,
+// Resume); otherwise through fusermount3 and go-fuse's server.
 func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
+	fs, opts, err := newMount(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cleanStaleMount(cfg.Dir, fs.log); err != nil {
+		fs.close()
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return mountFusermount(fs, opts)
+	}
+	fd, err := mountDirect(cfg.Dir, opts, cfg.ReadOnly)
+	if err != nil {
+		fs.close()
+		return nil, fmt.Errorf("fuse: mount at %s: %w (is /dev/fuse present?)", cfg.Dir, err)
+	}
+	conn, err := newDevConn(fd)
+	if err != nil {
+		_ = unix.Unmount(cfg.Dir, unix.MNT_DETACH)
+		fs.close()
+		return nil, err
+	}
+	srv := newServer(conn, fs, opts, fs.log)
+	init, err := srv.handshake()
+	if err != nil {
+		_ = unix.Unmount(cfg.Dir, unix.MNT_DETACH)
+		conn.close()
+		fs.close()
+		return nil, fmt.Errorf("fuse: mount at %s: %w", cfg.Dir, err)
+	}
+	m := serve(fs, srv, init)
+	fs.log.Info("mounted", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly)
+	return m, nil
+}
+
+// Resume serves a FUSE connection that is already mounted at cfg.Dir and
+// was served by another process: dev is its /dev/fuse descriptor (Resume
+// uses a duplicate; the caller keeps dev) and init the INIT request the
+// kernel sent when it was mounted (Handover). cfg must be the mount's
+// configuration then: the kernel keeps what was negotiated. Requests the
+// kernel queued while nobody served the connection are answered now;
+// file and directory handles opened before are adopted on first use.
+func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte) (*Mounted, error) {
+	fdn := int(dev.Fd())
+	if !IsDevice(fdn) {
+		return nil, fmt.Errorf("fuse: resume %s: the descriptor handed over is not /dev/fuse", cfg.Dir)
+	}
+	fs, opts, err := newMount(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.FcntlInt(uintptr(fdn), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		fs.close()
+		return nil, fmt.Errorf("fuse: resume %s: duplicate the descriptor: %w", cfg.Dir, err)
+	}
+	conn, err := newDevConn(fd)
+	if err != nil {
+		fs.close()
+		return nil, err
+	}
+	srv := newServer(conn, fs, opts, fs.log)
+	if err := srv.resume(init); err != nil {
+		conn.close()
+		fs.close()
+		return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
+	}
+	m := serve(fs, srv, append([]byte(nil), init...))
+	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly)
+	return m, nil
+}
+
+// newMount resolves cfg.Root and builds the file system and the mount
+// options, which must be the same for a mount and its resumption.
+func newMount(ctx context.Context, cfg Config) (*fileSystem, *gofuse.MountOptions, error) {
 	if len(cfg.Filers) == 0 {
-		return nil, errors.New("fuse: no filer address given; pass --filer host:8888")
+		return nil, nil, errors.New("fuse: no filer address given; pass --filer host:8888")
 	}
 	if cfg.Dir == "" {
-		return nil, errors.New("fuse: no mount point given; pass --dir")
+		return nil, nil, errors.New("fuse: no mount point given; pass --dir")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -104,19 +195,15 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	rcancel()
 	if err != nil {
 		client.Close()
-		return nil, fmt.Errorf("fuse: resolve %s on filer %s: %w", cfg.Root, client.Addrs(), err)
+		return nil, nil, fmt.Errorf("fuse: resolve %s on filer %s: %w", cfg.Root, client.Addrs(), err)
 	}
 	if !root.IsDir() {
 		client.Close()
-		return nil, fmt.Errorf("fuse: %s on filer %s is not a directory", cfg.Root, client.Addrs())
+		return nil, nil, fmt.Errorf("fuse: %s on filer %s is not a directory", cfg.Root, client.Addrs())
 	}
-	if err := cleanStaleMount(cfg.Dir, log); err != nil {
-		client.Close()
-		return nil, err
-	}
-
 	bg, cancel := context.WithCancel(context.Background())
 	fs := newFileSystem(bg, cfg, client, root.Ino, log)
+	fs.cancel = cancel
 	fs.data = &filer.DataClient{
 		Assign: client.Assign,
 		Lookup: client.LookupVolume,
@@ -141,26 +228,51 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	if cfg.ReadOnly {
 		opts.Options = append(opts.Options, "ro")
 	}
+	return fs, opts, nil
+}
+
+// close releases what newMount set up, for a mount that did not start.
+func (fs *fileSystem) close() {
+	fs.cancel()
+	fs.client.Close()
+}
+
+// serve starts the serve loop and the change watcher of a mount.
+func serve(fs *fileSystem, srv *server, init []byte) *Mounted {
+	fs.server = srv.conn
+	m := &Mounted{fs: fs, srv: srv, init: init, cancel: fs.cancel, done: make(chan struct{})}
+	srv.start()
+	go func() {
+		<-srv.done
+		close(m.done)
+	}()
+	m.subWG.Add(1)
+	go func() { defer m.subWG.Done(); fs.watch(fs.ctx) }()
+	return m
+}
+
+// mountFusermount mounts through fusermount3 and serves with go-fuse's
+// server (no hand-over possible): the way for a mount run without root.
+func mountFusermount(fs *fileSystem, opts *gofuse.MountOptions) (*Mounted, error) {
+	cfg := fs.cfg
 	server, err := gofuse.NewServer(fs, cfg.Dir, opts)
 	if err != nil {
-		cancel()
-		client.Close()
+		fs.close()
 		return nil, fmt.Errorf("fuse: mount at %s: %w (is /dev/fuse present and fusermount3 installed?)", cfg.Dir, err)
 	}
-	m := &Mounted{fs: fs, server: server, cancel: cancel, done: make(chan struct{})}
+	m := &Mounted{fs: fs, server: server, cancel: fs.cancel, done: make(chan struct{})}
 	go func() {
 		server.Serve()
 		close(m.done)
 	}()
 	if err := server.WaitMount(); err != nil {
 		_ = server.Unmount()
-		cancel()
-		client.Close()
+		fs.close()
 		return nil, fmt.Errorf("fuse: mount at %s: %w", cfg.Dir, err)
 	}
 	m.subWG.Add(1)
-	go func() { defer m.subWG.Done(); fs.watch(bg) }()
-	log.Info("mounted", "root", cfg.Root, "filers", client.Addrs(), "read_only", cfg.ReadOnly)
+	go func() { defer m.subWG.Done(); fs.watch(fs.ctx) }()
+	fs.log.Info("mounted through fusermount3 (not root: this mount cannot be handed over to another process)", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly)
 	return m, nil
 }
 
@@ -184,15 +296,54 @@ func cleanStaleMount(dir string, log *slog.Logger) error {
 	return fmt.Errorf("fuse: %s is still a dead mount after 16 lazy unmounts; unmount it by hand", dir)
 }
 
-// Wait blocks until the file system is unmounted.
+// Wait blocks until the file system is unmounted, or detached (then it
+// returns ErrDetached).
 func (m *Mounted) Wait() error {
 	<-m.done
+	if m.detached.Load() {
+		return ErrDetached
+	}
 	return m.shutdown()
 }
 
 // FlushAll makes the buffered data of every open file durable. It returns
 // the first error; files that failed keep their data and their error.
 func (m *Mounted) FlushAll(ctx context.Context) error { return m.fs.flushAll(ctx) }
+
+// Handover returns what another process needs to go on serving this
+// mount with Resume: a duplicate of its /dev/fuse descriptor (the caller
+// closes it) and the INIT request the kernel sent at mount. Mounts made
+// through fusermount3 (not root) cannot be handed over.
+func (m *Mounted) Handover() (*os.File, []byte, error) {
+	if m.srv == nil {
+		return nil, nil, fmt.Errorf("fuse: %s was mounted through fusermount3 (not as root) and cannot be handed over", m.fs.cfg.Dir)
+	}
+	dev, err := m.srv.conn.dup()
+	if err != nil {
+		return nil, nil, err
+	}
+	return dev, append([]byte(nil), m.init...), nil
+}
+
+// Detach stops serving without unmounting, for a hand-over to the next
+// process: it stops reading requests, lets the requests already read
+// finish and answers them, flushes every file, and closes this process's
+// descriptor. The connection lives on as long as another process holds a
+// duplicate (Handover); requests the kernel receives meanwhile wait in its
+// queue, so applications block instead of failing. The flush error, if
+// any, is returned; Wait returns ErrDetached.
+func (m *Mounted) Detach(ctx context.Context) error {
+	if m.srv == nil {
+		return fmt.Errorf("fuse: %s was mounted through fusermount3 (not as root) and cannot be handed over", m.fs.cfg.Dir)
+	}
+	m.detached.Store(true)
+	m.srv.stop()
+	ferr := m.fs.flushAll(ctx)
+	if ferr != nil {
+		ferr = fmt.Errorf("fuse: flush %s before the hand-over: %w", m.fs.cfg.Dir, ferr)
+	}
+	return errors.Join(ferr, m.shutdown())
+}
 
 // Unmount flushes every dirty file, then unmounts. A flush failure is
 // returned (after unmounting) and logged per file.
@@ -202,7 +353,11 @@ func (m *Mounted) Unmount() error {
 	select {
 	case <-m.done:
 	default:
-		uerr = m.server.Unmount()
+		if m.srv != nil {
+			uerr = unmountDir(m.fs.cfg.Dir)
+		} else {
+			uerr = m.server.Unmount()
+		}
 		if uerr != nil {
 			uerr = fmt.Errorf("fuse: unmount %s: %w (files still open? fusermount3 -u -z unmounts lazily)", m.fs.cfg.Dir, uerr)
 		} else {
@@ -213,12 +368,37 @@ func (m *Mounted) Unmount() error {
 	return errors.Join(ferr, uerr, serr)
 }
 
+// unmountDir unmounts dir, retrying for a while when it is busy (the
+// kernel may still be releasing files closed just before).
+func unmountDir(dir string) error {
+	delay := 5 * time.Millisecond
+	var err error
+	for range 6 {
+		if err = unix.Unmount(dir, 0); err == nil || !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		time.Sleep(delay)
+		delay *= 3
+	}
+	return err
+}
+
 func (m *Mounted) shutdown() error {
 	m.unmountOnce.Do(func() {
 		m.cancel()
 		m.subWG.Wait()
 		m.fs.client.Close()
-		m.fs.log.Info("unmounted")
+		if m.srv != nil {
+			if err := m.srv.err(); err != nil && !errors.Is(err, errStopped) {
+				m.unmountErr = err
+			}
+			m.srv.conn.close()
+		}
+		if m.detached.Load() {
+			m.fs.log.Info("stopped serving; the connection is left to the process holding it")
+		} else {
+			m.fs.log.Info("unmounted")
+		}
 	})
 	return m.unmountErr
 }

@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"mount":         {"mount a filer subtree with FUSE (foreground)", runMount},
 	"csi":           {"CSI plugin (controller, node or monolith) on a unix socket", runCSI},
 	"mount-service": {"host the FUSE mounts of CSI volumes on this node (for the node plugin)", runMountService},
+	"fuse-holder":   {"keep the mount service's FUSE connections across its restarts (one per node)", runFuseHolder},
 	"server":        {"run master, volume server and filer in one process (single node)", runServer},
 	"benchmark":     {"needle throughput (or `benchmark meta`: filer metadata ops/s)", runBenchmark},
 	"security":      {"security init: create a CA, certificates and a security file", runSecurity},

@@ -9,14 +9,16 @@ import (
 )
 
 // runMountService hosts the FUSE mounts of CSI volumes on this node until
-// SIGINT or SIGTERM (then it flushes them; see docs/csi.md).
+// SIGINT or SIGTERM (then it flushes them and, with --holder, leaves their
+// connections to the holder for the next start; see docs/csi.md).
 func runMountService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("mount-service", "mount-service --socket /run/cairn/mount.sock --filer f1:8888[,...] [--state /var/lib/cairn/mounts.json]", stderr)
+	fs := newFlagSet("mount-service", "mount-service --socket /run/cairn/mount.sock --filer f1:8888[,...] [--state /var/lib/cairn/mounts.json] [--holder /run/cairn/fuse-holder.sock]", stderr)
 	var c common
 	c.register(fs)
 	socket := fs.String("socket", "/run/cairn/mount.sock", "unix socket to serve the node plugin on")
 	filers := fs.String("filer", "", "filer HTTP addresses, comma separated (required; gRPC is at port+10000)")
 	state := fs.String("state", "", "file recording the mounts, so a restarted service mounts them again (empty: not recorded)")
+	holder := fs.String("holder", "", "socket of the fuse holder (cairn fuse-holder), which keeps the mounts alive across restarts of this service (empty: no hand-over; a restart breaks the mounts)")
 	unmount := fs.Bool("unmount-on-exit", false, "unmount every volume when stopping (default: flush only, and mount again at the next start)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -34,7 +36,7 @@ func runMountService(ctx context.Context, args []string, stdout, stderr io.Write
 	watchSecurity(ctx, log, sec)
 	err = mountsvc.Run(ctx, mountsvc.Config{
 		Socket: *socket, Filers: splitList(*filers), StateFile: *state, UnmountOnExit: *unmount,
-		Logger: log, Security: sec,
+		Holder: *holder, Logger: log, Security: sec,
 	})
 	if err != nil {
 		return fail(stderr, "%v", err)

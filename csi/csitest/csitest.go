@@ -41,7 +41,7 @@ func Main(m *testing.M) {
 	switch role := os.Getenv(roleEnv); role {
 	case "":
 		os.Exit(m.Run())
-	case "mount-service", "csi":
+	case "mount-service", "csi", "fuse-holder":
 		os.Exit(runRole(role, os.Args[1:]))
 	default:
 		fmt.Fprintf(os.Stderr, "csitest: unknown role %q\n", role)
@@ -63,10 +63,17 @@ func runRole(role string, args []string) int {
 		filers := fs.String("filer", "", "")
 		state := fs.String("state", "", "")
 		unmount := fs.Bool("unmount-on-exit", false, "")
+		holder := fs.String("holder", "", "")
 		if fs.Parse(args) != nil {
 			return 2
 		}
-		err = mountsvc.Run(ctx, mountsvc.Config{Socket: *socket, Filers: strings.Split(*filers, ","), StateFile: *state, UnmountOnExit: *unmount, Logger: log})
+		err = mountsvc.Run(ctx, mountsvc.Config{Socket: *socket, Filers: strings.Split(*filers, ","), StateFile: *state, UnmountOnExit: *unmount, Holder: *holder, Logger: log})
+	case "fuse-holder":
+		socket := fs.String("socket", "", "")
+		if fs.Parse(args) != nil {
+			return 2
+		}
+		err = mountsvc.RunHolder(ctx, *socket, log)
 	case "csi":
 		endpoint := fs.String("endpoint", "", "")
 		mode := fs.String("mode", "", "")
@@ -195,6 +202,9 @@ type Env struct {
 	MountSocket string
 	StateFile   string
 	MountSvc    *Proc
+	// HolderSocket and Holder are the fuse holder's, with StartWithHolder.
+	HolderSocket string
+	Holder       *Proc
 	// Endpoint is the CSI plugin's socket and Conn a client connection to
 	// it, once StartCSI or StartCSIProcess ran.
 	Endpoint string
@@ -207,7 +217,14 @@ type Env struct {
 // Start starts a cluster (1 master, 1 volume server, 1 filer) and a mount
 // service. Everything is stopped at cleanup, and leftover mounts under
 // Dir are detached.
-func Start(t testing.TB) *Env {
+func Start(t testing.TB) *Env { return start(t, false) }
+
+// StartWithHolder is Start with a fuse holder (`cairn fuse-holder`), which
+// the mount service hands its connections to (`--holder`): restarting the
+// service hands the mounts over instead of breaking them.
+func StartWithHolder(t testing.TB) *Env { return start(t, true) }
+
+func start(t testing.TB, holder bool) *Env {
 	t.Helper()
 	RequireFUSE(t)
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
@@ -236,7 +253,17 @@ func Start(t testing.TB) *Env {
 		}
 		os.RemoveAll(dir)
 	})
-	e.MountSvc = e.proc("mount-service", "mount-service", "--socket", e.MountSocket, "--filer", e.Filer, "--state", e.StateFile)
+	args := []string{"--socket", e.MountSocket, "--filer", e.Filer, "--state", e.StateFile}
+	if holder {
+		// Started first, so stopped last: the mount service hands over
+		// to it at cleanup.
+		e.HolderSocket = filepath.Join(dir, "fuse-holder.sock")
+		e.Holder = e.proc("fuse-holder", "fuse-holder", "--socket", e.HolderSocket)
+		e.Holder.Start(t)
+		WaitPacketSocket(t, e.HolderSocket)
+		args = append(args, "--holder", e.HolderSocket)
+	}
+	e.MountSvc = e.proc("mount-service", "mount-service", args...)
 	e.MountSvc.Start(t)
 	WaitSocket(t, e.MountSocket)
 	return e
@@ -322,6 +349,24 @@ func WaitSocket(t testing.TB, path string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing serves on %s after 30s: %v", path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitPacketSocket waits (up to 30 s) until a SOCK_SEQPACKET unix socket
+// accepts connections.
+func WaitPacketSocket(t testing.TB, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unixpacket", path)
 		if err == nil {
 			c.Close()
 			return

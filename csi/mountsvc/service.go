@@ -35,12 +35,18 @@ type Config struct {
 	// stops, and forgets them. By default the service only flushes: the
 	// mounts stay recorded and are mounted again by the next start.
 	UnmountOnExit bool
-	Logger        *slog.Logger
-	Security      *security.Config
+	// Holder is the socket of the fuse holder (`cairn fuse-holder`) that
+	// keeps the mounts' /dev/fuse connections across restarts of the
+	// service ("": no hand-over; a restart remounts from the state file).
+	Holder   string
+	Logger   *slog.Logger
+	Security *security.Config
 
-	// Mounter mounts a file system (nil: fuse.Mount) and Unmounter
-	// unmounts one (nil: umount, lazily if busy). For tests.
+	// Mounter mounts a file system (nil: fuse.Mount), Resumer serves one
+	// handed over by the holder (nil: fuse.Resume) and Unmounter unmounts
+	// one (nil: umount, lazily if busy). For tests.
 	Mounter   func(ctx context.Context, cfg fuse.Config) (Mounted, error)
+	Resumer   func(ctx context.Context, cfg fuse.Config, dev *os.File, init []byte) (Mounted, error)
 	Unmounter func(dir string) error
 }
 
@@ -52,12 +58,24 @@ type Mounted interface {
 	FlushAll(ctx context.Context) error
 }
 
+// handedOver is a Mounted whose connection can be handed to the next
+// process (*fuse.Mounted mounted as root).
+type handedOver interface {
+	// Handover returns a duplicate of the /dev/fuse descriptor and the
+	// INIT request of the connection.
+	Handover() (*os.File, []byte, error)
+	// Detach stops serving, flushes, and leaves the connection to
+	// whoever holds a duplicate; Wait then returns fuse.ErrDetached.
+	Detach(ctx context.Context) error
+}
+
 // Service hosts FUSE mounts. Mount and Unmount run one at a time (opMu);
 // List may run concurrently with them.
 type Service struct {
-	cfg   Config
-	log   *slog.Logger
-	state stateFile
+	cfg    Config
+	log    *slog.Logger
+	state  stateFile
+	holder *HolderClient // nil without Config.Holder
 
 	opMu sync.Mutex // serializes Mount, Unmount and restore; taken before mu
 
@@ -94,21 +112,37 @@ func New(cfg Config) *Service {
 			return m, nil
 		}
 	}
+	if cfg.Resumer == nil {
+		cfg.Resumer = func(ctx context.Context, c fuse.Config, dev *os.File, init []byte) (Mounted, error) {
+			m, err := fuse.Resume(ctx, c, dev, init)
+			if err != nil {
+				return nil, err
+			}
+			return m, nil
+		}
+	}
 	if cfg.Unmounter == nil {
 		cfg.Unmounter = unmount
 	}
-	return &Service{
+	s := &Service{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "mount-service"),
 		state:  stateFile{path: cfg.StateFile},
 		mounts: map[string]*entry{},
 	}
+	if cfg.Holder != "" {
+		s.holder = NewHolderClient(cfg.Holder)
+	}
+	return s
 }
 
-// Run listens on cfg.Socket, mounts again what the state file records,
-// and serves until ctx ends. Then it flushes every mount and, with
-// UnmountOnExit, unmounts them; otherwise the mounts are left to the next
-// start (applications see ENOTCONN in between: docs/csi.md).
+// Run listens on cfg.Socket, resumes the mounts the holder keeps (with
+// cfg.Holder), mounts again what else the state file records, and serves
+// until ctx ends. Then, with a holder, it stops serving every mount and
+// leaves its connection to the holder (applications block until the next
+// start resumes them); without one it flushes every mount and leaves it
+// to die (applications see ENOTCONN: docs/csi.md). With UnmountOnExit it
+// flushes and unmounts everything instead.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Socket == "" {
 		return errors.New("mountsvc: no socket given; pass --socket /run/cairn/mount.sock")
@@ -126,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("mount service ready", "socket", cfg.Socket, "filers", strings.Join(cfg.Filers, ","), "state_file", cfg.StateFile)
+	s.log.Info("mount service ready", "socket", cfg.Socket, "filers", strings.Join(cfg.Filers, ","), "state_file", cfg.StateFile, "holder", cfg.Holder)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -161,27 +195,129 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Restore mounts again every mount recorded in the state file. A dead
-// FUSE mount left at a mount point by the previous process is lazily
-// unmounted first. Mounts that cannot be restored are logged and dropped
+// Restore resumes every mount whose connection the holder keeps, then
+// mounts again every other mount recorded in the state file (a dead FUSE
+// mount left at its mount point by the previous process is lazily
+// unmounted first). Mounts that cannot be restored are logged and dropped
 // from the record (the node plugin stages them again on the CO's retry).
 func (s *Service) Restore(ctx context.Context) {
+	resumed := s.resumeHeld(ctx)
 	recs, err := s.state.load()
 	if err != nil {
 		s.log.Error("cannot read the state file; starting without restoring mounts", "err", err)
-		return
+		recs = nil
 	}
 	for _, m := range recs {
+		if resumed[filepath.Clean(m.Dir)] {
+			continue
+		}
 		start := time.Now()
 		if _, err := s.Mount(ctx, m); err != nil {
 			s.log.Error("could not restore mount; the volume must be staged again", "volume", m.VolumeID, "dir", m.Dir, "err", err)
 			continue
 		}
-		s.log.Info("restored mount", "volume", m.VolumeID, "dir", m.Dir, "took", time.Since(start).Round(time.Millisecond))
+		s.log.Info("mounted again from the state file (its old connection was gone: applications that used it saw ENOTCONN)", "volume", m.VolumeID, "dir", m.Dir, "took", time.Since(start).Round(time.Millisecond))
 	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.saveLocked()
+}
+
+// resumeHeld serves again every connection the holder keeps and returns
+// their mount points. A connection that cannot be resumed is dropped from
+// the holder, so that it ends and the state file's record mounts the
+// volume afresh.
+func (s *Service) resumeHeld(ctx context.Context) map[string]bool {
+	resumed := map[string]bool{}
+	if s.holder == nil {
+		return resumed
+	}
+	held, err := s.holder.List(ctx)
+	if err != nil {
+		s.log.Error("cannot fetch the held FUSE connections; mounting again from the state file instead (applications of the old mounts see ENOTCONN)", "err", err)
+		return resumed
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	for _, hc := range held {
+		start := time.Now()
+		m := hc.Mount
+		m.Dir = filepath.Clean(m.Dir)
+		if !hc.Clean {
+			hc.Dev.Close()
+			// Requests the previous process had read stay unanswered
+			// forever, and writes it had buffered are gone while a later
+			// fsync here would report success: end the connection, so
+			// the applications get an error they can act on.
+			s.log.Error("the previous mount service did not hand this mount over (was it killed?); ending its connection (applications see ENOTCONN) and mounting the volume again", "volume", m.VolumeID, "dir", m.Dir)
+			if _, err := s.holder.Drop(ctx, m.Dir); err != nil {
+				s.log.Error("could not tell the holder to drop the connection", "dir", m.Dir, "err", err)
+			}
+			continue
+		}
+		mnt, err := s.cfg.Resumer(ctx, s.fuseConfig(m), hc.Dev, hc.Init)
+		hc.Dev.Close()
+		if err == nil {
+			// Served again: from now on a kill leaves it unclean.
+			if _, merr := s.holder.Mark(ctx, m.Dir, false); merr != nil {
+				s.log.Error("could not tell the holder the mount is served again", "dir", m.Dir, "err", merr)
+			}
+		}
+		if err != nil {
+			s.log.Error("could not resume a held mount; dropping its connection (its applications see ENOTCONN) and mounting it again", "volume", m.VolumeID, "dir", m.Dir, "err", err)
+			if _, err := s.holder.Drop(ctx, m.Dir); err != nil {
+				s.log.Error("could not tell the holder to drop the connection", "dir", m.Dir, "err", err)
+			}
+			continue
+		}
+		e := &entry{m: m, mnt: mnt, done: make(chan struct{})}
+		s.mu.Lock()
+		s.mounts[m.Dir] = e
+		s.mu.Unlock()
+		go s.watch(e)
+		resumed[m.Dir] = true
+		s.log.Info("resumed a live mount handed over through the holder", "volume", m.VolumeID, "dir", m.Dir, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return resumed
+}
+
+func (s *Service) fuseConfig(m Mount) fuse.Config {
+	return fuse.Config{
+		Filers: s.cfg.Filers, Dir: m.Dir, Root: m.Root, Uid: -1, Gid: -1,
+		ReadOnly: m.ReadOnly, Replication: m.Replication, Collection: m.Collection,
+		Logger: s.cfg.Logger.With("volume", m.VolumeID), Security: s.cfg.Security,
+	}
+}
+
+// hold hands the connection of a new mount to the holder.
+func (s *Service) hold(ctx context.Context, e *entry) {
+	if s.holder == nil {
+		return
+	}
+	ho, ok := e.mnt.(handedOver)
+	if !ok {
+		return
+	}
+	dev, init, err := ho.Handover()
+	if err == nil {
+		err = s.holder.Hold(ctx, HeldMount{Mount: e.m, Init: init}, dev)
+		dev.Close()
+	}
+	if err != nil {
+		s.log.Error("could not hand the mount's connection to the fuse holder; a restart of the mount service will break this mount (ENOTCONN)", "volume", e.m.VolumeID, "dir", e.m.Dir, "err", err)
+	}
+}
+
+// unhold tells the holder a mount is gone.
+func (s *Service) unhold(dir string) {
+	if s.holder == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.holder.Drop(ctx, dir); err != nil {
+		s.log.Warn("could not tell the fuse holder a mount is gone; it drops the connection itself once the kernel ends it", "dir", dir, "err", err)
+	}
 }
 
 // Mount mounts m.Root at m.Dir (see MountRequest). The error is an *Error.
@@ -219,11 +355,7 @@ func (s *Service) Mount(ctx context.Context, m Mount) (*MountResponse, error) {
 	if err := os.MkdirAll(m.Dir, 0o750); err != nil && !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.EEXIST) {
 		return nil, &Error{CodeInternal, fmt.Sprintf("mount: create mount point %s: %v", m.Dir, err)}
 	}
-	mnt, err := s.cfg.Mounter(ctx, fuse.Config{
-		Filers: s.cfg.Filers, Dir: m.Dir, Root: m.Root, Uid: -1, Gid: -1,
-		ReadOnly: m.ReadOnly, Replication: m.Replication, Collection: m.Collection,
-		Logger: s.cfg.Logger.With("volume", m.VolumeID), Security: s.cfg.Security,
-	})
+	mnt, err := s.cfg.Mounter(ctx, s.fuseConfig(m))
 	if err != nil {
 		code := CodeInternal
 		switch {
@@ -239,6 +371,7 @@ func (s *Service) Mount(ctx context.Context, m Mount) (*MountResponse, error) {
 	s.mounts[m.Dir] = e
 	s.mu.Unlock()
 	go s.watch(e)
+	s.hold(ctx, e)
 	s.saveLocked()
 	s.log.Info("mounted volume", "volume", m.VolumeID, "root", m.Root, "dir", m.Dir, "read_only", m.ReadOnly)
 	return &MountResponse{}, nil
@@ -248,6 +381,9 @@ func (s *Service) Mount(ctx context.Context, m Mount) (*MountResponse, error) {
 // for through Unmount, the mount is dropped from the record.
 func (s *Service) watch(e *entry) {
 	err := e.mnt.Wait()
+	if errors.Is(err, fuse.ErrDetached) {
+		return // handed over at Stop: still mounted, still recorded
+	}
 	close(e.done)
 	s.mu.Lock()
 	ours := s.mounts[e.m.Dir] == e
@@ -255,6 +391,7 @@ func (s *Service) watch(e *entry) {
 	if !ours {
 		return
 	}
+	s.unhold(e.m.Dir)
 	s.log.Warn("volume was unmounted from outside the mount service; forgetting it", "volume", e.m.VolumeID, "dir", e.m.Dir, "err", err)
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
@@ -284,6 +421,7 @@ func (s *Service) Unmount(ctx context.Context, dir string) (*UnmountResponse, er
 		return &UnmountResponse{}, nil
 	}
 	s.saveLocked()
+	s.unhold(dir)
 	if e.alive() {
 		if err := e.mnt.FlushAll(ctx); err != nil {
 			s.log.Error("flushing before unmount failed; files keep their error", "volume", e.m.VolumeID, "dir", dir, "err", err)
@@ -326,7 +464,9 @@ func (s *Service) List() []MountStatus {
 }
 
 // Stop flushes every mount. With UnmountOnExit it also unmounts them and
-// empties the record; otherwise the record is kept for the next start.
+// empties the record; otherwise the record is kept for the next start,
+// and with a holder every mount is detached: its connection stays with
+// the holder for the next start to resume.
 func (s *Service) Stop() error {
 	s.opMu.Lock()
 	s.mu.Lock()
@@ -339,8 +479,20 @@ func (s *Service) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var errs []error
+	handed := 0
 	for _, e := range es {
 		if !e.alive() {
+			continue
+		}
+		if ho, ok := e.mnt.(handedOver); ok && s.holder != nil && !s.cfg.UnmountOnExit {
+			start := time.Now()
+			if err := ho.Detach(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w; the next start ends its connection (ENOTCONN) instead of resuming it", e.m.Dir, e.m.VolumeID, err))
+			} else if _, err := s.holder.Mark(ctx, e.m.Dir, true); err != nil {
+				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w", e.m.Dir, e.m.VolumeID, err))
+			}
+			handed++
+			s.log.Info("stopped serving the mount; its connection waits in the holder for the next start", "volume", e.m.VolumeID, "dir", e.m.Dir, "took", time.Since(start).Round(time.Millisecond))
 			continue
 		}
 		if err := e.mnt.FlushAll(ctx); err != nil {
@@ -354,7 +506,7 @@ func (s *Service) Stop() error {
 			}
 		}
 	}
-	s.log.Info("mount service stopped", "mounts", len(es), "unmounted", s.cfg.UnmountOnExit)
+	s.log.Info("mount service stopped", "mounts", len(es), "handed_over", handed, "unmounted", s.cfg.UnmountOnExit)
 	return errors.Join(errs...)
 }
 

@@ -122,6 +122,10 @@ func TestServiceMountsAndRestores(t *testing.T) {
 		}
 		syscall.Nanosleep(&syscall.Timespec{Nsec: 1e6}, nil)
 	}
+	// The record is rewritten under opMu after the entry went: wait for
+	// it, so that the temporary directory can be removed.
+	s2.opMu.Lock()
+	s2.opMu.Unlock()
 	if _, err := os.Stat(state); err != nil {
 		t.Fatal(err)
 	}

@@ -209,13 +209,13 @@ server {
 client {
   enabled           = true
   network_interface = "lo"
-}
+%s}
 plugin "raw_exec" {
   config {
     enabled = true
   }
 }
-`, a.dataDir, ports[0], ports[1], ports[2])
+`, a.dataDir, ports[0], ports[1], ports[2], chrootEnv())
 	cfgPath := filepath.Join(dir, "agent.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -261,6 +261,26 @@ plugin "raw_exec" {
 		return nil
 	})
 	return a
+}
+
+// chrootEnv is the client's chroot_env block: what exec tasks see in
+// their chroot, which Nomad builds by linking every file into each task
+// directory. The default (all of /usr, /etc, /bin, /lib, ...) is 150000
+// files on a build machine with Go and takes minutes per task on a busy
+// one; this is what the test's workloads and PostgreSQL need (the paths
+// that exist here).
+func chrootEnv() string {
+	var b strings.Builder
+	b.WriteString("  chroot_env {\n")
+	for _, p := range []string{"/bin", "/sbin", "/lib", "/lib64", "/usr/bin", "/usr/sbin", "/usr/lib64",
+		"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/locale",
+		"/usr/lib/postgresql", "/usr/share/postgresql", "/usr/share/zoneinfo", "/etc"} {
+		if _, err := os.Lstat(p); err == nil {
+			fmt.Fprintf(&b, "    %q = %q\n", p, p)
+		}
+	}
+	b.WriteString("  }\n")
+	return b.String()
 }
 
 // waitFor is testutil.WaitFor that also fails at once, with the agent's

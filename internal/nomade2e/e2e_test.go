@@ -332,11 +332,20 @@ func (e *e2e) rollUnderWriter() {
 	if e.holder {
 		v2 := filepath.Join(e.a.dir, "bin", "cairn-v2")
 		copyFile(t, e.cairn, v2)
+		holder := a.waitRunning("cairn-fuse-holder", 1, 0, time.Minute)[0]
 		before := a.waitRunning("cairn-mount-service", 1, 0, time.Minute)[0]
 		e.runMountService(v2, filepath.Join(e.run, "fuse-holder.sock"))
 		after := a.waitRunning("cairn-mount-service", 1, int(before.JobVersion)+1, 5*time.Minute)[0]
 		t.Logf("mount service rolled from job version %d (alloc %s) to %d (alloc %s)", before.JobVersion, before.ID[:8], after.JobVersion, after.ID[:8])
 		advance("the mount service roll")
+		// The new version runs the new binary, and the holder was not
+		// touched.
+		if p := procsRunning(v2 + " mount-service"); len(p) != 1 {
+			t.Fatalf("want one mount service running %s after the roll, have %v", v2, p)
+		}
+		if h := a.waitRunning("cairn-fuse-holder", 1, 0, time.Minute)[0]; h.ID != holder.ID || h.TaskStates["holder"].Restarts != 0 {
+			t.Fatalf("the holder changed during the mount service roll: was %s, now %s", holder.describe(), h.describe())
+		}
 	} else {
 		t.Logf("mount service roll not run: this cairn binary has no fuse-holder, and without it a mount service restart breaks running mounts (docs/csi.md)")
 	}
@@ -460,6 +469,22 @@ func (e *e2e) teardown() {
 	if len(mounts)+len(procs)+len(sockets) > 0 {
 		t.Fatalf("left behind: mounts %v; processes %v; sockets %v", mounts, cmds, sockets)
 	}
+}
+
+// procsRunning lists the live processes whose command line starts with s.
+func procsRunning(s string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if c := cmdline(pid); strings.HasPrefix(c, s) {
+			out = append(out, fmt.Sprintf("%d: %s", pid, c))
+		}
+	}
+	return out
 }
 
 func httpOK(url string) error {
