@@ -54,6 +54,7 @@ type VolumeServerJSON struct {
 	FreeBytes   uint64 `json:"free_bytes"`
 	MaxVolumes  uint32 `json:"max_volumes"`
 	VolumeCount int    `json:"volume_count"`
+	Draining    bool   `json:"draining"` // being evacuated: gets no new volumes
 }
 
 // ClusterStatusJSON is the JSON output of cluster.status.
@@ -111,7 +112,7 @@ func (clusterStatus) Run(ctx context.Context, env *Env, args []string) error {
 		for _, s := range leader.Servers {
 			out.Servers = append(out.Servers, VolumeServerJSON{
 				URL: s.Url, DC: s.Dc, Rack: s.Rack, Alive: s.Alive, FreeBytes: s.FreeBytes,
-				MaxVolumes: s.MaxVolumes, VolumeCount: count[s.Url],
+				MaxVolumes: s.MaxVolumes, VolumeCount: count[s.Url], Draining: s.Draining,
 			})
 		}
 	}
@@ -183,7 +184,11 @@ func printClusterStatus(w io.Writer, s *ClusterStatusJSON) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "  URL\tDC\tRACK\tALIVE\tFREE\tVOLUMES\n")
 	for _, v := range s.Servers {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d/%d\n", v.URL, v.DC, v.Rack, yesNo(v.Alive), humanBytes(v.FreeBytes), v.VolumeCount, v.MaxVolumes)
+		alive := yesNo(v.Alive)
+		if v.Draining {
+			alive += " (draining)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d/%d\n", v.URL, v.DC, v.Rack, alive, humanBytes(v.FreeBytes), v.VolumeCount, v.MaxVolumes)
 	}
 	tw.Flush()
 	if len(s.Servers) == 0 {

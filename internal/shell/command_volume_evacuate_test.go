@@ -149,6 +149,16 @@ func TestVolumeEvacuate(t *testing.T) {
 			t.Errorf("volume.list: %s draining=%v", s.URL, s.Draining)
 		}
 	}
+	var cs ClusterStatusJSON
+	jsonOn(t, c, &cs, "cluster.status")
+	for _, s := range cs.Servers {
+		if s.Draining != (s.URL == victim) {
+			t.Errorf("cluster.status: %s draining=%v", s.URL, s.Draining)
+		}
+	}
+	if out := mustOn(t, c, "cluster.status"); !strings.Contains(out, "(draining)") {
+		t.Errorf("cluster.status text does not mark the draining server:\n%s", out)
+	}
 	waitWritable(t, c, map[uint32]bool{}, victim)
 	checkAllReplicas(t, c, &w)
 
