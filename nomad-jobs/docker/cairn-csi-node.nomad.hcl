@@ -39,10 +39,10 @@ variable "security_var" {
 }
 
 locals {
-  lookup    = var.service_provider == "consul" ? "service" : "nomadService"
+  lookup = var.service_provider == "consul" ? "service" : "nomadService"
   sec_files = var.security_var == "" ? {} : {
     "security.toml" = "security_toml", "ca.pem" = "ca_pem",
-    "client.pem" = "client_pem", "client-key.pem" = "client_key_pem",
+    "client.pem"    = "client_pem", "client-key.pem" = "client_key_pem",
   }
   sec_args = var.security_var == "" ? [] : ["--security", "$${NOMAD_SECRETS_DIR}/cairn/security.toml"]
 }
@@ -63,6 +63,24 @@ job "cairn-csi-node" {
       interval = "1h"
       delay    = "2s"
       mode     = "delay"
+    }
+
+    network {
+      port "metrics" {}
+    }
+
+    # Prometheus scrapes the plugin's call counts and latencies here
+    # (monitoring/prometheus.yml keeps the cairn-* services).
+    service {
+      name     = "cairn-csi"
+      provider = var.service_provider
+      port     = "metrics"
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "10s"
+        timeout  = "5s"
+      }
     }
 
     task "plugin" {
@@ -92,7 +110,7 @@ job "cairn-csi-node" {
         network_mode = "host"
         privileged   = true
         args = concat([
-          "csi", "--mode", "node", "--nodeid", "$${node.unique.name}",
+          "csi", "--mode", "node", "--metrics-addr", "$${NOMAD_ADDR_metrics}", "--nodeid", "$${node.unique.name}",
           "--filer", "$${CAIRN_FILERS}", "--mount-socket", "/run/cairn/mount.sock",
         ], local.sec_args)
       }

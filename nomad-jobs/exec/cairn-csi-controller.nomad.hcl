@@ -36,10 +36,10 @@ variable "security_var" {
 }
 
 locals {
-  lookup    = var.service_provider == "consul" ? "service" : "nomadService"
+  lookup = var.service_provider == "consul" ? "service" : "nomadService"
   sec_files = var.security_var == "" ? {} : {
     "security.toml" = "security_toml", "ca.pem" = "ca_pem",
-    "client.pem" = "client_pem", "client-key.pem" = "client_key_pem",
+    "client.pem"    = "client_pem", "client-key.pem" = "client_key_pem",
   }
   sec_args = var.security_var == "" ? [] : ["--security", "$${NOMAD_SECRETS_DIR}/cairn/security.toml"]
 }
@@ -57,6 +57,24 @@ job "cairn-csi-controller" {
       interval = "1h"
       delay    = "5s"
       mode     = "delay"
+    }
+
+    network {
+      port "metrics" {}
+    }
+
+    # Prometheus scrapes the plugin's call counts and latencies here
+    # (monitoring/prometheus.yml keeps the cairn-* services).
+    service {
+      name     = "cairn-csi"
+      provider = var.service_provider
+      port     = "metrics"
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "10s"
+        timeout  = "5s"
+      }
     }
 
     task "plugin" {
@@ -81,7 +99,7 @@ job "cairn-csi-controller" {
       config {
         command = var.cairn_bin
         args = concat([
-          "csi", "--mode", "controller", "--filer", "$${CAIRN_FILERS}", "--master", "$${CAIRN_MASTERS}",
+          "csi", "--mode", "controller", "--metrics-addr", "$${NOMAD_ADDR_metrics}", "--filer", "$${CAIRN_FILERS}", "--master", "$${CAIRN_MASTERS}",
         ], local.sec_args)
       }
 
