@@ -42,6 +42,8 @@ type file struct {
 	mtime    int64     // ns, time of the last write
 	err      error     // sticky error of the last failed flush
 	bgFlush  bool      // a background flush was started and has not ended
+	seqNext  uint64    // where the next read starts if the reader is sequential
+	raEnd    uint64    // file offset up to which chunks were read ahead
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
@@ -104,7 +106,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	before := f.dirty.bytes
 	f.dirty.write(off, data)
 	f.mtime = time.Now().UnixNano()
-	f.fs.dirtyBytes.Add(int64(f.dirty.bytes - before))
+	f.fs.addDirty(int64(f.dirty.bytes - before))
 	// A full needle's worth starts a flush in the background, so the
 	// upload overlaps the writes that follow. Its failure sticks like any
 	// other and is reported by the next fsync, close or throttled write.
@@ -156,11 +158,11 @@ func (f *file) flushLocked(ctx context.Context) error {
 		// Keep the data: it goes back under what was written meanwhile.
 		before := f.dirty.bytes
 		f.dirty = set.under(f.dirty)
-		f.fs.dirtyBytes.Add(int64(f.dirty.bytes) - int64(before) - int64(set.bytes))
+		f.fs.addDirty(int64(f.dirty.bytes) - int64(before) - int64(set.bytes))
 		f.err = err
 		return err
 	}
-	f.fs.dirtyBytes.Add(-int64(set.bytes))
+	f.fs.addDirty(-int64(set.bytes))
 	f.setCommittedLocked(in)
 	f.err = nil
 	return nil
@@ -281,18 +283,52 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			continue // a hole: buf is zero there, or holds newer buffered bytes
 		}
 		for _, iv := range covered.Uncovered(e.Off, e.Off+e.Len) {
-			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.Lo-e.Off), int64(iv.Hi-iv.Lo))
+			dst := buf[iv.Lo-off : iv.Hi-off]
+			got, err := f.fs.cache.read(ctx, f.fs.ctx, e.Fid, e.NeedleOff+iv.Lo-e.Off, dst)
 			if err != nil {
 				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
 				return nil, err
 			}
-			if uint64(len(b)) != iv.Hi-iv.Lo {
+			if got != len(dst) {
 				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
 			}
-			copy(buf[iv.Lo-off:], b)
 		}
 	}
+	f.readAhead(off, end)
 	return buf, nil
+}
+
+// readAhead starts fetching the chunks of the readAhead bytes after end
+// when the read [off, end) continued the previous one, so a sequential
+// reader finds them cached.
+func (f *file) readAhead(off, end uint64) {
+	f.mu.Lock()
+	seq := off == f.seqNext
+	f.seqNext = end
+	if !seq {
+		f.raEnd = 0
+		f.mu.Unlock()
+		return
+	}
+	from := max(end, f.raEnd)
+	to := min(end+readAhead, f.size)
+	if from >= to {
+		f.mu.Unlock()
+		return
+	}
+	f.raEnd = to
+	exts := filer.VisibleExtents(f.slices, from, to-from)
+	f.mu.Unlock()
+	for _, e := range exts {
+		if e.Fid == "" {
+			continue
+		}
+		first := e.NeedleOff / chunkSize
+		last := (e.NeedleOff + e.Len - 1) / chunkSize
+		for i := first; i <= last; i++ {
+			f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, i})
+		}
+	}
 }
 
 var (
