@@ -90,7 +90,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 		return syscall.EFBIG
 	}
 	f.mu.Lock()
-	over := f.dirty.bytes >= fileDirtyLimit
+	over := f.dirty.bytes >= writerDirtyLimit
 	f.mu.Unlock()
 	if over || f.fs.dirtyBytes.Load() >= totalDirtyLimit {
 		if err := f.flush(ctx); err != nil {
@@ -116,14 +116,27 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	}
 	f.mu.Unlock()
 	if kick {
-		go func() {
-			_ = f.flush(f.fs.ctx)
-			f.mu.Lock()
-			f.bgFlush = false
-			f.mu.Unlock()
-		}()
+		go f.backgroundFlush()
 	}
 	return nil
+}
+
+// backgroundFlush flushes while a needle's worth or more is buffered, so
+// uploads run back to back behind a sequential writer: each flush takes
+// everything written during the previous one (several needles, uploaded
+// in parallel, when the writer is faster than one upload). It stops at the
+// first error, which sticks.
+func (f *file) backgroundFlush() {
+	for {
+		err := f.flush(f.fs.ctx)
+		f.mu.Lock()
+		if err != nil || f.dirty.bytes < maxNeedle {
+			f.bgFlush = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+	}
 }
 
 // flush makes every byte written before the call durable, or returns why
@@ -334,3 +347,8 @@ func (f *file) readAhead(off, end uint64) {
 var (
 	errShortNeedle = errors.New("short needle")
 )
+
+// writerDirtyLimit is the buffered bytes of one file past which a writer
+// waits for a flush: room for the uploads of a few needles in flight
+// behind a sequential writer.
+const writerDirtyLimit = 4 * uploadParallel * maxNeedle
