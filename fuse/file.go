@@ -176,7 +176,9 @@ func (f *file) flushLocked(ctx context.Context) error {
 		return err
 	}
 	f.fs.addDirty(-int64(set.bytes))
+	stale := f.stale
 	f.setCommittedLocked(in)
+	f.stale = stale // kept if followCommit could not fetch the list
 	f.err = nil
 	return nil
 }
@@ -216,13 +218,37 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 			pos += uint64(len(p.data))
 		}
 	}
-	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime})
+	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime, OmitSlices: true})
 	if err != nil {
 		f.fs.log.Error("committing file data to the filer failed; the data stays buffered and fsync/close report the error until a retry succeeds",
 			"ino", f.ino, "bytes", set.bytes, "err", err)
 		return nil, err
 	}
-	return res.Inode, nil
+	return f.followCommit(ctx, res.Inode, sl), nil
+}
+
+// followCommit returns the inode a CommitSlices of sl left, with its slice
+// list (the filer omits it). When the commit came right after the
+// generation f knows, the list is f's plus sl; otherwise someone else
+// changed the file too, and the list is fetched. The data is durable
+// either way: if the fetch fails, f's list plus sl (which shows this
+// mount's writes) is used and marked stale, so the next read refetches.
+func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Slice) *filer.Inode {
+	f.mu.Lock()
+	exact := in.Generation == f.gen+1
+	in.Slices = filer.AppendSlices(f.slices, sl)
+	f.mu.Unlock()
+	if exact {
+		return in
+	}
+	full, err := f.fs.client.GetAttr(ctx, f.ino)
+	if err == nil && full.Generation >= in.Generation {
+		return full
+	}
+	f.mu.Lock()
+	f.stale = true
+	f.mu.Unlock()
+	return in
 }
 
 // stickyErr is the error of the last failed flush, nil if none.
