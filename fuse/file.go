@@ -142,6 +142,16 @@ func (f *file) backgroundFlush() {
 // flush makes every byte written before the call durable, or returns why
 // it could not (then the bytes stay buffered and the error sticks).
 func (f *file) flush(ctx context.Context) error {
+	// Nothing buffered, nothing being stored, no error to report: every
+	// byte written is durable already, and there is no need to wait
+	// behind another handle's flush (close of a file only read, or a
+	// second fsync).
+	f.mu.Lock()
+	idle := f.dirty.empty() && f.flushing == nil && f.err == nil
+	f.mu.Unlock()
+	if idle {
+		return nil
+	}
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
 	return f.flushLocked(ctx)
@@ -169,9 +179,10 @@ func (f *file) flushLocked(ctx context.Context) error {
 	f.flushing = nil
 	if err != nil {
 		// Keep the data: it goes back under what was written meanwhile.
-		before := f.dirty.bytes
+		// under merges into set itself: take its size first.
+		before, setBytes := f.dirty.bytes, set.bytes
 		f.dirty = set.under(f.dirty)
-		f.fs.addDirty(int64(f.dirty.bytes) - int64(before) - int64(set.bytes))
+		f.fs.addDirty(int64(f.dirty.bytes) - int64(before) - int64(setBytes))
 		f.err = err
 		return err
 	}
