@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/fid/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZTIME) ./volume/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./master/
+	$(GO) test -run '^$$' -fuzz FuzzSliceList -fuzztime $(FUZZTIME) ./filer/
 
 # Benchmarks, reported as ratios against local-disk baselines from the same run.
 bench: build

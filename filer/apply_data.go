@@ -64,7 +64,12 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 	}
 	in.Ctime = t.now
 	t.putInode(in)
-	return t.okInode(in.Ino)
+	if op.OmitSlices {
+		out := *in
+		out.Slices = nil
+		return &Result{Inode: &out}
+	}
+	return &Result{Inode: in} // in is not used after this
 }
 
 // setData finishes a change of in's slices: the size becomes size, slices

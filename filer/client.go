@@ -212,10 +212,12 @@ func (c *Client) LookupVolume(ctx context.Context, vid uint32) (*pb.LookupRespon
 
 // Subscribe streams change events under root until ctx ends or the stream
 // breaks (then the caller resubscribes and revalidates what it cached).
+// The data commits (CommitSlices) this client made are left out: whoever
+// made them through it knows them already.
 func (c *Client) Subscribe(ctx context.Context, root uint64) (pb.Filer_SubscribeClient, error) {
 	var stream pb.Filer_SubscribeClient
 	err := c.call(ctx, func(fc pb.FilerClient) (err error) {
-		stream, err = fc.Subscribe(ctx, &pb.SubscribeRequest{RootIno: root})
+		stream, err = fc.Subscribe(ctx, &pb.SubscribeRequest{RootIno: root, SkipDataCommitsOf: c.id})
 		return err
 	})
 	return stream, err

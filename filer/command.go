@@ -198,12 +198,19 @@ type SetAttr struct {
 // delete queue is refused with ESTALE. With Truncate the file's previous
 // slices are dropped and its size becomes Size (or the end of the last new
 // slice if larger): a whole-file replacement in one atomic step.
+//
+// With OmitSlices the result's inode comes without its slice list: a
+// client that knows the list at the generation before (Generation-1 of
+// the result) rebuilds it with AppendSlices, and the filer neither
+// decodes the inode a second time nor ships a list that grows with every
+// small write (a database's data file holds thousands of slices).
 type CommitSlices struct {
-	Ino      uint64  `json:"ino"`
-	Slices   []Slice `json:"slices"`
-	Size     uint64  `json:"size,omitempty"`
-	Mtime    int64   `json:"mtime,omitempty"`
-	Truncate bool    `json:"truncate,omitempty"`
+	Ino        uint64  `json:"ino"`
+	Slices     []Slice `json:"slices"`
+	Size       uint64  `json:"size,omitempty"`
+	Mtime      int64   `json:"mtime,omitempty"`
+	Truncate   bool    `json:"truncate,omitempty"`
+	OmitSlices bool    `json:"omit_slices,omitempty"`
 }
 
 // PunchHole makes [Off, Off+Len) read as zeros without changing the size;

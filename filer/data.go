@@ -287,9 +287,20 @@ func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Re
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
+	if n := resp.ContentLength; n > 0 && n <= maxPrealloc {
+		// One allocation of the announced size instead of io.ReadAll's
+		// growing copies (needle reads are up to a few MiB).
+		b := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, b)
+		return resp.StatusCode, b, err
+	}
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
+
+// maxPrealloc bounds the response body allocated up front from its
+// Content-Length.
+const maxPrealloc = 64 << 20
 
 func parseUint(s string) uint64 {
 	v, _ := strconv.ParseUint(s, 10, 64)

@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/cairn-storage/cairn/internal/pb"
@@ -22,14 +23,17 @@ type subscriber struct {
 	root uint64
 	st   *State
 	ch   chan *pb.FilerEvent
+	// skip is a client id whose own data commits are not sent ("": none).
+	skip string
 }
 
 func newEventHub() *eventHub { return &eventHub{subs: make(map[*subscriber]struct{})} }
 
 // subscribe returns a channel of events touching the subtree at root (0:
 // everything) and a cancel function.
-func (h *eventHub) subscribe(root uint64, st *State) (<-chan *pb.FilerEvent, func()) {
-	sub := &subscriber{root: root, st: st, ch: make(chan *pb.FilerEvent, eventBuffer)}
+// Data commits (CommitSlices) of client id skip's sessions are left out.
+func (h *eventHub) subscribe(root uint64, st *State, skip string) (<-chan *pb.FilerEvent, func()) {
+	sub := &subscriber{root: root, st: st, ch: make(chan *pb.FilerEvent, eventBuffer), skip: skip}
 	h.mu.Lock()
 	if h.closed {
 		close(sub.ch)
@@ -57,10 +61,11 @@ func (h *eventHub) publish(index uint64, c *Command, r *Result) {
 		return
 	}
 	ev := &pb.FilerEvent{Index: index, Op: c.Op.OpType(), Inos: inos, Dirs: dirs}
+	_, data := c.Op.(*CommitSlices)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.subs {
-		if !sub.wants(ev) {
+		if !sub.wants(ev) || (data && sub.skip != "" && strings.HasPrefix(c.ClientID, sub.skip+"-")) {
 			continue
 		}
 		select {

@@ -196,7 +196,7 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 }
 
 func (g *grpcService) Subscribe(req *pb.SubscribeRequest, stream pb.Filer_SubscribeServer) error {
-	ch, cancel := g.s.hub.subscribe(req.RootIno, g.s.fsm.State())
+	ch, cancel := g.s.hub.subscribe(req.RootIno, g.s.fsm.State(), req.SkipDataCommitsOf)
 	defer cancel()
 	for {
 		select {

@@ -28,7 +28,7 @@ type Inode struct {
 	// for the root and for snapshot roots). Zero for other types.
 	Parent uint64 `json:"parent,omitempty"`
 	// Slices make up the data of a regular file; later ones win.
-	Slices []Slice `json:"slices,omitempty"`
+	Slices SliceList `json:"slices,omitempty"`
 	// Generation is bumped by every change of Slices or Size, so a
 	// compactor can swap the slice list only if the file is unchanged.
 	Generation uint64 `json:"gen"`

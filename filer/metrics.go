@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"syscall"
@@ -145,4 +146,15 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 		m.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Inc()
 		m.reqLatency.WithLabelValues(r.Method).Observe(d.Seconds())
 	})
+}
+
+// RegisterMetrics adds collectors of another part of the process (the
+// mount of cairn server) to the series this filer serves on /metrics.
+func (s *Server) RegisterMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := s.met.reg.Register(c); err != nil {
+			return fmt.Errorf("filer: register metrics: %w", err)
+		}
+	}
+	return nil
 }

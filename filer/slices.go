@@ -86,7 +86,7 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 	var cov byterange.Coverage
 	for i := len(sl) - 1; i >= 0; i-- {
 		s := sl[i]
-		if len(cov.Uncovered(s.Off, s.end())) > 0 {
+		if !cov.Covers(s.Off, s.end()) {
 			visible[i] = true
 		}
 		cov = cov.Add(s.Off, s.end())
@@ -99,6 +99,17 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 		}
 	}
 	return kept, dropped
+}
+
+// AppendSlices returns the slice list a CommitSlices (without Truncate)
+// of add leaves on a file whose list was old: the filer's own rule, so a
+// client that knows old can follow a commit without fetching the list.
+// old is not modified.
+func AppendSlices(old, add []Slice) []Slice {
+	all := make([]Slice, 0, len(old)+len(add))
+	all = append(append(all, old...), add...)
+	kept, _ := pruneShadowed(all)
+	return kept
 }
 
 // truncateSlices cuts the slices at size: those starting at or past it are

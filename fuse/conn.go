@@ -16,15 +16,15 @@ import (
 
 // FUSE protocol numbers the serve loop needs (include/uapi/linux/fuse.h).
 const (
-	opRead        = 15
-	opGetxattr    = 22
-	opListxattr   = 23
-	opInit        = 26
-	opReaddir     = 28
-	opInterrupt   = 36
-	opForget      = 2
-	opBatchForget = 42
-	opReaddirplus = 44
+	codeRead        = 15
+	codeGetxattr    = 22
+	codeListxattr   = 23
+	codeInit        = 26
+	codeReaddir     = 28
+	codeInterrupt   = 36
+	codeForget      = 2
+	codeBatchForget = 42
+	codeReaddirplus = 44
 
 	inHeaderSize  = 40 // struct fuse_in_header
 	outHeaderSize = 16 // struct fuse_out_header

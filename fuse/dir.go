@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
@@ -57,7 +58,8 @@ func (fs *fileSystem) listDir(ctx context.Context, nodeID uint64) ([]gofuse.DirE
 	return out, nil
 }
 
-func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) (st gofuse.Status) {
+	defer observe(opOpenDir, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	entries, err := fs.listDir(ctx, in.NodeId)
@@ -103,7 +105,8 @@ func (fs *fileSystem) dirFor(cancel <-chan struct{}, in *gofuse.ReadIn) ([]gofus
 	return entries, gofuse.OK
 }
 
-func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) (st gofuse.Status) {
+	defer observe(opReadDir, time.Now(), &st)
 	entries, st := fs.dirFor(cancel, in)
 	if !st.Ok() {
 		return st
@@ -119,7 +122,8 @@ func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *go
 // ReadDirPlus is ReadDir with the attributes of each entry (the mount
 // asks the kernel for plain ReadDir; this serves kernels that send it
 // anyway).
-func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) (st gofuse.Status) {
+	defer observe(opReadDirPlus, time.Now(), &st)
 	entries, st := fs.dirFor(cancel, in)
 	if !st.Ok() {
 		return st
@@ -147,6 +151,7 @@ func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out
 }
 
 func (fs *fileSystem) ReleaseDir(in *gofuse.ReleaseIn) {
+	defer observeVoid(opReleaseDir, time.Now())
 	fs.mu.Lock()
 	delete(fs.mu.handles, in.Fh)
 	fs.mu.Unlock()

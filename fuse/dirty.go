@@ -2,6 +2,9 @@ package fuse
 
 import "sort"
 
+// maxSpan bounds the bytes of one span grown by sequential writes.
+const maxSpan = maxNeedle
+
 // span is written bytes at a file offset.
 type span struct {
 	off  uint64
@@ -59,8 +62,10 @@ func (d *dirtySet) write(off uint64, data []byte) {
 	if len(ins) == 0 {
 		return
 	}
-	// Common case: a sequential write extending the span before it.
-	if len(ins) == 1 && i > 0 && i == j && d.spans[i-1].end() == ins[0].off {
+	// Common case: a sequential write extending the span before it. Spans
+	// stop growing at maxSpan (a new one starts; neighbours may touch), so
+	// a long sequential write is not copied over and over as it grows.
+	if len(ins) == 1 && i > 0 && i == j && d.spans[i-1].end() == ins[0].off && len(d.spans[i-1].data)+len(ins[0].data) <= maxSpan {
 		d.spans[i-1].data = append(d.spans[i-1].data, ins[0].data...)
 		return
 	}

@@ -42,6 +42,8 @@ type file struct {
 	mtime    int64     // ns, time of the last write
 	err      error     // sticky error of the last failed flush
 	bgFlush  bool      // a background flush was started and has not ended
+	seqNext  uint64    // where the next read starts if the reader is sequential
+	raEnd    uint64    // file offset up to which chunks were read ahead
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
@@ -88,7 +90,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 		return syscall.EFBIG
 	}
 	f.mu.Lock()
-	over := f.dirty.bytes >= fileDirtyLimit
+	over := f.dirty.bytes >= writerDirtyLimit
 	f.mu.Unlock()
 	if over || f.fs.dirtyBytes.Load() >= totalDirtyLimit {
 		if err := f.flush(ctx); err != nil {
@@ -104,7 +106,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	before := f.dirty.bytes
 	f.dirty.write(off, data)
 	f.mtime = time.Now().UnixNano()
-	f.fs.dirtyBytes.Add(int64(f.dirty.bytes - before))
+	f.fs.addDirty(int64(f.dirty.bytes - before))
 	// A full needle's worth starts a flush in the background, so the
 	// upload overlaps the writes that follow. Its failure sticks like any
 	// other and is reported by the next fsync, close or throttled write.
@@ -114,19 +116,42 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	}
 	f.mu.Unlock()
 	if kick {
-		go func() {
-			_ = f.flush(f.fs.ctx)
-			f.mu.Lock()
-			f.bgFlush = false
-			f.mu.Unlock()
-		}()
+		go f.backgroundFlush()
 	}
 	return nil
+}
+
+// backgroundFlush flushes while a needle's worth or more is buffered, so
+// uploads run back to back behind a sequential writer: each flush takes
+// everything written during the previous one (several needles, uploaded
+// in parallel, when the writer is faster than one upload). It stops at the
+// first error, which sticks.
+func (f *file) backgroundFlush() {
+	for {
+		err := f.flush(f.fs.ctx)
+		f.mu.Lock()
+		if err != nil || f.dirty.bytes < maxNeedle {
+			f.bgFlush = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+	}
 }
 
 // flush makes every byte written before the call durable, or returns why
 // it could not (then the bytes stay buffered and the error sticks).
 func (f *file) flush(ctx context.Context) error {
+	// Nothing buffered, nothing being stored, no error to report: every
+	// byte written is durable already, and there is no need to wait
+	// behind another handle's flush (close of a file only read, or a
+	// second fsync).
+	f.mu.Lock()
+	idle := f.dirty.empty() && f.flushing == nil && f.err == nil
+	f.mu.Unlock()
+	if idle {
+		return nil
+	}
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
 	return f.flushLocked(ctx)
@@ -154,14 +179,17 @@ func (f *file) flushLocked(ctx context.Context) error {
 	f.flushing = nil
 	if err != nil {
 		// Keep the data: it goes back under what was written meanwhile.
-		before := f.dirty.bytes
+		// under merges into set itself: take its size first.
+		before, setBytes := f.dirty.bytes, set.bytes
 		f.dirty = set.under(f.dirty)
-		f.fs.dirtyBytes.Add(int64(f.dirty.bytes) - int64(before) - int64(set.bytes))
+		f.fs.addDirty(int64(f.dirty.bytes) - int64(before) - int64(setBytes))
 		f.err = err
 		return err
 	}
-	f.fs.dirtyBytes.Add(-int64(set.bytes))
+	f.fs.addDirty(-int64(set.bytes))
+	stale := f.stale
 	f.setCommittedLocked(in)
+	f.stale = stale // kept if followCommit could not fetch the list
 	f.err = nil
 	return nil
 }
@@ -201,13 +229,37 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 			pos += uint64(len(p.data))
 		}
 	}
-	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime})
+	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime, OmitSlices: true})
 	if err != nil {
 		f.fs.log.Error("committing file data to the filer failed; the data stays buffered and fsync/close report the error until a retry succeeds",
 			"ino", f.ino, "bytes", set.bytes, "err", err)
 		return nil, err
 	}
-	return res.Inode, nil
+	return f.followCommit(ctx, res.Inode, sl), nil
+}
+
+// followCommit returns the inode a CommitSlices of sl left, with its slice
+// list (the filer omits it). When the commit came right after the
+// generation f knows, the list is f's plus sl; otherwise someone else
+// changed the file too, and the list is fetched. The data is durable
+// either way: if the fetch fails, f's list plus sl (which shows this
+// mount's writes) is used and marked stale, so the next read refetches.
+func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Slice) *filer.Inode {
+	f.mu.Lock()
+	exact := in.Generation == f.gen+1
+	in.Slices = filer.AppendSlices(f.slices, sl)
+	f.mu.Unlock()
+	if exact {
+		return in
+	}
+	full, err := f.fs.client.GetAttr(ctx, f.ino)
+	if err == nil && full.Generation >= in.Generation {
+		return full
+	}
+	f.mu.Lock()
+	f.stale = true
+	f.mu.Unlock()
+	return in
 }
 
 // stickyErr is the error of the last failed flush, nil if none.
@@ -281,20 +333,59 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			continue // a hole: buf is zero there, or holds newer buffered bytes
 		}
 		for _, iv := range covered.Uncovered(e.Off, e.Off+e.Len) {
-			b, err := f.fs.data.Read(ctx, e.Fid, int64(e.NeedleOff+iv.Lo-e.Off), int64(iv.Hi-iv.Lo))
+			dst := buf[iv.Lo-off : iv.Hi-off]
+			got, err := f.fs.cache.read(ctx, f.fs.ctx, e.Fid, e.NeedleOff+iv.Lo-e.Off, dst)
 			if err != nil {
 				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
 				return nil, err
 			}
-			if uint64(len(b)) != iv.Hi-iv.Lo {
+			if got != len(dst) {
 				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
 			}
-			copy(buf[iv.Lo-off:], b)
 		}
 	}
+	f.readAhead(off, end)
 	return buf, nil
+}
+
+// readAhead starts fetching the chunks of the readAhead bytes after end
+// when the read [off, end) continued the previous one, so a sequential
+// reader finds them cached.
+func (f *file) readAhead(off, end uint64) {
+	f.mu.Lock()
+	seq := off == f.seqNext
+	f.seqNext = end
+	if !seq {
+		f.raEnd = 0
+		f.mu.Unlock()
+		return
+	}
+	from := max(end, f.raEnd)
+	to := min(end+readAhead, f.size)
+	if from >= to {
+		f.mu.Unlock()
+		return
+	}
+	f.raEnd = to
+	exts := filer.VisibleExtents(f.slices, from, to-from)
+	f.mu.Unlock()
+	for _, e := range exts {
+		if e.Fid == "" {
+			continue
+		}
+		first := e.NeedleOff / chunkSize
+		last := (e.NeedleOff + e.Len - 1) / chunkSize
+		for i := first; i <= last; i++ {
+			f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, i})
+		}
+	}
 }
 
 var (
 	errShortNeedle = errors.New("short needle")
 )
+
+// writerDirtyLimit is the buffered bytes of one file past which a writer
+// waits for a flush: room for the uploads of a few needles in flight
+// behind a sequential writer.
+const writerDirtyLimit = 4 * uploadParallel * maxNeedle

@@ -32,6 +32,7 @@ type fileSystem struct {
 	server notifier // the connection, for cache invalidations; nil before it is served
 
 	dirtyBytes atomic.Int64 // buffered bytes of every file
+	cache      *chunkCache  // needle chunks read recently or ahead
 	noCaps     absentCaps   // inodes known to have no security.capability
 
 	mu struct {
@@ -73,6 +74,9 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 		root:          root,
 		log:           log,
 	}
+	fs.cache = newChunkCache(chunkCacheBytes, func(ctx context.Context, fid string, off, n int64) ([]byte, error) {
+		return fs.data.Read(ctx, fid, off, n)
+	})
 	fs.mu.handles = make(map[uint64]*handle)
 	fs.mu.files = make(map[uint64]*file)
 	// Handle ids start at the clock so that a restarted mount does not hand
@@ -121,7 +125,8 @@ func (fs *fileSystem) getattr(cancel <-chan struct{}, ino uint64) (*filer.Inode,
 	return in, errStatus(err)
 }
 
-func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) (st gofuse.Status) {
+	defer observe(opLookup, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	in, err := fs.client.Lookup(ctx, fs.filerIno(h.NodeId), name)
@@ -136,7 +141,8 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 // node.
 func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
 
-func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
+	defer observe(opGetAttr, time.Now(), &st)
 	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
@@ -145,7 +151,8 @@ func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out 
 	return gofuse.OK
 }
 
-func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
+	defer observe(opSetAttr, time.Now(), &st)
 	if fs.cfg.ReadOnly {
 		return gofuse.EROFS
 	}
@@ -209,7 +216,8 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out 
 	return gofuse.OK
 }
 
-func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
+	defer observe(opMknod, time.Now(), &st)
 	// Only regular files: the filer keeps no devices, FIFOs or sockets.
 	if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return gofuse.ENOTSUP
@@ -222,7 +230,8 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name str
 	return gofuse.OK
 }
 
-func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
+	defer observe(opMkdir, time.Now(), &st)
 	res, st := fs.apply(cancel, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
 	if !st.Ok() {
 		return st
@@ -250,24 +259,27 @@ func (fs *fileSystem) openChild(cancel <-chan struct{}, parent uint64, name stri
 	return in.Ino
 }
 
-func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) (st gofuse.Status) {
+	defer observe(opUnlink, time.Now(), &st)
 	parent := fs.filerIno(h.NodeId)
 	fs.openMu.Lock()
 	defer fs.openMu.Unlock()
 	open := fs.openChild(cancel, parent, name)
-	_, st := fs.apply(cancel, &filer.Unlink{Parent: parent, Name: name, KeepIfOpen: open != 0})
+	_, st = fs.apply(cancel, &filer.Unlink{Parent: parent, Name: name, KeepIfOpen: open != 0})
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
 	return st
 }
 
-func (fs *fileSystem) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
-	_, st := fs.apply(cancel, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
+func (fs *fileSystem) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) (st gofuse.Status) {
+	defer observe(opRmdir, time.Now(), &st)
+	_, st = fs.apply(cancel, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
 	return st
 }
 
-func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) (st gofuse.Status) {
+	defer observe(opRename, time.Now(), &st)
 	if in.Flags&^(filer.RenameNoReplace|filer.RenameExchange) != 0 {
 		return gofuse.EINVAL // RENAME_WHITEOUT and unknown flags
 	}
@@ -279,14 +291,15 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 		open = fs.openChild(cancel, op.NewParent, newName)
 		op.KeepIfOpen = open != 0
 	}
-	_, st := fs.apply(cancel, op)
+	_, st = fs.apply(cancel, op)
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
 	return st
 }
 
-func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
+	defer observe(opLink, time.Now(), &st)
 	res, st := fs.apply(cancel, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
 	if !st.Ok() {
 		return st
@@ -295,7 +308,8 @@ func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name strin
 	return gofuse.OK
 }
 
-func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) (st gofuse.Status) {
+	defer observe(opSymlink, time.Now(), &st)
 	res, st := fs.apply(cancel, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
 	if !st.Ok() {
 		return st
@@ -305,6 +319,7 @@ func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target
 }
 
 func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	defer observeVoid(opReadlink, time.Now())
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	var target string
@@ -317,14 +332,16 @@ func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]by
 
 // FsyncDir has nothing to wait for: every change of a directory was
 // committed through Raft before the operation returned.
-func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+func (fs *fileSystem) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) (st gofuse.Status) {
+	defer observe(opFsyncDir, time.Now(), &st)
 	return gofuse.OK
 }
 
 // StatFs reports the quota of the quota root the mounted directory is
 // charged to: its byte and inode limits, or 1 PiB and 2^40 inodes when
 // unlimited.
-func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+func (fs *fileSystem) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) (st gofuse.Status) {
+	defer observe(opStatFs, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	sf, err := fs.client.Statfs(ctx, fs.filerIno(h.NodeId))

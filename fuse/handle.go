@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -80,7 +81,8 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	return nil, gofuse.EBADF
 }
 
-func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) (st gofuse.Status) {
+	defer observe(opOpen, time.Now(), &st)
 	if fs.cfg.ReadOnly && in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return gofuse.EROFS
 	}
@@ -97,7 +99,8 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	return gofuse.OK
 }
 
-func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) (st gofuse.Status) {
+	defer observe(opCreate, time.Now(), &st)
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
 	res, st := fs.apply(cancel, &filer.Create{
@@ -123,6 +126,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	defer observeVoid(opRead, time.Now())
 	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
 	if !st.Ok() {
 		return nil, st
@@ -137,6 +141,7 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte
 }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	defer observeVoid(opWrite, time.Now())
 	if fs.cfg.ReadOnly {
 		return 0, gofuse.EROFS
 	}
@@ -153,7 +158,8 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []b
 
 // Flush is close(2): it makes the file's data durable and reports
 // failure (the data stays buffered and the error sticks).
-func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
+func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) (st gofuse.Status) {
+	defer observe(opFlush, time.Now(), &st)
 	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
 	if !st.Ok() {
 		return st
@@ -163,7 +169,8 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.S
 
 // Fsync returns OK only once every byte written before it is durable
 // (stored on every replica and referenced by a committed CommitSlices).
-func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) (st gofuse.Status) {
+	defer observe(opFsync, time.Now(), &st)
 	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
 	if !st.Ok() {
 		return st
@@ -175,6 +182,7 @@ func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.S
 // buffered (an error can only be logged here: close already reported it
 // through Flush) and frees an inode unlinked while open.
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
+	defer observeVoid(opRelease, time.Now())
 	ino := fs.filerIno(in.NodeId)
 	fs.mu.Lock()
 	if h := fs.mu.handles[in.Fh]; h != nil {
@@ -204,7 +212,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	gone := f.refs == 0
 	unlinked := f.unlinked
 	if gone {
-		fs.dirtyBytes.Add(-int64(f.dirty.bytes))
+		fs.addDirty(-int64(f.dirty.bytes))
 		f.dirty = &dirtySet{}
 		delete(fs.mu.files, ino)
 	}
@@ -250,7 +258,8 @@ func (fs *fileSystem) flushAll(ctx context.Context) error {
 
 // Fallocate: mode 0 extends the size, KEEP_SIZE does nothing (space is
 // not reserved), PUNCH_HOLE|KEEP_SIZE punches a hole; others EOPNOTSUPP.
-func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) (st gofuse.Status) {
+	defer observe(opFallocate, time.Now(), &st)
 	if fs.cfg.ReadOnly {
 		return gofuse.EROFS
 	}
@@ -280,7 +289,8 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) 
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the slices and the buffered
 // writes; the kernel handles the other whences itself.
-func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) (st gofuse.Status) {
+	defer observe(opLseek, time.Now(), &st)
 	if in.Whence != unix.SEEK_DATA && in.Whence != unix.SEEK_HOLE {
 		return gofuse.EINVAL
 	}

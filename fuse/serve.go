@@ -70,7 +70,7 @@ func (s *server) handshake() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fuse: reading INIT from the kernel: %w", err)
 		}
-		if n < inHeaderSize || binary.LittleEndian.Uint32(buf[4:]) != opInit {
+		if n < inHeaderSize || binary.LittleEndian.Uint32(buf[4:]) != codeInit {
 			return nil, fmt.Errorf("fuse: the kernel's first request is not INIT (%d bytes)", n)
 		}
 		init := append([]byte(nil), buf[:n]...)
@@ -90,7 +90,7 @@ func (s *server) handshake() ([]byte, error) {
 // by feeding the saved INIT request to the ProtocolServer; the reply is
 // dropped (the kernel answered long ago).
 func (s *server) resume(init []byte) error {
-	if len(init) < inHeaderSize || binary.LittleEndian.Uint32(init[4:]) != opInit {
+	if len(init) < inHeaderSize || binary.LittleEndian.Uint32(init[4:]) != codeInit {
 		return errors.New("fuse: the saved INIT request is not an INIT request")
 	}
 	out := make([]byte, 4096)
@@ -173,7 +173,7 @@ func isForget(req []byte) bool {
 		return false
 	}
 	op := binary.LittleEndian.Uint32(req[4:])
-	return op == opForget || op == opBatchForget
+	return op == codeForget || op == codeBatchForget
 }
 
 // handle serves one request and writes its reply, if it has one.
@@ -190,7 +190,7 @@ func (s *server) handle(req []byte) {
 	}
 	op := binary.LittleEndian.Uint32(req[4:])
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
-	if !st.Ok() && n == 0 && op != opForget && op != opBatchForget && op != opInterrupt {
+	if !st.Ok() && n == 0 && op != codeForget && op != codeBatchForget && op != codeInterrupt {
 		// Never leave a request unanswered: the caller would hang.
 		s.log.Error("could not serve a request; answering EIO", "opcode", op, "status", st)
 		n = outHeaderSize
@@ -215,11 +215,11 @@ func (s *server) handle(req []byte) {
 func replyBytes(req []byte) int {
 	op := binary.LittleEndian.Uint32(req[4:])
 	switch op {
-	case opRead, opReaddir, opReaddirplus:
+	case codeRead, codeReaddir, codeReaddirplus:
 		if len(req) >= inHeaderSize+20 {
 			return outHeaderSize + int(binary.LittleEndian.Uint32(req[inHeaderSize+16:])) + 4096
 		}
-	case opGetxattr, opListxattr:
+	case codeGetxattr, codeListxattr:
 		if len(req) >= inHeaderSize+4 {
 			return outHeaderSize + int(binary.LittleEndian.Uint32(req[inHeaderSize:])) + 4096
 		}

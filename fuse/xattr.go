@@ -14,6 +14,7 @@ import (
 // GetXAttr copies the value into dest; with a too small dest it returns
 // ERANGE and the size needed (go-fuse turns a size query into OK).
 func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
+	defer observeVoid(opGetXAttr, time.Now())
 	ino := fs.filerIno(h.NodeId)
 	caps := attr == capabilityXattr
 	if caps && fs.noCaps.known(ino) {
@@ -38,6 +39,7 @@ func (fs *fileSystem) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr 
 
 // ListXAttr returns the names, each NUL-terminated.
 func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) (uint32, gofuse.Status) {
+	defer observeVoid(opListXAttr, time.Now())
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	var names []string
@@ -56,14 +58,16 @@ func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest
 	return uint32(copy(dest, b.String())), gofuse.OK
 }
 
-func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
+func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) (st gofuse.Status) {
+	defer observe(opSetXAttr, time.Now(), &st)
 	fs.noCaps.forget(fs.filerIno(in.NodeId))
-	_, st := fs.apply(cancel, &filer.SetXattr{Ino: fs.filerIno(in.NodeId), Name: attr, Value: append([]byte(nil), data...), Flags: in.Flags & (filer.XattrCreate | filer.XattrReplace)})
+	_, st = fs.apply(cancel, &filer.SetXattr{Ino: fs.filerIno(in.NodeId), Name: attr, Value: append([]byte(nil), data...), Flags: in.Flags & (filer.XattrCreate | filer.XattrReplace)})
 	return st
 }
 
-func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
-	_, st := fs.apply(cancel, &filer.RemoveXattr{Ino: fs.filerIno(h.NodeId), Name: attr})
+func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) (st gofuse.Status) {
+	defer observe(opRemoveXAttr, time.Now(), &st)
+	_, st = fs.apply(cancel, &filer.RemoveXattr{Ino: fs.filerIno(h.NodeId), Name: attr})
 	return st
 }
 

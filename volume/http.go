@@ -85,7 +85,18 @@ func readBody(r *http.Request) ([]byte, error) {
 		defer part.Close()
 		src = part
 	}
-	data, err := io.ReadAll(io.LimitReader(src, MaxNeedleSize+1))
+	var data []byte
+	var err error
+	if n := r.ContentLength; src == io.Reader(body) && n > 0 && n <= MaxNeedleSize {
+		// A plain body of announced length: one allocation, no growing
+		// copies (needles are up to a few MiB).
+		data = make([]byte, n)
+		var k int
+		k, err = io.ReadFull(src, data)
+		data = data[:k]
+	} else {
+		data, err = io.ReadAll(io.LimitReader(src, MaxNeedleSize+1))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

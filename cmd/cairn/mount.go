@@ -25,6 +25,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	readOnly := fs.Bool("read-only", false, "mount read-only")
 	repl := fs.String("replication", "", "replica placement for data written through the mount (empty: the master's default)")
 	coll := fs.String("collection", "", "collection for data written through the mount")
+	metricsAddr := fs.String("metrics-addr", "", "serve the mount's Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9327 (off by default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -43,6 +44,11 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// SIGHUP as "reload", not as a signal to die.
 	watchSecurity(ctx, log, sec)
 	_ = cacheDir
+	if *metricsAddr != "" {
+		if _, err := serveMetrics(*metricsAddr, log, fuse.Collectors()...); err != nil {
+			return fail(stderr, "mount: %v", err)
+		}
+	}
 	m, err := fuse.Mount(ctx, fuse.Config{
 		Filers: splitList(*filers), Dir: *dir, Root: *root, Uid: *uid, Gid: *gid,
 		Umask: uint32(*umask), ReadOnly: *readOnly, Replication: *repl, Collection: *coll,

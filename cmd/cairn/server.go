@@ -72,6 +72,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail(stderr, "server: %v", err)
 	}
+	if *mnt != "" {
+		// The mount's series are served with the filer's, on its /metrics.
+		if err := f.RegisterMetrics(fuse.Collectors()...); err != nil {
+			return fail(stderr, "server: %v", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)

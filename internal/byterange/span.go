@@ -13,7 +13,11 @@ type Coverage []Interval
 // Uncovered returns the parts of [lo, hi) not in c, in order.
 func (c Coverage) Uncovered(lo, hi uint64) []Interval {
 	var out []Interval
-	for _, iv := range c {
+	// The intervals are sorted and disjoint: skip those ending at or
+	// before lo by binary search (long coverages are the common case of
+	// a file with many slices).
+	first, _ := slices.BinarySearchFunc(c, lo, func(iv Interval, lo uint64) int { return cmpU64(iv.Hi, lo+1) })
+	for _, iv := range c[first:] {
 		if iv.Hi <= lo {
 			continue
 		}
@@ -36,10 +40,8 @@ func (c Coverage) Uncovered(lo, hi uint64) []Interval {
 
 // Add merges [lo, hi) into c and returns the result.
 func (c Coverage) Add(lo, hi uint64) Coverage {
-	i := 0
-	for i < len(c) && c[i].Hi < lo {
-		i++
-	}
+	// First interval ending at or after lo (it touches or overlaps).
+	i, _ := slices.BinarySearchFunc(c, lo, func(iv Interval, lo uint64) int { return cmpU64(iv.Hi, lo) })
 	j := i
 	for j < len(c) && c[j].Lo <= hi {
 		lo = min(lo, c[j].Lo)
@@ -47,4 +49,23 @@ func (c Coverage) Add(lo, hi uint64) Coverage {
 		j++
 	}
 	return slices.Replace(c, i, j, Interval{lo, hi})
+}
+
+// Covers reports whether every byte of [lo, hi) is covered.
+func (c Coverage) Covers(lo, hi uint64) bool {
+	if lo >= hi {
+		return true
+	}
+	i, _ := slices.BinarySearchFunc(c, lo, func(iv Interval, lo uint64) int { return cmpU64(iv.Hi, lo+1) })
+	return i < len(c) && c[i].Lo <= lo && c[i].Hi >= hi
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

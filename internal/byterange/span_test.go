@@ -31,10 +31,15 @@ func TestCoverageAgainstBitmap(t *testing.T) {
 				got[i] = true
 			}
 		}
+		all := true
 		for i := lo; i < hi; i++ {
 			if got[i] == bits[i] {
 				t.Fatalf("round %d: byte %d uncovered=%v covered=%v (%v)", round, i, got[i], bits[i], c)
 			}
+			all = all && bits[i]
+		}
+		if c.Covers(lo, hi) != all {
+			t.Fatalf("round %d: Covers(%d, %d) = %v, bytes say %v (%v)", round, lo, hi, !all, all, c)
 		}
 	}
 }

@@ -285,10 +285,14 @@ func (x *FilerReadResponse) GetError() string {
 }
 
 type SubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RootIno       uint64                 `protobuf:"varint,1,opt,name=root_ino,json=rootIno,proto3" json:"root_ino,omitempty"` // 0: everything
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RootIno uint64                 `protobuf:"varint,1,opt,name=root_ino,json=rootIno,proto3" json:"root_ino,omitempty"` // 0: everything
+	// Leave out the data commits (CommitSlices) made through the sessions of
+	// this client id (session ids "<id>-<n>"): a mount knows its own writes,
+	// and an event would make it drop the kernel's cache of the file.
+	SkipDataCommitsOf string `protobuf:"bytes,2,opt,name=skip_data_commits_of,json=skipDataCommitsOf,proto3" json:"skip_data_commits_of,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
@@ -326,6 +330,13 @@ func (x *SubscribeRequest) GetRootIno() uint64 {
 		return x.RootIno
 	}
 	return 0
+}
+
+func (x *SubscribeRequest) GetSkipDataCommitsOf() string {
+	if x != nil {
+		return x.SkipDataCommitsOf
+	}
+	return ""
 }
 
 type FilerEvent struct {
@@ -538,9 +549,10 @@ const file_filer_proto_rawDesc = "" +
 	"\x11FilerReadResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04json\x18\x02 \x01(\fR\x04json\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"-\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"^\n" +
 	"\x10SubscribeRequest\x12\x19\n" +
-	"\broot_ino\x18\x01 \x01(\x04R\arootIno\"Z\n" +
+	"\broot_ino\x18\x01 \x01(\x04R\arootIno\x12/\n" +
+	"\x14skip_data_commits_of\x18\x02 \x01(\tR\x11skipDataCommitsOf\"Z\n" +
 	"\n" +
 	"FilerEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x0e\n" +

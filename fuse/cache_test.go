@@ -1,0 +1,209 @@
+package fuse
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// fakeNeedles serves needle ranges from memory and counts fetches.
+type fakeNeedles struct {
+	data    map[string][]byte
+	fetches atomic.Int64
+	fail    atomic.Bool
+	gate    chan struct{} // if set, every fetch waits for it
+}
+
+func (n *fakeNeedles) fetch(_ context.Context, fid string, off, count int64) ([]byte, error) {
+	n.fetches.Add(1)
+	if n.gate != nil {
+		<-n.gate
+	}
+	if n.fail.Load() {
+		return nil, errors.New("volume server unreachable")
+	}
+	d := n.data[fid]
+	if off >= int64(len(d)) {
+		return nil, nil
+	}
+	return append([]byte(nil), d[off:min(int64(len(d)), off+count)]...), nil
+}
+
+func TestChunkCacheReadsExactRanges(t *testing.T) {
+	big := randBytes(2*chunkSize+12345, 1)
+	n := &fakeNeedles{data: map[string][]byte{"1,01": big, "1,02": []byte("tiny")}}
+	c := newChunkCache(8*chunkSize, n.fetch)
+	ctx := context.Background()
+	for _, r := range []struct{ off, n int }{{0, 10}, {chunkSize - 5, 10}, {chunkSize - 1, 2*chunkSize + 12345 - chunkSize + 1}, {2*chunkSize + 12340, 100}, {len(big), 10}} {
+		dst := make([]byte, r.n)
+		got, err := c.read(ctx, ctx, "1,01", uint64(r.off), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := big[min(r.off, len(big)):min(r.off+r.n, len(big))]
+		if got != len(want) || !bytes.Equal(dst[:got], want) {
+			t.Fatalf("read %d+%d: got %d bytes, want %d", r.off, r.n, got, len(want))
+		}
+	}
+	if f := n.fetches.Load(); f != 3 {
+		t.Fatalf("%d fetches for the 3 chunks of the needle, want 3 (each chunk once)", f)
+	}
+	dst := make([]byte, 10)
+	if got, err := c.read(ctx, ctx, "1,02", 1, dst); err != nil || got != 3 || string(dst[:3]) != "iny" {
+		t.Fatalf("short needle: %d %v %q", got, err, dst[:got])
+	}
+}
+
+func TestChunkCacheSharesFetchAndDoesNotCacheErrors(t *testing.T) {
+	n := &fakeNeedles{data: map[string][]byte{"1,01": randBytes(1000, 2)}, gate: make(chan struct{})}
+	c := newChunkCache(8*chunkSize, n.fetch)
+	ctx := context.Background()
+	hits := metricValue(mountCacheHits)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 100)
+			if got, err := c.read(ctx, ctx, "1,01", 0, dst); err != nil || got != 100 {
+				errs <- fmt.Errorf("read: %d %v", got, err)
+			}
+		}()
+	}
+	// Every reader has either started the fetch or found it in flight.
+	for metricValue(mountCacheHits)-hits < 7 {
+		if n.fetches.Load() > 1 {
+			break
+		}
+		runtimeYield()
+	}
+	close(n.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if f := n.fetches.Load(); f != 1 {
+		t.Fatalf("%d fetches for 8 concurrent readers of one chunk, want 1", f)
+	}
+
+	n2 := &fakeNeedles{data: map[string][]byte{"1,01": []byte("hello")}}
+	c2 := newChunkCache(8*chunkSize, n2.fetch)
+	n2.fail.Store(true)
+	dst := make([]byte, 5)
+	if _, err := c2.read(ctx, ctx, "1,01", 0, dst); err == nil {
+		t.Fatal("read succeeded while the volume server fails")
+	}
+	n2.fail.Store(false)
+	if got, err := c2.read(ctx, ctx, "1,01", 0, dst); err != nil || string(dst[:got]) != "hello" {
+		t.Fatalf("read after the failure: %q %v (a failed fetch must not be cached)", dst[:got], err)
+	}
+}
+
+func TestChunkCacheIsBounded(t *testing.T) {
+	n := &fakeNeedles{data: map[string][]byte{}}
+	for i := range 20 {
+		n.data[fmt.Sprintf("1,%02x", i)] = randBytes(chunkSize, uint64(i))
+	}
+	c := newChunkCache(4*chunkSize, n.fetch)
+	ctx := context.Background()
+	dst := make([]byte, 1)
+	for i := range 20 {
+		if _, err := c.read(ctx, ctx, fmt.Sprintf("1,%02x", i), 0, dst); err != nil {
+			t.Fatal(err)
+		}
+		if b := c.cachedBytes(); b > 4*chunkSize {
+			t.Fatalf("cache holds %d bytes, bound %d", b, 4*chunkSize)
+		}
+	}
+	// The most recent needle is still cached, the first is gone.
+	before := n.fetches.Load()
+	if _, err := c.read(ctx, ctx, "1,13", 0, dst); err != nil || n.fetches.Load() != before {
+		t.Fatalf("the last needle read was evicted (err %v)", err)
+	}
+	if _, err := c.read(ctx, ctx, "1,00", 0, dst); err != nil || n.fetches.Load() != before+1 {
+		t.Fatalf("the first needle read was not evicted (err %v)", err)
+	}
+}
+
+// A mount's cached chunks never hide another mount's write from a reader
+// that opens the file after the writer closed it (close-to-open), and a
+// sequential reader is served by read-ahead.
+func TestCloseToOpenAcrossMounts(t *testing.T) {
+	c, dir := shared(t)
+	other := t.TempDir()
+	m2 := c.mount(t, Config{Root: "/"}, other)
+	t.Cleanup(func() { _ = m2.Unmount() })
+	path1 := filepath.Join(dir, "shared.dat")
+	path2 := filepath.Join(other, filerPath(path1))
+
+	v1 := randBytes(3*maxNeedle+1000, 11)
+	mustWrite(t, path1, v1)
+	hits := metricValue(mountCacheHits)
+	if got := mustRead(t, path2); !bytes.Equal(got, v1) {
+		t.Fatal("second mount reads other bytes than the first wrote")
+	}
+	if metricValue(mountCacheHits) == hits {
+		t.Fatal("a sequential read of 12 MiB found nothing read ahead in the chunk cache")
+	}
+
+	// Overwrite the middle through the first mount, close, reopen on the
+	// second: the new bytes, though the old chunks are cached there.
+	f, err := os.OpenFile(path1, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := randBytes(100000, 12)
+	if _, err := f.WriteAt(patch, maxNeedle-50000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(nil), v1...)
+	copy(want[maxNeedle-50000:], patch)
+	if got := mustRead(t, path2); !bytes.Equal(got, want) {
+		t.Fatal("second mount does not see the first mount's closed write on open")
+	}
+	// And the other way round.
+	mustWrite(t, path2, v1[:5000])
+	if got := mustRead(t, path1); !bytes.Equal(got, v1[:5000]) {
+		t.Fatal("first mount does not see the second mount's rewrite on open")
+	}
+}
+
+func runtimeYield() { runtime.Gosched() }
+
+// metricValue returns the value of a counter or gauge, or the sum of a
+// vector's counters.
+func metricValue(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric, 256)
+	go func() { c.Collect(ch); close(ch) }()
+	sum := 0.0
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			continue
+		}
+		switch {
+		case d.Counter != nil:
+			sum += d.Counter.GetValue()
+		case d.Gauge != nil:
+			sum += d.Gauge.GetValue()
+		case d.Histogram != nil:
+			sum += float64(d.Histogram.GetSampleCount())
+		}
+	}
+	return sum
+}
