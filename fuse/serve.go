@@ -33,6 +33,7 @@ type server struct {
 	ps      *gofuse.ProtocolServer
 	log     *slog.Logger
 	bufSize int       // request buffer size: max_write plus room for headers
+	ins     sync.Pool // request buffers of bufSize, kept across readers
 	outs    sync.Pool // reply buffers of bufSize
 
 	mu   sync.Mutex // guards idle
@@ -53,6 +54,7 @@ func newServer(conn *devConn, fs gofuse.RawFileSystem, opts *gofuse.MountOptions
 		done:    make(chan struct{}),
 	}
 	s.outs.New = func() any { b := make([]byte, s.bufSize); return &b }
+	s.ins.New = s.outs.New
 	return s
 }
 
@@ -129,7 +131,9 @@ func (s *server) end(err error) { s.endOnce.Do(func() { s.endErr = err }) }
 
 func (s *server) loop() {
 	defer s.readers.Done()
-	buf := make([]byte, s.bufSize)
+	pooled := s.ins.Get().(*[]byte)
+	defer s.ins.Put(pooled)
+	buf := *pooled
 	for {
 		s.mu.Lock()
 		if s.idle >= maxIdleReaders {
