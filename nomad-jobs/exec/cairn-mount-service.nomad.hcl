@@ -79,6 +79,23 @@ job "cairn-mount-service" {
       mode     = "delay"
     }
 
+    network {
+      port "metrics" {}
+    }
+
+    # The mounts' operation counts, cache hits and dirty bytes, for
+    # Prometheus (monitoring/prometheus.yml keeps the cairn-* services).
+    service {
+      name     = "cairn-mount"
+      provider = var.service_provider
+      port     = "metrics"
+      check {
+        type     = "tcp"
+        interval = "10s"
+        timeout  = "5s"
+      }
+    }
+
     task "mount-service" {
       driver = "raw_exec"
 
@@ -99,7 +116,7 @@ job "cairn-mount-service" {
             echo "cairn-mount-service: no cairn-filer service registered yet; start the cairn filers first" >&2
             exit 1
           fi
-          exec '${var.cairn_bin}' mount-service --socket '${var.socket}' --filer "$filers" --state '${var.state_file}' "$@"
+          exec '${var.cairn_bin}' mount-service --socket '${var.socket}' --filer "$filers" --state '${var.state_file}' --metrics-addr "$NOMAD_ADDR_metrics" "$@"
           EOT
         , "cairn-mount-service"], local.holder_args, local.sec_args)
       }
