@@ -1,23 +1,16 @@
 package csi
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/cairn-storage/cairn/internal/mountinfo"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
-	Dev    string // major:minor of the mounted file system
-	Root   string // the path inside the file system that is mounted
-	Point  string // the mount point
-	Opts   string // per-mount options (ro, rw, ...)
-	FSType string
-	Source string
+	mountinfo.Entry
 }
 
 func (m mountEntry) readOnly() bool {
@@ -29,56 +22,21 @@ func (m mountEntry) readOnly() bool {
 	return false
 }
 
-// readMounts parses /proc/self/mountinfo.
+// readMounts reads the mount table of /proc/self/mountinfo.
 func readMounts() ([]mountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	es, err := mountinfo.Read()
 	if err != nil {
-		return nil, fmt.Errorf("csi: read /proc/self/mountinfo: %w", err)
+		return nil, fmt.Errorf("csi: %w", err)
 	}
-	return parseMountinfo(b), nil
+	return mountEntries(es), nil
 }
 
-func parseMountinfo(b []byte) []mountEntry {
-	var out []mountEntry
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, s := range f {
-			if s == "-" && i >= 6 {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(f) < sep+3 {
-			continue
-		}
-		out = append(out, mountEntry{
-			Dev: f[2], Root: unescapeMount(f[3]), Point: unescapeMount(f[4]), Opts: f[5],
-			FSType: f[sep+1], Source: unescapeMount(f[sep+2]),
-		})
+func mountEntries(es []mountinfo.Entry) []mountEntry {
+	out := make([]mountEntry, len(es))
+	for i, e := range es {
+		out[i] = mountEntry{e}
 	}
 	return out
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // mountAt returns the topmost mount at path, nil if path is no mount point.

@@ -1,23 +1,25 @@
 package csi
 
-import "testing"
+import (
+	"testing"
 
-func TestParseMountinfo(t *testing.T) {
-	in := []byte(`22 1 0:21 / /proc rw,nosuid - proc proc rw
-36 35 0:52 / /tmp/a\040b/staging rw,nosuid,nodev,relatime shared:1 - fuse.cairn cairn rw,user_id=0,group_id=0
+	"github.com/cairn-storage/cairn/internal/mountinfo"
+)
+
+func TestMountAt(t *testing.T) {
+	ms := mountEntries(mountinfo.Parse([]byte(`22 1 0:21 / /proc rw,nosuid - proc proc rw
 37 22 0:52 / /tmp/t rw,relatime - fuse.cairn cairn rw
 38 22 0:52 / /tmp/t ro,relatime - fuse.cairn cairn rw
-`)
-	ms := parseMountinfo(in)
-	if len(ms) != 4 {
-		t.Fatalf("got %d entries, want 4", len(ms))
-	}
-	if ms[1].Point != "/tmp/a b/staging" || ms[1].FSType != "fuse.cairn" || ms[1].Dev != "0:52" {
-		t.Fatalf("entry 1 = %+v", ms[1])
+`)))
+	if len(ms) != 3 {
+		t.Fatalf("got %d entries, want 3", len(ms))
 	}
 	top := mountAt(ms, "/tmp/t/")
-	if top == nil || !top.readOnly() {
+	if top == nil || top != &ms[2] || !top.readOnly() {
 		t.Fatalf("mountAt(/tmp/t) = %+v, want the read-only top mount", top)
+	}
+	if ms[1].readOnly() {
+		t.Fatalf("%+v is not read-only", ms[1])
 	}
 	if mountAt(ms, "/tmp") != nil {
 		t.Fatal("/tmp is no mount point")

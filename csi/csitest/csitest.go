@@ -29,6 +29,7 @@ import (
 
 	"github.com/cairn-storage/cairn/csi"
 	"github.com/cairn-storage/cairn/csi/mountsvc"
+	"github.com/cairn-storage/cairn/internal/mountinfo"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 )
 
@@ -380,15 +381,14 @@ func WaitPacketSocket(t testing.TB, path string) {
 
 // DetachAll lazily unmounts every mount point below dir, deepest first.
 func DetachAll(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return
 	}
 	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, strings.ReplaceAll(f[4], `\040`, " "))
+	for _, m := range ms {
+		if strings.HasPrefix(m.Point, dir+"/") {
+			points = append(points, m.Point)
 		}
 	}
 	for i := len(points) - 1; i >= 0; i-- {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-storage/cairn/internal/mountinfo"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
@@ -591,42 +592,18 @@ func (a *agent) cleanup() {
 
 // mountsUnder lists the mount points under dir, deepest first.
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil
 	}
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		p := unescapeMount(f[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
+	for _, m := range ms {
+		if p := m.Point; p == dir || strings.HasPrefix(p, dir+"/") {
 			out = append(out, p)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // procsUnder lists live processes (not zombies) whose command line, root
