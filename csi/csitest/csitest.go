@@ -347,27 +347,21 @@ func (e *Env) Identity() csipb.IdentityClient     { return csipb.NewIdentityClie
 // WaitSocket waits (up to 30 s) until a unix socket accepts connections.
 func WaitSocket(t testing.TB, path string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("unix", path)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing serves on %s after 30s: %v", path, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitDial(t, "unix", path)
 }
 
 // WaitPacketSocket waits (up to 30 s) until a SOCK_SEQPACKET unix socket
 // accepts connections.
 func WaitPacketSocket(t testing.TB, path string) {
 	t.Helper()
+	waitDial(t, "unixpacket", path)
+}
+
+func waitDial(t testing.TB, network, path string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.Dial("unixpacket", path)
+		c, err := net.Dial(network, path)
 		if err == nil {
 			c.Close()
 			return
