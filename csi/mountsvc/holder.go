@@ -126,17 +126,8 @@ func RunHolder(ctx context.Context, socket string, log *slog.Logger) error {
 // listenPacket listens on a SOCK_SEQPACKET unix socket at path, removing
 // a stale socket; a socket a live process answers on is an error.
 func listenPacket(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("mountsvc: socket directory: %w", err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		if c, err := net.DialTimeout("unixpacket", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("mountsvc: another fuse holder is serving on %s; it holds live mounts, leave it running", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("mountsvc: remove stale socket %s: %w", path, err)
-		}
+	if err := clearSocket("unixpacket", path, "another fuse holder is serving on %s; it holds live mounts, leave it running"); err != nil {
+		return nil, err
 	}
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {

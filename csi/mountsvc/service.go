@@ -175,17 +175,8 @@ func Run(ctx context.Context, cfg Config) error {
 // listenUnix listens on path, removing a stale socket left by a dead
 // process; a socket some live process still answers on is an error.
 func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("mountsvc: socket directory: %w", err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("mountsvc: another mount service is serving on %s; stop it first", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("mountsvc: remove stale socket %s: %w", path, err)
-		}
+	if err := clearSocket("unix", path, "another mount service is serving on %s; stop it first"); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -193,6 +184,25 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	_ = os.Chmod(path, 0o600)
 	return ln, nil
+}
+
+// clearSocket makes way for a socket at path: it creates the directory and
+// removes a socket file nobody answers on (left by a dead process). A live
+// one is an error, worded by busy (a format with one %s, the path).
+func clearSocket(network, path, busy string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("mountsvc: socket directory: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout(network, path, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("mountsvc: "+busy, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("mountsvc: remove stale socket %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 // Restore resumes every mount whose connection the holder keeps, then
