@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -345,6 +346,12 @@ func TestMmapShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	// This process serves the mount it maps. A page fault on the mapping
+	// blocks its thread in the kernel while Go believes the goroutine is
+	// running; a garbage collection starting then would wait forever for
+	// that goroutine, and the stopped world could never answer the fault.
+	// No collection may start while the mapping is touched.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	mem, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
