@@ -108,7 +108,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	before, beforeMem := f.dirty.bytes, f.dirty.mem
 	werr := f.dirty.write(off, data)
 	f.mtime = time.Now().UnixNano()
-	if werr == nil && f.fs.memBytes.Load()+int64(f.dirty.mem-beforeMem) >= lim.mem {
+	if werr == nil && f.fs.spill != nil && f.fs.memBytes.Load()+int64(f.dirty.mem-beforeMem) >= lim.mem {
 		// Past the memory bound: move this file's spans to the spill
 		// file. When it is full (or the cache directory is), the bytes
 		// stay in memory and the next write waits for flushes.
