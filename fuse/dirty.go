@@ -5,22 +5,37 @@ import "sort"
 // maxSpan bounds the bytes of one span grown by sequential writes.
 const maxSpan = maxNeedle
 
-// span is written bytes at a file offset.
+// span is written bytes at a file offset: in data, or, when spilled, in
+// a slot of the mount's spill file (data is nil then).
 type span struct {
 	off  uint64
 	data []byte
+	slot *spillSlot
 }
 
-func (s span) end() uint64 { return s.off + uint64(len(s.data)) }
+// size returns the bytes of s.
+func (s span) size() uint64 {
+	if s.slot != nil {
+		return uint64(s.slot.n)
+	}
+	return uint64(len(s.data))
+}
+
+func (s span) end() uint64 { return s.off + s.size() }
 
 // dirtySet holds bytes written to a file but not yet committed: a sorted
 // list of disjoint spans (neighbours may touch). A later write overwrites
 // the bytes of earlier ones in place. Not safe for concurrent use; the
-// owning file's mutex guards it.
+// owning file's mutex guards it. A set being flushed is not changed, and
+// may be read (overlay, needleData) concurrently.
 type dirtySet struct {
 	spans []span
-	bytes uint64 // sum of len(data)
+	bytes uint64      // sum of the spans' sizes
+	mem   uint64      // the part of bytes held in memory (not spilled)
+	st    *spillStore // where spilled spans are; nil: nothing spills
 }
+
+func newDirtySet(st *spillStore) *dirtySet { return &dirtySet{st: st} }
 
 func (d *dirtySet) empty() bool { return len(d.spans) == 0 }
 
@@ -32,10 +47,11 @@ func (d *dirtySet) end() uint64 {
 	return d.spans[len(d.spans)-1].end()
 }
 
-// write records data at off, copying it.
-func (d *dirtySet) write(off uint64, data []byte) {
+// write records data at off, copying it. An error (only from the spill
+// file) leaves the bytes of [off, off+len(data)) undefined.
+func (d *dirtySet) write(off uint64, data []byte) error {
 	if len(data) == 0 {
-		return
+		return nil
 	}
 	end := off + uint64(len(data))
 	// First span that ends after off.
@@ -44,30 +60,39 @@ func (d *dirtySet) write(off uint64, data []byte) {
 	pos := off
 	var ins []span
 	j := i
+	var werr error
 	for ; j < len(d.spans) && d.spans[j].off < end; j++ {
 		s := d.spans[j]
 		if s.off > pos {
-			ins = append(ins, span{pos, append([]byte(nil), data[pos-off:s.off-off]...)})
+			ins = append(ins, span{off: pos, data: append([]byte(nil), data[pos-off:s.off-off]...)})
 		}
 		lo, hi := max(s.off, pos), min(s.end(), end)
-		copy(s.data[lo-s.off:hi-s.off], data[lo-off:hi-off])
+		if s.slot != nil {
+			if err := d.st.writeAt(s.slot, lo-s.off, data[lo-off:hi-off]); err != nil && werr == nil {
+				werr = err
+			}
+		} else {
+			copy(s.data[lo-s.off:hi-s.off], data[lo-off:hi-off])
+		}
 		pos = hi
 	}
 	if pos < end {
-		ins = append(ins, span{pos, append([]byte(nil), data[pos-off:]...)})
+		ins = append(ins, span{off: pos, data: append([]byte(nil), data[pos-off:]...)})
 	}
 	for _, s := range ins {
 		d.bytes += uint64(len(s.data))
+		d.mem += uint64(len(s.data))
 	}
 	if len(ins) == 0 {
-		return
+		return werr
 	}
 	// Common case: a sequential write extending the span before it. Spans
 	// stop growing at maxSpan (a new one starts; neighbours may touch), so
-	// a long sequential write is not copied over and over as it grows.
-	if len(ins) == 1 && i > 0 && i == j && d.spans[i-1].end() == ins[0].off && len(d.spans[i-1].data)+len(ins[0].data) <= maxSpan {
+	// a long sequential write is not copied over and over as it grows. A
+	// spilled span does not grow.
+	if len(ins) == 1 && i > 0 && i == j && d.spans[i-1].slot == nil && d.spans[i-1].end() == ins[0].off && len(d.spans[i-1].data)+len(ins[0].data) <= maxSpan {
 		d.spans[i-1].data = append(d.spans[i-1].data, ins[0].data...)
-		return
+		return werr
 	}
 	// Insert the gap spans in order among the existing ones.
 	merged := make([]span, 0, len(d.spans)+len(ins))
@@ -83,20 +108,28 @@ func (d *dirtySet) write(off uint64, data []byte) {
 	merged = append(merged, ins[k:]...)
 	merged = append(merged, d.spans[j:]...)
 	d.spans = merged
+	return werr
 }
 
 // overlay copies the dirty bytes within [off, off+len(buf)) into buf and
-// returns the covered ranges as spans aliasing buf.
-func (d *dirtySet) overlay(off uint64, buf []byte) (covered []span) {
+// returns the covered ranges as spans aliasing buf. An error (reading the
+// spill file) leaves buf undefined.
+func (d *dirtySet) overlay(off uint64, buf []byte) (covered []span, err error) {
 	end := off + uint64(len(buf))
 	i := sort.Search(len(d.spans), func(i int) bool { return d.spans[i].end() > off })
 	for ; i < len(d.spans) && d.spans[i].off < end; i++ {
 		s := d.spans[i]
 		lo, hi := max(s.off, off), min(s.end(), end)
-		copy(buf[lo-off:hi-off], s.data[lo-s.off:hi-s.off])
-		covered = append(covered, span{lo, buf[lo-off : hi-off]})
+		if s.slot != nil {
+			if err := d.st.readAt(s.slot, lo-s.off, buf[lo-off:hi-off]); err != nil {
+				return nil, err
+			}
+		} else {
+			copy(buf[lo-off:hi-off], s.data[lo-s.off:hi-s.off])
+		}
+		covered = append(covered, span{off: lo, data: buf[lo-off : hi-off]})
 	}
-	return covered
+	return covered, nil
 }
 
 // truncate drops the dirty bytes at or past size.
@@ -105,10 +138,21 @@ func (d *dirtySet) truncate(size uint64) {
 	for _, s := range d.spans {
 		switch {
 		case s.off >= size:
-			d.bytes -= uint64(len(s.data))
+			d.bytes -= s.size()
+			if s.slot != nil {
+				d.st.release(s.slot.at)
+			} else {
+				d.mem -= s.size()
+			}
 		case s.end() > size:
-			d.bytes -= s.end() - size
-			s.data = s.data[:size-s.off]
+			cut := s.end() - size
+			d.bytes -= cut
+			if s.slot != nil {
+				s.slot.n -= int(cut)
+			} else {
+				d.mem -= cut
+				s.data = s.data[:size-s.off]
+			}
 			kept = append(kept, s)
 		default:
 			kept = append(kept, s)
@@ -117,44 +161,119 @@ func (d *dirtySet) truncate(size uint64) {
 	d.spans = kept
 }
 
-// under returns d with newer written over it (newer wins), consuming both.
-// It is how a failed flush puts its data back below the writes that
-// arrived meanwhile.
-func (d *dirtySet) under(newer *dirtySet) *dirtySet {
-	for _, s := range newer.spans {
-		d.write(s.off, s.data)
-	}
-	return d
+// drop empties d, giving back its spill slots.
+func (d *dirtySet) drop() {
+	d.truncate(0)
 }
 
-// needle is one upload: data and the file ranges it holds.
+// under returns d with newer written over it (newer wins), consuming both.
+// It is how a failed flush puts its data back below the writes that
+// arrived meanwhile. An error (only from the spill file) means bytes of
+// newer could not be read or written: the result is not to be trusted.
+func (d *dirtySet) under(newer *dirtySet) (*dirtySet, error) {
+	var first error
+	for _, s := range newer.spans {
+		data := s.data
+		if s.slot != nil {
+			data = make([]byte, s.slot.n)
+			if err := newer.st.readAt(s.slot, 0, data); err != nil && first == nil {
+				first = err
+			}
+		}
+		if err := d.write(s.off, data); err != nil && first == nil {
+			first = err
+		}
+	}
+	newer.drop()
+	return d, first
+}
+
+// spill moves the in-memory spans of at least minSpan bytes to the
+// spill file and returns the bytes moved. It stops at the first failure
+// (the spill file full, or the cache directory out of space), which it
+// returns; the span that failed stays in memory.
+func (d *dirtySet) spill() (uint64, error) {
+	if d.st == nil {
+		return 0, nil
+	}
+	var moved uint64
+	for i := range d.spans {
+		s := &d.spans[i]
+		if s.slot != nil || len(s.data) < d.st.minSpan {
+			continue
+		}
+		sl, err := d.st.put(s.data)
+		if err != nil {
+			return moved, err
+		}
+		n := uint64(len(s.data))
+		s.slot, s.data = sl, nil
+		d.mem -= n
+		moved += n
+	}
+	return moved, nil
+}
+
+// needle is one upload: the file ranges it holds, in order, and (while
+// being uploaded) their bytes.
 type needle struct {
-	data  []byte
-	parts []span // file ranges; data of each aliases the dirty set
+	parts []piece
+	size  int // sum of the parts' n
 	fid   string
 }
 
+// piece is one file range of a needle, n bytes at file offset fileOff,
+// and where its bytes are: in memory (data, aliasing the dirty set) or at
+// offset off in a spill slot.
+type piece struct {
+	fileOff uint64
+	n       int
+	data    []byte
+	slot    *spillSlot
+	off     uint64
+}
+
 // pack cuts the dirty spans into needles of at most max bytes, packing
-// small spans together.
+// small spans together. The needles' bytes are gathered by needleData,
+// one needle at a time, so a large spilled set is not read into memory
+// at once.
 func (d *dirtySet) pack(maxNeedle int) []*needle {
 	var out []*needle
 	var cur *needle
-	left := d.bytes
 	for _, s := range d.spans {
-		data := s.data
+		size := int(s.size())
 		off := s.off
-		for len(data) > 0 {
-			if cur == nil || len(cur.data) == maxNeedle {
-				cur = &needle{data: make([]byte, 0, min(uint64(maxNeedle), left))}
+		pos := 0
+		for pos < size {
+			if cur == nil || cur.size == maxNeedle {
+				cur = &needle{}
 				out = append(out, cur)
 			}
-			n := min(len(data), maxNeedle-len(cur.data))
-			cur.parts = append(cur.parts, span{off, data[:n]})
-			cur.data = append(cur.data, data[:n]...)
-			data = data[n:]
+			n := min(size-pos, maxNeedle-cur.size)
+			p := piece{fileOff: off, n: n, slot: s.slot, off: uint64(pos)}
+			if s.slot == nil {
+				p.data = s.data[pos : pos+n]
+			}
+			cur.parts = append(cur.parts, p)
+			cur.size += n
+			pos += n
 			off += uint64(n)
-			left -= uint64(n)
 		}
 	}
 	return out
+}
+
+// needleData returns the bytes of n, read from memory and the spill file.
+func (d *dirtySet) needleData(n *needle) ([]byte, error) {
+	buf := make([]byte, n.size)
+	pos := 0
+	for _, p := range n.parts {
+		if p.slot == nil {
+			copy(buf[pos:], p.data)
+		} else if err := d.st.readAt(p.slot, p.off, buf[pos:pos+p.n]); err != nil {
+			return nil, err
+		}
+		pos += p.n
+	}
+	return buf, nil
 }

@@ -8,17 +8,24 @@ import (
 
 // TestDirtySetModel checks the dirty set against a flat byte array under
 // random writes, truncations and merges, reproducibly from the seed.
-func TestDirtySetModel(t *testing.T) {
+func TestDirtySetModel(t *testing.T) { testDirtySetModel(t, nil) }
+
+func testDirtySetModel(t *testing.T, st *spillStore) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		r := rand.New(rand.NewPCG(seed, 0))
 		const size = 4096
 		model := make([]byte, size)
 		valid := make([]bool, size)
-		d := &dirtySet{}
+		d := newDirtySet(st)
 		for range 40 {
 			off := r.IntN(size - 1)
 			n := 1 + r.IntN(min(size-off, 300))
 			switch r.IntN(10) {
+			case 2:
+				if st != nil {
+					_, err := d.spill()
+					mustDirty(t, err)
+				}
 			case 0:
 				d.truncate(uint64(off))
 				for i := off; i < size; i++ {
@@ -26,13 +33,15 @@ func TestDirtySetModel(t *testing.T) {
 				}
 			case 1:
 				// A failed flush: the old set goes under newer writes.
-				newer := &dirtySet{}
+				newer := newDirtySet(st)
 				data := make([]byte, n)
 				for i := range data {
 					data[i] = byte(r.Uint32())
 				}
-				newer.write(uint64(off), data)
-				d = d.under(newer)
+				mustDirty(t, newer.write(uint64(off), data))
+				var err error
+				d, err = d.under(newer)
+				mustDirty(t, err)
 				copy(model[off:], data)
 				for i := off; i < off+n; i++ {
 					valid[i] = true
@@ -42,7 +51,7 @@ func TestDirtySetModel(t *testing.T) {
 				for i := range data {
 					data[i] = byte(r.Uint32())
 				}
-				d.write(uint64(off), data)
+				mustDirty(t, d.write(uint64(off), data))
 				copy(model[off:], data)
 				for i := off; i < off+n; i++ {
 					valid[i] = true
@@ -51,17 +60,30 @@ func TestDirtySetModel(t *testing.T) {
 			checkDirty(t, seed, d, model, valid)
 		}
 		for _, n := range d.pack(777) {
-			if len(n.data) > 777 {
-				t.Fatalf("seed %d: needle of %d bytes", seed, len(n.data))
+			data, err := d.needleData(n)
+			mustDirty(t, err)
+			if len(data) > 777 || len(data) != n.size {
+				t.Fatalf("seed %d: needle of %d bytes (size %d)", seed, len(data), n.size)
 			}
 			pos := 0
 			for _, p := range n.parts {
-				if !bytes.Equal(n.data[pos:pos+len(p.data)], model[p.off:p.end()]) {
-					t.Fatalf("seed %d: packed part at %d differs", seed, p.off)
+				if !bytes.Equal(data[pos:pos+p.n], model[p.fileOff:p.fileOff+uint64(p.n)]) {
+					t.Fatalf("seed %d: packed part at %d differs", seed, p.fileOff)
 				}
-				pos += len(p.data)
+				pos += p.n
 			}
 		}
+		d.drop()
+		if st != nil && st.inUse() != 0 {
+			t.Fatalf("seed %d: %d spill slots in use after the set was dropped", seed, st.inUse())
+		}
+	}
+}
+
+func mustDirty(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -69,19 +91,25 @@ func checkDirty(t *testing.T, seed uint64, d *dirtySet, model []byte, valid []bo
 	t.Helper()
 	var total uint64
 	prevEnd := uint64(0)
+	var mem uint64
 	for i, s := range d.spans {
-		if len(s.data) == 0 || (i > 0 && s.off < prevEnd) {
-			t.Fatalf("seed %d: spans empty or overlapping: %d at %d after %d", seed, len(s.data), s.off, prevEnd)
+		if s.size() == 0 || (i > 0 && s.off < prevEnd) {
+			t.Fatalf("seed %d: spans empty or overlapping: %d at %d after %d", seed, s.size(), s.off, prevEnd)
 		}
 		prevEnd = s.end()
-		total += uint64(len(s.data))
+		total += s.size()
+		if s.slot == nil {
+			mem += s.size()
+		}
 	}
-	if total != d.bytes {
-		t.Fatalf("seed %d: bytes %d, spans hold %d", seed, d.bytes, total)
+	if total != d.bytes || mem != d.mem {
+		t.Fatalf("seed %d: bytes %d mem %d, spans hold %d, %d in memory", seed, d.bytes, d.mem, total, mem)
 	}
 	buf := make([]byte, len(model))
 	covered := make([]bool, len(model))
-	for _, s := range d.overlay(0, buf) {
+	cov, err := d.overlay(0, buf)
+	mustDirty(t, err)
+	for _, s := range cov {
 		for i := s.off; i < s.end(); i++ {
 			covered[i] = true
 		}

@@ -31,6 +31,7 @@ type file struct {
 	flushMu sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
+	lost     error      // buffered data lost (spill file failure): reported until the file is reopened
 	refs     int        // open handles
 	unlinked bool       // an unlink or rename removed a name while open
 	slices   []filer.Slice
@@ -47,7 +48,7 @@ type file struct {
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
-	f := &file{fs: fs, ino: in.Ino, dirty: &dirtySet{}}
+	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill)}
 	f.setCommittedLocked(in)
 	return f
 }
@@ -89,24 +90,37 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	if off+uint64(len(data)) > filer.MaxFileSize {
 		return syscall.EFBIG
 	}
+	lim := f.fs.limits
 	f.mu.Lock()
-	over := f.dirty.bytes >= writerDirtyLimit
+	over := int64(f.dirty.bytes) >= lim.file
 	f.mu.Unlock()
-	if over || f.fs.dirtyBytes.Load() >= totalDirtyLimit {
+	if over || f.fs.dirtyBytes.Load() >= lim.total || f.fs.memBytes.Load() >= lim.mem {
 		if err := f.flush(ctx); err != nil {
 			return err
 		}
-		if f.fs.dirtyBytes.Load() >= totalDirtyLimit {
+		if f.fs.dirtyBytes.Load() >= lim.total || f.fs.memBytes.Load() >= lim.mem {
 			if err := f.fs.flushAll(ctx); err != nil {
 				return err
 			}
 		}
 	}
 	f.mu.Lock()
-	before := f.dirty.bytes
-	f.dirty.write(off, data)
+	before, beforeMem := f.dirty.bytes, f.dirty.mem
+	werr := f.dirty.write(off, data)
 	f.mtime = time.Now().UnixNano()
-	f.fs.addDirty(int64(f.dirty.bytes - before))
+	if werr == nil && f.fs.spill != nil && f.fs.memBytes.Load()+int64(f.dirty.mem-beforeMem) >= lim.mem {
+		// Past the memory bound: move this file's spans to the spill
+		// file. When it is full (or the cache directory is), the bytes
+		// stay in memory and the next write waits for flushes.
+		f.spillLocked()
+	}
+	f.fs.addDirty(int64(f.dirty.bytes)-int64(before), int64(f.dirty.mem)-int64(beforeMem))
+	if werr != nil {
+		f.mu.Unlock()
+		f.fs.log.Error("writing buffered data to the spill file in the cache directory failed; the write is refused (check the cache directory's disk)",
+			"ino", f.ino, "err", werr)
+		return werr
+	}
 	// A full needle's worth starts a flush in the background, so the
 	// upload overlaps the writes that follow. Its failure sticks like any
 	// other and is reported by the next fsync, close or throttled write.
@@ -148,7 +162,11 @@ func (f *file) flush(ctx context.Context) error {
 	// second fsync).
 	f.mu.Lock()
 	idle := f.dirty.empty() && f.flushing == nil && f.err == nil
+	lost := f.lost
 	f.mu.Unlock()
+	if lost != nil {
+		return lost
+	}
 	if idle {
 		return nil
 	}
@@ -166,7 +184,7 @@ func (f *file) flushLocked(ctx context.Context) error {
 		return nil
 	}
 	set := f.dirty
-	f.dirty = &dirtySet{}
+	f.dirty = newDirtySet(f.fs.spill)
 	f.flushing = set
 	size := f.sizeLocked()
 	mtime := f.mtime
@@ -181,12 +199,23 @@ func (f *file) flushLocked(ctx context.Context) error {
 		// Keep the data: it goes back under what was written meanwhile.
 		// under merges into set itself: take its size first.
 		before, setBytes := f.dirty.bytes, set.bytes
-		f.dirty = set.under(f.dirty)
-		f.fs.addDirty(int64(f.dirty.bytes) - int64(before) - int64(setBytes))
+		beforeMem, setMem := f.dirty.mem, set.mem
+		merged, uerr := set.under(f.dirty)
+		f.dirty = merged
+		f.fs.addDirty(int64(f.dirty.bytes)-int64(before)-int64(setBytes), int64(f.dirty.mem)-int64(beforeMem)-int64(setMem))
+		if uerr != nil {
+			// The spill file failed us: the buffered bytes are not
+			// what was written. Nothing may report success for them
+			// again; the error stays until the file is reopened.
+			f.lost = fmt.Errorf("fuse: buffered data of inode %d was lost by the spill file: %w", f.ino, uerr)
+			f.fs.log.Error("buffered data could not be read back from the spill file; fsync and close of the file fail until it is reopened",
+				"ino", f.ino, "err", uerr)
+		}
 		f.err = err
 		return err
 	}
-	f.fs.addDirty(-int64(set.bytes))
+	f.fs.addDirty(-int64(set.bytes), -int64(set.mem))
+	set.drop()
 	stale := f.stale
 	f.setCommittedLocked(in)
 	f.stale = stale // kept if followCommit could not fetch the list
@@ -206,7 +235,12 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			fid, err := f.fs.data.Write(ctx, n.data, f.fs.cfg.Collection, f.fs.cfg.Replication)
+			data, err := set.needleData(n)
+			if err != nil {
+				errs <- err
+				return
+			}
+			fid, err := f.fs.data.Write(ctx, data, f.fs.cfg.Collection, f.fs.cfg.Replication)
 			if err != nil {
 				errs <- err
 				return
@@ -225,8 +259,8 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 	for _, n := range needles {
 		pos := uint64(0)
 		for _, p := range n.parts {
-			sl = append(sl, filer.Slice{Off: p.off, Len: uint64(len(p.data)), Fid: n.fid, NeedleOff: pos})
-			pos += uint64(len(p.data))
+			sl = append(sl, filer.Slice{Off: p.fileOff, Len: uint64(p.n), Fid: n.fid, NeedleOff: pos})
+			pos += uint64(p.n)
 		}
 	}
 	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Slices: sl, Size: size, Mtime: mtime, OmitSlices: true})
@@ -314,13 +348,19 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	// Copy the buffered bytes now; what they do not cover comes from the
 	// committed slices, which are immutable once listed.
 	var covered byterange.Coverage
-	if f.flushing != nil {
-		for _, s := range f.flushing.overlay(off, buf) {
+	for _, set := range []*dirtySet{f.flushing, f.dirty} {
+		if set == nil {
+			continue
+		}
+		cov, err := set.overlay(off, buf)
+		if err != nil {
+			f.mu.Unlock()
+			f.fs.log.Error("reading buffered data back from the spill file failed", "ino", f.ino, "err", err)
+			return nil, err
+		}
+		for _, s := range cov {
 			covered = covered.Add(s.off, s.end())
 		}
-	}
-	for _, s := range f.dirty.overlay(off, buf) {
-		covered = covered.Add(s.off, s.end())
 	}
 	var exts []filer.Extent
 	if f.size > off {
@@ -384,6 +424,29 @@ func (f *file) readAhead(off, end uint64) {
 var (
 	errShortNeedle = errors.New("short needle")
 )
+
+// spillLocked moves the file's buffered spans to the spill file, as far
+// as it has room. A full spill file or cache directory is no error for
+// the writer: the bytes stay in memory, and the memory bound makes the
+// next write wait for flushes.
+func (f *file) spillLocked() {
+	moved, err := f.dirty.spill()
+	f.fs.spilled.Add(int64(moved))
+	switch {
+	case err == nil:
+		f.fs.spillWarned.Store(false)
+	case errors.Is(err, errSpillFull) || isNoSpace(err):
+		if !f.fs.spillWarned.Swap(true) {
+			f.fs.log.Warn("the spill file in the cache directory is full; buffered writes stay in memory and writers wait for uploads",
+				"ino", f.ino, "err", err)
+		}
+	default:
+		if !f.fs.spillWarned.Swap(true) {
+			f.fs.log.Error("moving buffered writes to the spill file in the cache directory failed; they stay in memory and writers wait for uploads (check the cache directory's disk)",
+				"ino", f.ino, "err", err)
+		}
+	}
+}
 
 // writerDirtyLimit is the buffered bytes of one file past which a writer
 // waits for a flush: room for the uploads of a few needles in flight

@@ -32,8 +32,15 @@ type fileSystem struct {
 	server notifier // the connection, for cache invalidations; nil before it is served
 
 	dirtyBytes atomic.Int64 // buffered bytes of every file
-	cache      *chunkCache  // needle chunks read recently or ahead
-	noCaps     absentCaps   // inodes known to have no security.capability
+	memBytes   atomic.Int64 // the part of dirtyBytes held in memory (not spilled)
+	memPeak    atomic.Int64 // the most memBytes has been
+	limits     writeLimits  // when writers wait for flushes
+	spill      *spillStore  // the spill file in the cache directory; nil without one
+	spilled    atomic.Int64 // bytes ever moved to the spill file
+	// spillWarned: a failure to spill was logged; cleared by a success.
+	spillWarned atomic.Bool
+	cache       *chunkCache // needle chunks read recently or ahead
+	noCaps      absentCaps  // inodes known to have no security.capability
 
 	mu struct {
 		sync.Mutex
@@ -73,6 +80,7 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 		client:        client,
 		root:          root,
 		log:           log,
+		limits:        limitsFor(false, 0, 0),
 	}
 	fs.cache = newChunkCache(chunkCacheBytes, func(ctx context.Context, fid string, off, n int64) ([]byte, error) {
 		return fs.data.Read(ctx, fid, off, n)

@@ -212,8 +212,8 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	gone := f.refs == 0
 	unlinked := f.unlinked
 	if gone {
-		fs.addDirty(-int64(f.dirty.bytes))
-		f.dirty = &dirtySet{}
+		fs.addDirty(-int64(f.dirty.bytes), -int64(f.dirty.mem))
+		f.dirty.drop()
 		delete(fs.mu.files, ino)
 	}
 	f.mu.Unlock()

@@ -109,8 +109,13 @@ func resultLabel(st gofuse.Status) string {
 	return "errno_other"
 }
 
-// addDirty moves this mount's and the process's count of buffered bytes.
-func (fs *fileSystem) addDirty(n int64) {
+// addDirty moves this mount's and the process's count of buffered bytes
+// by n, mem of them in memory (the rest in the spill file).
+func (fs *fileSystem) addDirty(n, mem int64) {
 	fs.dirtyBytes.Add(n)
 	dirtyTotal.Add(n)
+	if m := fs.memBytes.Add(mem); mem > 0 {
+		for p := fs.memPeak.Load(); m > p && !fs.memPeak.CompareAndSwap(p, m); p = fs.memPeak.Load() {
+		}
+	}
 }

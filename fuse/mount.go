@@ -57,6 +57,14 @@ type Config struct {
 	// Replication and Collection place the needles written by the mount
 	// (empty: the master's defaults).
 	Replication, Collection string
+	// CacheDir, when set, is where buffered writes past SpillMemory bytes
+	// in memory spill to (one unlinked file per mount, at most SpillLimit
+	// bytes); writers then wait for uploads only past SpillMemory plus
+	// SpillLimit buffered bytes. Empty: everything is buffered in memory
+	// (at most 256 MiB per mount). Zero SpillMemory or SpillLimit: 64 MiB
+	// and 4 GiB.
+	CacheDir                string
+	SpillMemory, SpillLimit int64
 	Logger                  *slog.Logger
 	Security                *security.Config
 }
@@ -200,9 +208,30 @@ func newMount(ctx context.Context, cfg Config) (*fileSystem, *gofuse.MountOption
 		client.Close()
 		return nil, nil, fmt.Errorf("fuse: %s on filer %s is not a directory", cfg.Root, client.Addrs())
 	}
+	var spill *spillStore
+	if cfg.CacheDir != "" {
+		mem, limit := cfg.SpillMemory, cfg.SpillLimit
+		if mem <= 0 {
+			mem = defaultSpillMemory
+		}
+		if limit <= 0 {
+			limit = defaultSpillLimit
+		}
+		if spill, err = openSpill(cfg.CacheDir, limit); err != nil {
+			client.Close()
+			return nil, nil, err
+		}
+		cfg.SpillMemory, cfg.SpillLimit = mem, limit
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	fs := newFileSystem(bg, cfg, client, root.Ino, log)
 	fs.cancel = cancel
+	if spill != nil {
+		fs.spill = spill
+		fs.limits = limitsFor(true, cfg.SpillMemory, cfg.SpillLimit)
+		log.Info("buffered writes past the memory bound spill to the cache directory",
+			"cache_dir", cfg.CacheDir, "memory_bytes", cfg.SpillMemory, "spill_limit_bytes", cfg.SpillLimit)
+	}
 	fs.data = &filer.DataClient{
 		Assign: client.Assign,
 		Lookup: client.LookupVolume,
@@ -234,6 +263,16 @@ func newMount(ctx context.Context, cfg Config) (*fileSystem, *gofuse.MountOption
 func (fs *fileSystem) close() {
 	fs.cancel()
 	fs.client.Close()
+	fs.closeSpill()
+}
+
+// closeSpill closes the spill file (its space goes back with it).
+func (fs *fileSystem) closeSpill() {
+	if fs.spill != nil {
+		if err := fs.spill.close(); err != nil {
+			fs.log.Warn("closing the spill file failed", "err", err)
+		}
+	}
 }
 
 // serve starts the serve loop and the change watcher of a mount.
@@ -387,6 +426,7 @@ func (m *Mounted) shutdown() error {
 		m.cancel()
 		m.subWG.Wait()
 		m.fs.client.Close()
+		m.fs.closeSpill()
 		if m.srv != nil {
 			if err := m.srv.err(); err != nil && !errors.Is(err, errStopped) {
 				m.unmountErr = err

@@ -41,3 +41,13 @@ func TestCommonFlagsRejectBadValues(t *testing.T) {
 		}
 	}
 }
+
+func TestMountRejectsBadCacheBounds(t *testing.T) {
+	for _, args := range [][]string{{"--cache-memory-mb", "0"}, {"--cache-max-mb", "2"}} {
+		var stderr strings.Builder
+		full := append([]string{"--filer", "127.0.0.1:1", "--dir", t.TempDir(), "--cache-dir", t.TempDir()}, args...)
+		if code := runMount(t.Context(), full, io.Discard, &stderr); code == 0 || !strings.Contains(stderr.String(), args[0]) {
+			t.Errorf("%v: exit %d, %q; want a failure naming the flag", args, code, stderr.String())
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 // runMount mounts a filer subtree in the foreground until SIGINT/SIGTERM
 // (then it flushes buffered data and unmounts) or an outside unmount.
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("mount", "mount --filer f1:8888[,f2:8888,...] --dir MNT [--root /subtree] [--read-only]", stderr)
+	fs := newFlagSet("mount", "mount --filer f1:8888[,f2:8888,...] --dir MNT [--root /subtree] [--read-only] [--cache-dir DIR]", stderr)
 	var c common
 	c.register(fs)
 	filers := fs.String("filer", "", "filer HTTP addresses, comma separated (required; gRPC is at port+10000)")
@@ -21,7 +21,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	uid := fs.Int("uid", -1, "report this owner uid for every file (-1: as stored)")
 	gid := fs.Int("gid", -1, "report this owner gid for every file (-1: as stored)")
 	umask := fs.Uint("umask", 0, "permission bits to clear in reported modes, octal like 022 (0: none)")
-	cacheDir := fs.String("cache-dir", "", "directory for spilling buffered writes to local disk (accepted; not used yet: writes are buffered in memory, at most 256 MiB)")
+	cacheDir := fs.String("cache-dir", "", "directory where buffered writes past --cache-memory-mb spill to local disk (one unlinked file; empty: writes are buffered in memory, at most 256 MiB)")
+	cacheMemMB := fs.Int("cache-memory-mb", 64, "with --cache-dir: MiB of buffered writes kept in memory before they spill")
+	cacheMaxMB := fs.Int("cache-max-mb", 4096, "with --cache-dir: most MiB of buffered writes in the spill file; past it writers wait for uploads")
 	readOnly := fs.Bool("read-only", false, "mount read-only")
 	repl := fs.String("replication", "", "replica placement for data written through the mount (empty: the master's default)")
 	coll := fs.String("collection", "", "collection for data written through the mount")
@@ -31,6 +33,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *filers == "" || *dir == "" {
 		return fail(stderr, "mount: --filer and --dir are required (for example: cairn mount --filer 127.0.0.1:8888 --dir /mnt/cairn)")
+	}
+	if *cacheMemMB < 1 || *cacheMaxMB < 4 {
+		return fail(stderr, "mount: --cache-memory-mb must be at least 1 and --cache-max-mb at least 4 (one needle); got %d and %d", *cacheMemMB, *cacheMaxMB)
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -43,7 +48,6 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// Follow certificate and CA rotation (docs/security.md), and take
 	// SIGHUP as "reload", not as a signal to die.
 	watchSecurity(ctx, log, sec)
-	_ = cacheDir
 	if *metricsAddr != "" {
 		if _, err := serveMetrics(*metricsAddr, log, fuse.Collectors()...); err != nil {
 			return fail(stderr, "mount: %v", err)
@@ -52,6 +56,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	m, err := fuse.Mount(ctx, fuse.Config{
 		Filers: splitList(*filers), Dir: *dir, Root: *root, Uid: *uid, Gid: *gid,
 		Umask: uint32(*umask), ReadOnly: *readOnly, Replication: *repl, Collection: *coll,
+		CacheDir: *cacheDir, SpillMemory: int64(*cacheMemMB) << 20, SpillLimit: int64(*cacheMaxMB) << 20,
 		Logger: log, Security: sec,
 	})
 	if err != nil {
