@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -139,8 +140,26 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		return nil, fmt.Errorf("fuse: mount at %s: %w", cfg.Dir, err)
 	}
 	m := serve(fs, srv, init)
+	pollHack(cfg.Dir, fs.log)
 	fs.log.Info("mounted", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly)
 	return m, nil
+}
+
+// pollHack makes the kernel learn, once per connection, that the file
+// system does not implement POLL: it opens go-fuse's reserved name at the
+// root and polls it, and the protocol server answers that POLL with ENOSYS.
+// Without it a Go process that opens files on a mount it serves itself
+// (the tests do) registers them with its epoll set, and epoll then sends
+// POLL requests while holding the lock the threads that would answer them
+// need. A resumed connection keeps what the kernel learnt.
+func pollHack(dir string, log *slog.Logger) {
+	fd, err := unix.Open(filepath.Join(dir, ".go-fuse-epoll-hack"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		log.Debug("poll probe of the new mount failed", "err", err)
+		return
+	}
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	unix.Close(fd)
 }
 
 // Resume serves a FUSE connection that is already mounted at cfg.Dir and
