@@ -57,6 +57,7 @@ func (m *Master) assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignR
 				coll, p, time.Since(since).Round(time.Millisecond))
 		}
 		if err := m.growOne(ctx, coll, p); err != nil {
+			m.logGrowFailure(coll, p, err)
 			return nil, err
 		}
 	}
@@ -212,6 +213,27 @@ func (m *Master) growOne(ctx context.Context, coll string, p placement) error {
 			return apiErrorf(http.StatusServiceUnavailable, "gave up waiting for new volume %d to become writable: %v; retry", id, ctx.Err())
 		case <-t.C:
 		}
+	}
+}
+
+// logGrowFailure warns that no volume could be grown for (coll, p), at most
+// every growLogEvery for the same reason: clients retry growth on every
+// assign, and the operator needs the reason once, not once per retry.
+func (m *Master) logGrowFailure(coll string, p placement, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	msg := err.Error()
+	m.grow.mu.Lock()
+	now := time.Now()
+	quiet := msg == m.grow.lastErr && now.Sub(m.grow.lastLog) < growLogEvery
+	if !quiet {
+		m.grow.lastErr, m.grow.lastLog = msg, now
+	}
+	m.grow.mu.Unlock()
+	if !quiet {
+		m.log.Warn("no writable volume and could not grow one; assigns fail until this is fixed (check that enough volume servers are alive with free slots)",
+			"collection", coll, "replication", p.String(), "err", msg)
 	}
 }
 

@@ -90,10 +90,18 @@ type Master struct {
 	}
 	// grow serializes volume growth per collection and replication.
 	grow struct {
-		mu    sync.Mutex // guards locks
+		mu    sync.Mutex // guards locks, lastErr and lastLog
 		locks map[string]*sync.Mutex
+		// lastErr and lastLog rate-limit the warning about failed growth:
+		// every assign retries it, so the same reason is logged at most
+		// every growLogEvery.
+		lastErr string
+		lastLog time.Time
 	}
 }
+
+// growLogEvery is how often the same volume growth failure is logged again.
+const growLogEvery = 10 * time.Second
 
 // New validates cfg and returns a master that is not yet listening.
 func New(cfg Config) (*Master, error) {

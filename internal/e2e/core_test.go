@@ -26,9 +26,15 @@ func envInt(name string, def int) int {
 
 // ackLog records every write that got a 201.
 type ackLog struct {
-	mu    sync.Mutex
-	acked map[string][]byte // fid -> content
-	n     atomic.Int64
+	mu      sync.Mutex
+	acked   map[string][]byte // fid -> content
+	n       atomic.Int64
+	lastErr atomic.Value // string: the newest failed assign or write, for failure messages
+}
+
+// fail records a failed attempt so a stalled test can say why.
+func (l *ackLog) fail(what string, err error) {
+	l.lastErr.Store(fmt.Sprintf("%s at %s: %v", what, time.Now().Format("15:04:05.000"), err))
 }
 
 func (l *ackLog) add(fid string, data []byte) {
@@ -49,6 +55,7 @@ func writer(c *testcluster.Cluster, seed uint64, query string, log *ackLog, stop
 		}
 		a, err := c.Assign(query)
 		if err != nil {
+			log.fail("assign", err)
 			failures.Add(1)
 			time.Sleep(20 * time.Millisecond) // back off while the cluster recovers
 			continue
@@ -58,6 +65,7 @@ func writer(c *testcluster.Cluster, seed uint64, query string, log *ackLog, stop
 			data[i] = byte(rng.Uint32())
 		}
 		if err := c.Put(a.URL, a.Fid, data); err != nil {
+			log.fail("write of "+a.Fid+" to "+a.URL, err)
 			failures.Add(1)
 			continue
 		}
@@ -71,7 +79,8 @@ func waitProgress(t *testing.T, log *ackLog, n int64, what string) {
 	start := log.n.Load()
 	testutil.WaitFor(t, 90*time.Second, what, func() error {
 		if got := log.n.Load() - start; got < n {
-			return fmt.Errorf("%d of %d writes acknowledged", got, n)
+			last, _ := log.lastErr.Load().(string)
+			return fmt.Errorf("%d of %d writes acknowledged; newest failure: %s", got, n, last)
 		}
 		return nil
 	})
