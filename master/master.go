@@ -59,6 +59,10 @@ type Config struct {
 	// when reads need one). Nil: Security's tokens, if any.
 	Tokens *security.Tokens
 	Logger *slog.Logger
+	// RepairAfter is how long a volume server may be silent before the
+	// leader re-replicates the volumes it held (DefaultRepairAfter when 0;
+	// negative turns automatic repair off).
+	RepairAfter time.Duration
 	// RaftTimeout, when set, is Raft's heartbeat and election timeout
 	// (hashicorp/raft's default of 1s otherwise). Tests shorten it.
 	RaftTimeout time.Duration
@@ -120,6 +124,9 @@ func New(cfg Config) (*Master, error) {
 	if cfg.Pulse <= 0 {
 		cfg.Pulse = DefaultPulse
 	}
+	if cfg.RepairAfter == 0 {
+		cfg.RepairAfter = DefaultRepairAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -175,7 +182,7 @@ func (m *Master) Run(ctx context.Context) error {
 	pb.RegisterMasterServer(gs, &grpcService{m: m})
 	pb.RegisterRaftAdminServer(gs, &raftutil.AdminService{Group: "master", Node: m.node.Load, Pool: m.pool})
 	hs := httpx.Server(m.handler(), m.cfg.Security)
-	runErr := rpc.Serve(ctx, "master", hs, httpLn, gs, grpcLn, m.loop)
+	runErr := rpc.Serve(ctx, "master", hs, httpLn, gs, grpcLn, m.loop, m.repairLoop)
 	m.node.Store(nil)
 	if err := node.Shutdown(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("master: %w", err)

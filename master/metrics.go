@@ -15,6 +15,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	assignLatency prometheus.Histogram
+	repairSteps   *prometheus.CounterVec
 }
 
 func newMetrics(m *Master) *metrics {
@@ -35,6 +36,10 @@ func newMetrics(m *Master) *metrics {
 			Help:    "Time to answer an assign on the leader, volume growth included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}),
+		repairSteps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_master_repair_steps_total",
+			Help: "Steps of automatic re-replication run by the leader, by result (done, failed).",
+		}, []string{"result"}),
 	}
 	raftGauge := func(name, help string, f func(*raft.Raft) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
@@ -51,6 +56,7 @@ func newMetrics(m *Master) *metrics {
 		mt.requests,
 		mt.latency,
 		mt.assignLatency,
+		mt.repairSteps,
 		raftGauge("cairn_master_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shut down.",
 			func(r *raft.Raft) float64 { return float64(r.State()) }),
 		raftGauge("cairn_master_raft_term", "Current Raft term.",

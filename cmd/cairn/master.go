@@ -20,8 +20,15 @@ func runMaster(ctx context.Context, args []string, _, stderr io.Writer) int {
 	repl := fs.String("default-replication", "000", "replica placement xyz used when an assign names none")
 	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
 	pulse := fs.Duration("pulse", time.Second, "heartbeat interval expected from volume servers")
+	repairAfter := fs.Duration("repair-after", master.DefaultRepairAfter, "re-replicate the volumes of a volume server silent for this long (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *repairAfter < 0 {
+		return fail(stderr, "master: --repair-after must be 0 (off) or a positive duration such as 15m")
+	}
+	if *repairAfter == 0 {
+		*repairAfter = -1 // Config: negative is off, 0 the default
 	}
 	if *dir == "" {
 		return fail(stderr, "master: --dir is required (where the Raft log and state are kept)")
@@ -38,7 +45,7 @@ func runMaster(ctx context.Context, args []string, _, stderr io.Writer) int {
 	m, err := master.New(master.Config{
 		Dir: *dir, IP: *ip, Port: *port, Peers: splitList(*peers),
 		DefaultReplication: *repl, VolumeSizeLimit: *limit << 20, Pulse: *pulse,
-		Security: sec, Logger: log,
+		RepairAfter: *repairAfter, Security: sec, Logger: log,
 	})
 	if err != nil {
 		return fail(stderr, "master: %v", err)

@@ -252,3 +252,22 @@ func printFixReplication(w io.Writer, out *FixReplicationJSON) error {
 	}
 	return nil
 }
+
+// FixReplication plans the repair of every under-replicated volume exactly
+// as volume.fix.replication does (replicas on servers silent longer than
+// grace count as lost) and, when apply is set, runs the plan with progress
+// lines on env.Err. Steps that fail carry their error in the result. The
+// master leader's automatic repair calls it, so the command and the
+// automatic repair are one code path.
+func FixReplication(ctx context.Context, env *Env, grace, wait time.Duration, apply bool) (FixReplicationJSON, error) {
+	t, err := loadTopology(ctx, env)
+	if err != nil {
+		return FixReplicationJSON{}, err
+	}
+	out := planFixReplication(t, grace, 0)
+	if apply && len(out.Plan) > 0 {
+		out.Applied = true
+		applySteps(ctx, env, "volume.fix.replication", out.Plan, wait)
+	}
+	return out, nil
+}

@@ -149,8 +149,9 @@ type Options struct {
 	VolumeSizeLimitMB int    // default 64
 	MaxVolumes        int    // per volume server, default 30
 	Pulse             time.Duration
-	// FilerArgs are extra flags for every filer.
-	FilerArgs []string
+	// FilerArgs are extra flags for every filer; MasterArgs for every master.
+	FilerArgs  []string
+	MasterArgs []string
 	// VolumeDirs, when set, gives the data directory of each volume server.
 	VolumeDirs []string
 	// Security turns on mutual TLS: `cairn security init` makes the
@@ -224,7 +225,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			Name: fmt.Sprintf("master%d", i), HTTP: addr, Dir: dir, bin: bin, log: dir + ".log",
 			args: append([]string{"master", "--dir", dir, "--ip", ip, "--port", "9333",
 				"--peers", strings.Join(peers, ","), "--default-replication", o.Replication,
-				"--volume-size-limit-mb", strconv.Itoa(o.VolumeSizeLimitMB), "--pulse", o.Pulse.String()}, secArgs...),
+				"--volume-size-limit-mb", strconv.Itoa(o.VolumeSizeLimitMB), "--pulse", o.Pulse.String()}, append(secArgs, o.MasterArgs...)...),
 		})
 	}
 	for i, ip := range volIPs {

@@ -1,0 +1,122 @@
+package shell
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-storage/cairn/internal/testcluster"
+	"github.com/cairn-storage/cairn/internal/testutil"
+)
+
+// TestMasterAutoRepair: with --repair-after, the master leader repairs on
+// its own what volume.fix.replication -apply repairs by hand. Three volume
+// servers at replication 001; the one holding the most replicas is killed
+// with SIGKILL and its directory wiped. Without anyone running a command,
+// every volume it held gets its second replica back on the other servers,
+// every needle reads back byte-identical from both replicas, the volumes
+// take writes, and the master counts the steps in its metrics. The server
+// then comes back empty and nothing breaks.
+func TestMasterAutoRepair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real cluster")
+	}
+	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 3, Replication: "001",
+		MasterArgs: []string{"--repair-after", "3s"}})
+	rng := rand.New(rand.NewPCG(3, 4))
+	var w written
+	for i := range 3 {
+		writeNeedles(t, c, &w, fmt.Sprintf("auto%d", i), 40, rng)
+	}
+	_, st, err := c.LeaderStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]uint32{}
+	for _, v := range st.Volumes {
+		for _, r := range v.Replicas {
+			held[r] = append(held[r], v.ID)
+		}
+	}
+	victim := c.Volumes[0]
+	for _, p := range c.Volumes {
+		if len(held[p.HTTP]) > len(held[victim.HTTP]) {
+			victim = p
+		}
+	}
+	lost := map[uint32]bool{}
+	for _, id := range held[victim.HTTP] {
+		lost[id] = true
+	}
+	if len(lost) == 0 {
+		t.Fatalf("no volume on any server: %+v", st)
+	}
+	t.Logf("killing %s and wiping %s; it held volumes %v", victim.HTTP, victim.Dir, held[victim.HTTP])
+	victim.Kill()
+	if err := os.RemoveAll(victim.Dir); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitWritable(t, c, lost, victim.HTTP)
+	t.Logf("the master repaired %d volumes on its own %v after the kill", len(lost), time.Since(start).Round(time.Millisecond))
+	checkAllReplicas(t, c, &w)
+	for id := range lost {
+		writeTo(t, c, id, &w)
+	}
+	if done := repairSteps(t, c, "done"); done < float64(len(lost)) {
+		t.Errorf("cairn_master_repair_steps_total{result=\"done\"} = %v, want at least %d", done, len(lost))
+	}
+	if log := c.Masters[0].Log(); !strings.Contains(log, "re-replicating volumes") || !strings.Contains(log, "automatic repair finished") {
+		t.Errorf("master log does not tell about the repair:\n%s", log)
+	}
+
+	// The server comes back with an empty directory: it rejoins, the
+	// replica sets stay as repaired, and everything still reads back.
+	victim.Start(t)
+	c.WaitVolumesRegistered(t)
+	var list VolumeListJSON
+	testutil.WaitFor(t, 60*time.Second, "no under-replicated volume after the server returned", func() error {
+		jsonOn(t, c, &list, "volume.list")
+		if len(list.UnderReplicated) != 0 {
+			return fmt.Errorf("under-replicated: %+v", list.UnderReplicated)
+		}
+		return nil
+	})
+	checkAllReplicas(t, c, &w)
+	for _, l := range strings.Split(c.Masters[0].Log(), "\n") {
+		if strings.Contains(l, "repair") {
+			t.Log(l)
+		}
+	}
+}
+
+// repairSteps reads cairn_master_repair_steps_total{result} from the
+// master's /metrics.
+func repairSteps(t *testing.T, c *testcluster.Cluster, result string) float64 {
+	t.Helper()
+	resp, err := c.Client.Get(c.URL(c.Masters[0].HTTP, "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	m := regexp.MustCompile(`(?m)^cairn_master_repair_steps_total\{result="` + result + `"\} (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
