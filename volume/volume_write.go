@@ -243,7 +243,7 @@ func (v *Volume) stage(batch []*request, start int64) staged {
 		h, _ := decodeHeader(r.rec) // valid: built by EncodeRecord or checked by WriteRecord
 		r.appendNs = h.appendNs
 		st.lastNs = max(st.lastNs, h.appendNs)
-		e := entry{off: start + int64(len(st.buf)), dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
+		e := entry{off: start + int64(len(st.buf)), format: h.format, dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
 			crc: h.dataCRC, deleted: h.flags&flagTombstone != 0}
 		if old, ok := lookup(h.key); !ok || e.appendNs >= old.appendNs {
 			pending[h.key] = e
