@@ -103,7 +103,7 @@ func rangeOf(nd *Needle, off, n int64) Range {
 // lie within the data and n be positive. A mismatch wraps ErrCorrupt; a
 // short read is an IO error. It never panics.
 func readRange(r io.ReaderAt, recOff int64, want header, off, n int64) ([]byte, error) {
-	if want.format != formatV2 || off < 0 || n <= 0 || off+n > int64(want.dataLen) {
+	if want.format != formatV2 || off < 0 || n <= 0 || n > int64(want.dataLen)-off {
 		return nil, fmt.Errorf("volume: range of %d bytes at %d of a format %d needle of %d bytes: %w", n, off, want.format, want.dataLen, ErrInvalid)
 	}
 	first, last := off/blockSize, (off+n-1)/blockSize

@@ -266,6 +266,7 @@ func FuzzReadRange(f *testing.F) {
 	f.Add(EncodeRecord(&Needle{Key: 1, Cookie: 2, AppendNs: 3, Data: testPayload(4, 2*blockSize)}), int64(blockSize), int64(blockSize), uint8(2), uint32(blockSize+40))
 	f.Add(encodeRecord(&Needle{Key: 1, Cookie: 2, AppendNs: 3, Data: testPayload(5, 10)}, formatV1), int64(0), int64(1), uint8(0), uint32(0))
 	f.Add([]byte("CRN2"), int64(0), int64(1), uint8(0), uint32(0))
+	f.Add(EncodeRecord(&Needle{Key: 1, Cookie: 2, AppendNs: 3, Data: testPayload(6, 10)}), int64(1), int64(1<<63-1), uint8(0), uint32(0))
 	f.Fuzz(func(t *testing.T, b []byte, off, n int64, lie uint8, flip uint32) {
 		h, err := decodeHeader(b)
 		if err != nil {
