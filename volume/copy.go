@@ -127,9 +127,9 @@ func (s *Store) writeCopy(ctx context.Context, name string, sb superblock, next 
 			return 0, 0, err
 		}
 		for _, rec := range batch {
-			// Either format, copied as it is; DecodeRecord also checks the
+			// Either format, copied as it is; verifyRecord also checks the
 			// record is exactly as long as its header says.
-			if _, err := DecodeRecord(rec); err != nil {
+			if _, err := verifyRecord(rec); err != nil {
 				return 0, 0, fmt.Errorf("record %d from the source: %w", records+1, err)
 			}
 			buf = append(buf, rec...)

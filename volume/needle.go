@@ -133,13 +133,18 @@ func encodeRecord(n *Needle, f format) []byte {
 	b := make([]byte, recordSize(f, dlen))
 	start := f.dataOffset(dlen)
 	copy(b[start:], data)
+	var crc uint32
 	if f == formatV2 {
+		table := b[headerSize:start]
 		for i := range blockCount(dlen) {
 			blk := data[i*blockSize : min(int64(dlen), (i+1)*blockSize)]
-			binary.LittleEndian.PutUint32(b[headerSize+i*blockCRCSize:], crc32c(blk))
+			binary.LittleEndian.PutUint32(table[i*blockCRCSize:], crc32c(blk))
 		}
+		crc = wholeCRC(tableEntry(table), dlen) // one pass over the data
+	} else {
+		crc = crc32c(data)
 	}
-	putHeader(b, f, flags, n.Cookie, n.Key, n.AppendNs, dlen, crc32c(data))
+	putHeader(b, f, flags, n.Cookie, n.Key, n.AppendNs, dlen, crc)
 	return b
 }
 
@@ -215,15 +220,27 @@ func checkData(h header, b []byte) error {
 	}
 	start := h.format.dataOffset(h.dataLen)
 	data := b[start : start+int64(h.dataLen)]
+	var got uint32
 	if h.format == formatV2 {
-		if err := checkBlocks(h.key, b[headerSize:start], data, 0); err != nil {
+		// Every block matches its CRC, and the block CRCs combine to the
+		// whole-data CRC: the data is what was written, read once.
+		table := b[headerSize:start]
+		if err := checkBlocks(h.key, table, data, 0); err != nil {
 			return err
 		}
+		got = wholeCRC(tableEntry(table), h.dataLen)
+	} else {
+		got = crc32c(data)
 	}
-	if got := crc32c(data); got != h.dataCRC {
+	if got != h.dataCRC {
 		return fmt.Errorf("volume: needle %d data crc %#x, want %#x: %w", h.key, got, h.dataCRC, ErrCorrupt)
 	}
 	return nil
+}
+
+// tableEntry returns the entries of a block CRC table.
+func tableEntry(table []byte) func(i int64) uint32 {
+	return func(i int64) uint32 { return binary.LittleEndian.Uint32(table[i*blockCRCSize:]) }
 }
 
 // checkBlocks verifies blocks first, first+1, ... of needle key: data holds
@@ -245,22 +262,11 @@ func checkBlocks(key uint64, table, data []byte, first int64) error {
 // block CRCs and data CRC. Any mismatch returns an error wrapping
 // ErrCorrupt. The returned needle does not alias b. It never panics.
 func DecodeRecord(b []byte) (*Needle, error) {
-	h, err := decodeHeader(b)
+	h, err := verifyRecord(b)
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) != h.size() {
-		return nil, fmt.Errorf("volume: record is %d bytes, header says %d: %w", len(b), h.size(), ErrCorrupt)
-	}
-	if err := checkData(h, b); err != nil {
-		return nil, err
-	}
 	start := h.format.dataOffset(h.dataLen)
-	for _, c := range b[start+int64(h.dataLen):] {
-		if c != 0 {
-			return nil, fmt.Errorf("volume: record padding not zero: %w", ErrCorrupt)
-		}
-	}
 	return &Needle{
 		Key:      h.key,
 		Cookie:   h.cookie,
@@ -269,4 +275,25 @@ func DecodeRecord(b []byte) (*Needle, error) {
 		Data:     append([]byte{}, b[start:start+int64(h.dataLen)]...),
 		CRC:      h.dataCRC,
 	}, nil
+}
+
+// verifyRecord checks b as DecodeRecord does, without copying the data
+// out, and returns its header.
+func verifyRecord(b []byte) (header, error) {
+	h, err := decodeHeader(b)
+	if err != nil {
+		return header{}, err
+	}
+	if int64(len(b)) != h.size() {
+		return header{}, fmt.Errorf("volume: record is %d bytes, header says %d: %w", len(b), h.size(), ErrCorrupt)
+	}
+	if err := checkData(h, b); err != nil {
+		return header{}, err
+	}
+	for _, c := range b[h.format.dataOffset(h.dataLen)+int64(h.dataLen):] {
+		if c != 0 {
+			return header{}, fmt.Errorf("volume: record padding not zero: %w", ErrCorrupt)
+		}
+	}
+	return h, nil
 }

@@ -214,3 +214,25 @@ func TestFileNames(t *testing.T) {
 		}
 	}
 }
+
+// The block CRCs of format 2 combine to the CRC32C of the whole data, for
+// every length around block boundaries and odd ones.
+func TestWholeCRCFromBlocks(t *testing.T) {
+	if castagnoli[128] != castagnoliReversed {
+		t.Fatalf("castagnoliReversed %#x is not hash/crc32's Castagnoli polynomial %#x", castagnoliReversed, castagnoli[128])
+	}
+	data := testPayload(9, 5*blockSize+3)
+	for _, n := range []int{0, 1, 2, 3, 100, blockSize - 1, blockSize, blockSize + 1, 2*blockSize - 1, 2 * blockSize, 3*blockSize + 17, 5*blockSize + 3} {
+		d := data[:n]
+		crcs := func(i int64) uint32 { return crc32c(d[i*blockSize : min(int64(n), (i+1)*blockSize)]) }
+		if got, want := wholeCRC(crcs, uint32(n)), crc32c(d); got != want {
+			t.Fatalf("%d bytes: combined %#x, want %#x", n, got, want)
+		}
+	}
+	for _, n := range []int64{0, 1, 7, 4096, blockSize} {
+		a, b := data[:100], make([]byte, n)
+		if got, want := crc32cShift(crc32c(a), n)^crc32c(b), crc32c(append(bytes.Clone(a), b...)); got != want {
+			t.Fatalf("shift by %d zero bytes: %#x, want %#x", n, got, want)
+		}
+	}
+}

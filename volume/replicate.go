@@ -250,7 +250,7 @@ func (s *Server) fetchFromPeers(ctx context.Context, vid uint32, key uint64) ([]
 	for _, p := range peers {
 		rec, err := s.readRecordFrom(ctx, p, vid, key)
 		if err == nil {
-			if _, derr := DecodeRecord(rec); derr == nil {
+			if _, derr := verifyRecord(rec); derr == nil {
 				return rec, nil
 			} else {
 				err = derr

@@ -317,7 +317,7 @@ func (v *Volume) ReadRecord(key uint64) ([]byte, error) {
 	rec, err := v.readRawLocked(key, e)
 	v.mu.RUnlock()
 	if err == nil {
-		_, err = DecodeRecord(rec)
+		_, err = verifyRecord(rec)
 	}
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
@@ -348,14 +348,22 @@ func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := DecodeRecord(rec)
-	if err == nil && (n.Key != key || n.AppendNs != e.appendNs) {
+	h, err := verifyRecord(rec)
+	if err == nil && (h.key != key || h.appendNs != e.appendNs) {
 		err = fmt.Errorf("volume: record at offset %d is not needle %d: %w", e.off, key, ErrCorrupt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("volume: needle %d in volume %s needs repair from a replica: %w", key, v.base, err)
 	}
-	return n, nil
+	start := h.format.dataOffset(h.dataLen)
+	return &Needle{ // rec is ours: the data need not be copied out
+		Key:      h.key,
+		Cookie:   h.cookie,
+		AppendNs: h.appendNs,
+		Deleted:  h.flags&flagTombstone != 0,
+		Data:     rec[start : start+int64(h.dataLen) : start+int64(h.dataLen)],
+		CRC:      h.dataCRC,
+	}, nil
 }
 
 // markCorrupt flags key's entry e as corrupt if it is still the latest.

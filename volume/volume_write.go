@@ -86,9 +86,9 @@ func (v *Volume) Write(ctx context.Context, n *Needle) error {
 // WriteRecord appends rec, a record from ReadRecord on another replica, as
 // is, with the durability of Write. It is indexed under the merge rule (the
 // higher AppendNs wins, a tie goes to rec), which repairs a corrupt needle.
-// rec failing DecodeRecord returns ErrCorrupt and stores nothing.
+// rec failing its checks (those of DecodeRecord) returns ErrCorrupt and stores nothing.
 func (v *Volume) WriteRecord(ctx context.Context, rec []byte) error {
-	if _, err := DecodeRecord(rec); err != nil {
+	if _, err := verifyRecord(rec); err != nil {
 		return fmt.Errorf("volume: refusing record for %s: %w", v.base, err)
 	}
 	return v.submit(ctx, &request{kind: reqWrite, rec: rec})
