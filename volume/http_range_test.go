@@ -96,6 +96,29 @@ func TestRangeReadsOverHTTP(t *testing.T) {
 		!bytes.Contains(body, data[70000:70002]) {
 		t.Fatalf("two ranges: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+	// Preconditions go through the whole-needle path, which knows them.
+	for _, tc := range []struct {
+		header, value string
+		code, bytes   int
+	}{
+		{"If-None-Match", etag, http.StatusNotModified, 0},
+		{"If-Range", `"00000000"`, http.StatusOK, size},
+		{"If-Range", etag, http.StatusPartialContent, 10},
+		{"If-Match", `"00000000"`, http.StatusPreconditionFailed, -1},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+urlA+"/"+id.String(), nil)
+		req.Header.Set("Range", "bytes=10-19")
+		req.Header.Set(tc.header, tc.value)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || (tc.bytes >= 0 && len(body) != tc.bytes) {
+			t.Fatalf("range with %s: %s: %d, %d bytes; want %d, %d bytes", tc.header, tc.value, resp.StatusCode, len(body), tc.code, tc.bytes)
+		}
+	}
 	if resp, _ := getRange(t, urlA, fid.FileID{Volume: 7, Key: 1, Cookie: 1}, "bytes=0-0"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("range with a wrong cookie: %d, want 404", resp.StatusCode)
 	}
