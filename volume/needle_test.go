@@ -172,8 +172,17 @@ func TestSuperblockRoundTripAndValidation(t *testing.T) {
 		t.Fatalf("superblock %d bytes", len(b))
 	}
 	got, err := decodeSuperblock(b)
-	if err != nil || got != sb {
+	if want := (superblock{id: 77, collection: "pics-2024_a", replication: "010", version: superblockVersion}); err != nil || got != want {
 		t.Fatalf("decode = %+v, %v", got, err)
+	}
+	old := sb.encodeVersion(superblockVersion1)
+	if got, err := decodeSuperblock(old); err != nil || got.version != superblockVersion1 || got.id != sb.id {
+		t.Fatalf("decode of a version 1 superblock = %+v, %v", got, err)
+	}
+	for _, v := range []uint16{0, superblockVersion + 1} {
+		if _, err := decodeSuperblock(sb.encodeVersion(v)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("superblock version %d accepted: %v", v, err)
+		}
 	}
 	for i := range b {
 		c := bytes.Clone(b)

@@ -202,11 +202,20 @@ func TestReadRangeDamagedTableAndHeader(t *testing.T) {
 	}
 }
 
-// Old (format 1) and new records live side by side in a volume file: both
-// read, whole and in ranges, after a reopen and after a vacuum, which
-// keeps each record in its format.
+// A volume file of an earlier version (superblock version 1, format 1
+// records) keeps working: new records (format 2) live side by side with
+// the old ones, both read, whole and in ranges, after a reopen and after a
+// vacuum, which keeps each record in its format and rewrites the
+// superblock as version 2.
 func TestMixedFormatsReopenAndVacuum(t *testing.T) {
 	m := newTestMemFS(t)
+	sb := superblock{id: 1, replication: "000"}
+	if err := writeFileSynced(m, datPath(1), sb.encodeVersion(superblockVersion1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SyncDir(volTestDir); err != nil {
+		t.Fatal(err)
+	}
 	v, err := OpenVolume(m, volTestDir, 1, "", "000")
 	if err != nil {
 		t.Fatal(err)
@@ -249,10 +258,24 @@ func TestMixedFormatsReopenAndVacuum(t *testing.T) {
 	v.Close()
 	v = mustOpenVolume(t, m)
 	check("reopened", v)
+	version := func() uint16 {
+		t.Helper()
+		got, err := decodeSuperblock(fileBytes(t, m, datPath(1))[:superblockSize])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.version
+	}
+	if got := version(); got != superblockVersion1 {
+		t.Fatalf("superblock version %d before vacuum, want it left at 1", got)
+	}
 	if _, _, err := v.Vacuum(bgCtx); err != nil {
 		t.Fatal(err)
 	}
 	check("vacuumed", v)
+	if got := version(); got != superblockVersion {
+		t.Fatalf("superblock version %d after vacuum, want %d", got, superblockVersion)
+	}
 }
 
 // FuzzReadRange: whatever bytes a range read finds on disk, it never
