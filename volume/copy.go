@@ -127,12 +127,10 @@ func (s *Store) writeCopy(ctx context.Context, name string, sb superblock, next 
 			return 0, 0, err
 		}
 		for _, rec := range batch {
-			n, err := DecodeRecord(rec)
-			if err != nil {
+			// Either format, copied as it is; verifyRecord also checks the
+			// record is exactly as long as its header says.
+			if _, err := verifyRecord(rec); err != nil {
 				return 0, 0, fmt.Errorf("record %d from the source: %w", records+1, err)
-			}
-			if int64(len(rec)) != recordSize(uint32(len(n.Data))) {
-				return 0, 0, fmt.Errorf("record %d (needle %d) from the source has a bad length: %w", records+1, n.Key, ErrCorrupt)
 			}
 			buf = append(buf, rec...)
 			records++

@@ -10,6 +10,8 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,6 +192,9 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, id fid.FileI
 		httpx.WriteError(w, http.StatusNotFound, fmt.Sprintf("volume %d is not on this server; ask the master where it lives (/dir/lookup?volumeId=%d)", id.Volume, id.Volume))
 		return
 	}
+	if r.Method == http.MethodGet && s.serveRange(w, r, v, id) {
+		return
+	}
 	n, err := s.read(r.Context(), v, id)
 	if err != nil {
 		httpx.WriteError(w, writeStatus(err), err.Error())
@@ -199,6 +204,110 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, id fid.FileI
 	w.Header().Set("ETag", `"`+etag+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Unix(0, int64(n.AppendNs)), bytes.NewReader(n.Data))
+}
+
+// serveRange answers a GET of one byte range of a needle held here, reading
+// and checking only the blocks of the needle the range covers (see
+// Volume.ReadRange), and reports whether it answered. It leaves to the
+// whole-needle path (http.ServeContent) what that path does better: no or
+// several ranges, conditional requests, empty needles, and needles not in
+// the local index (a copy catching up asks its peers there).
+func (s *Server) serveRange(w http.ResponseWriter, r *http.Request, v *Volume, id fid.FileID) bool {
+	spec := r.Header.Get("Range")
+	if spec == "" || conditional(r) {
+		return false
+	}
+	st, err := v.Stat(id.Key, id.Cookie)
+	if err != nil || st.Size == 0 {
+		return false
+	}
+	off, n, ok := parseRange(spec, int64(st.Size))
+	if !ok {
+		return false
+	}
+	var rg Range
+	if off < int64(st.Size) {
+		if rg, err = s.readRange(r.Context(), v, id, off, n); err != nil {
+			httpx.WriteError(w, writeStatus(err), err.Error())
+			return true
+		}
+	}
+	if len(rg.Data) == 0 { // past the end, or the needle shrank meanwhile
+		size := max(rg.Size, int64(st.Size))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, fmt.Sprintf("range %q is beyond the end of needle %s (%d bytes)", spec, id, size))
+		return true
+	}
+	h := w.Header()
+	h.Set("ETag", fmt.Sprintf(`"%08x"`, rg.CRC))
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Last-Modified", time.Unix(0, int64(rg.AppendNs)).UTC().Format(http.TimeFormat))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rg.Off, rg.Off+int64(len(rg.Data))-1, rg.Size))
+	h.Set("Content-Length", strconv.Itoa(len(rg.Data)))
+	w.WriteHeader(http.StatusPartialContent)
+	_, _ = w.Write(rg.Data)
+	return true
+}
+
+// conditional reports whether r carries a precondition that the
+// whole-needle path evaluates.
+func conditional(r *http.Request) bool {
+	for _, k := range []string{"If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+		if r.Header.Get(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRange resolves a Range header holding exactly one byte range
+// ("bytes=a-b", "bytes=a-", "bytes=-n") against a needle of size bytes
+// (size > 0). It returns the first byte and the length; off >= size means
+// the range is not satisfiable. ok is false for anything else (other
+// units, several ranges, a malformed or empty range), which the
+// whole-needle path answers as RFC 9110 says.
+func parseRange(spec string, size int64) (off, n int64, ok bool) {
+	rest, found := strings.CutPrefix(spec, "bytes=")
+	if !found || strings.Contains(rest, ",") {
+		return 0, 0, false
+	}
+	first, last, found := strings.Cut(textproto.TrimString(rest), "-")
+	if !found {
+		return 0, 0, false
+	}
+	first, last = textproto.TrimString(first), textproto.TrimString(last)
+	num := func(s string) (int64, bool) {
+		if s == "" || s[0] < '0' || s[0] > '9' {
+			return 0, false
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		return v, err == nil
+	}
+	if first == "" { // the last n bytes
+		k, ok := num(last)
+		if !ok || k == 0 {
+			return 0, 0, false
+		}
+		k = min(k, size)
+		return size - k, k, true
+	}
+	a, ok := num(first)
+	if !ok {
+		return 0, 0, false
+	}
+	if a >= size {
+		return a, 0, true
+	}
+	end := size - 1
+	if last != "" {
+		b, ok := num(last)
+		if !ok || b < a {
+			return 0, 0, false
+		}
+		end = min(b, size-1)
+	}
+	return a, end - a + 1, true
 }
 
 // proxy forwards a data request to the volume's primary, so clients may

@@ -37,24 +37,59 @@ var (
 // MaxNeedleSize is the largest needle data accepted.
 const MaxNeedleSize = 64 << 20
 
-// Record layout (little-endian). A record is the 40-byte header, the data,
-// and zero padding to a multiple of 8 bytes.
+// Record layout (little-endian). A record is the 40-byte header, in format
+// 2 a table of block CRCs, the data, and zero padding to a multiple of 8
+// bytes. See docs/storage-core.md.
 const (
-	recordMagic    = 0x314e5243 // "CRN1" on disk
-	headerSize     = 40
-	flagTombstone  = 1 << 0
-	knownFlags     = flagTombstone
-	offMagic       = 0
-	offHeaderCRC   = 4
-	offFlags       = 8
-	offCookie      = 12
-	offKey         = 16
-	offAppendNs    = 24
-	offDataLen     = 32
-	offDataCRC     = 36
-	recordAlign    = 8
-	maxRecordBytes = headerSize + MaxNeedleSize
+	recordMagicV1 = 0x314e5243 // "CRN1" on disk: one CRC over the data
+	recordMagicV2 = 0x324e5243 // "CRN2" on disk: and one CRC per block
+	headerSize    = 40
+	flagTombstone = 1 << 0
+	knownFlags    = flagTombstone
+	offMagic      = 0
+	offHeaderCRC  = 4
+	offFlags      = 8
+	offCookie     = 12
+	offKey        = 16
+	offAppendNs   = 24
+	offDataLen    = 32
+	offDataCRC    = 36
+	recordAlign   = 8
+	// blockSize is the unit of the block CRCs of format 2: a range read
+	// reads and checks the blocks it covers.
+	blockSize      = 64 << 10
+	blockCRCSize   = 4
+	maxRecordBytes = headerSize + blockCRCSize*(MaxNeedleSize/blockSize) + MaxNeedleSize
 )
+
+// format is the version of a record, told by its magic.
+type format uint8
+
+const (
+	formatV1 format = 1 // header, data: one CRC32C over the data
+	formatV2 format = 2 // header, block CRC table, data
+	// formatCurrent is what EncodeRecord writes.
+	formatCurrent = formatV2
+)
+
+// blockCount is the number of blocks of dataLen bytes (the last may be
+// short).
+func blockCount(dataLen uint32) int64 { return (int64(dataLen) + blockSize - 1) / blockSize }
+
+// dataOffset is where the data of a record of format f starts.
+func (f format) dataOffset(dataLen uint32) int64 {
+	if f == formatV2 {
+		return headerSize + blockCRCSize*blockCount(dataLen)
+	}
+	return headerSize
+}
+
+func (f format) magic() uint32 {
+	if f == formatV2 {
+		return recordMagicV2
+	}
+	return recordMagicV1
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -72,32 +107,50 @@ type Needle struct {
 	CRC uint32
 }
 
-// recordSize is the aligned on-disk size of a record holding dataLen bytes.
-func recordSize(dataLen uint32) int64 {
-	return alignUp(headerSize + int64(dataLen))
+// recordSize is the aligned on-disk size of a record of format f holding
+// dataLen bytes.
+func recordSize(f format, dataLen uint32) int64 {
+	return alignUp(f.dataOffset(dataLen) + int64(dataLen))
 }
 
 func alignUp(n int64) int64 { return (n + recordAlign - 1) &^ (recordAlign - 1) }
 
-// EncodeRecord returns the full aligned on-disk record of n. A tombstone
-// (n.Deleted) carries no data: n.Data is ignored. Callers check
-// len(n.Data) <= MaxNeedleSize first.
-func EncodeRecord(n *Needle) []byte {
+// EncodeRecord returns the full aligned on-disk record of n in the current
+// format. A tombstone (n.Deleted) carries no data: n.Data is ignored.
+// Callers check len(n.Data) <= MaxNeedleSize first.
+func EncodeRecord(n *Needle) []byte { return encodeRecord(n, formatCurrent) }
+
+// encodeRecord returns the record of n in format f (tests write format 1
+// to check that old volume files keep reading).
+func encodeRecord(n *Needle, f format) []byte {
 	data := n.Data
 	var flags byte
 	if n.Deleted {
 		flags |= flagTombstone
 		data = nil
 	}
-	b := make([]byte, recordSize(uint32(len(data))))
-	copy(b[headerSize:], data)
-	putHeader(b, flags, n.Cookie, n.Key, n.AppendNs, uint32(len(data)), crc32c(data))
+	dlen := uint32(len(data))
+	b := make([]byte, recordSize(f, dlen))
+	start := f.dataOffset(dlen)
+	copy(b[start:], data)
+	var crc uint32
+	if f == formatV2 {
+		table := b[headerSize:start]
+		for i := range blockCount(dlen) {
+			blk := data[i*blockSize : min(int64(dlen), (i+1)*blockSize)]
+			binary.LittleEndian.PutUint32(table[i*blockCRCSize:], crc32c(blk))
+		}
+		crc = wholeCRC(tableEntry(table), dlen) // one pass over the data
+	} else {
+		crc = crc32c(data)
+	}
+	putHeader(b, f, flags, n.Cookie, n.Key, n.AppendNs, dlen, crc)
 	return b
 }
 
 // putHeader fills the header of the record b, including its CRC.
-func putHeader(b []byte, flags byte, cookie uint32, key, appendNs uint64, dataLen, dataCRC uint32) {
-	binary.LittleEndian.PutUint32(b[offMagic:], recordMagic)
+func putHeader(b []byte, f format, flags byte, cookie uint32, key, appendNs uint64, dataLen, dataCRC uint32) {
+	binary.LittleEndian.PutUint32(b[offMagic:], f.magic())
 	b[offFlags] = flags
 	b[offFlags+1], b[offFlags+2], b[offFlags+3] = 0, 0, 0
 	binary.LittleEndian.PutUint32(b[offCookie:], cookie)
@@ -110,6 +163,7 @@ func putHeader(b []byte, flags byte, cookie uint32, key, appendNs uint64, dataLe
 
 // header is a decoded record header.
 type header struct {
+	format   format
 	flags    byte
 	cookie   uint32
 	key      uint64
@@ -118,20 +172,27 @@ type header struct {
 	dataCRC  uint32
 }
 
-func (h header) size() int64 { return recordSize(h.dataLen) }
+func (h header) size() int64 { return recordSize(h.format, h.dataLen) }
 
 // decodeHeader verifies and decodes the first headerSize bytes of b.
 func decodeHeader(b []byte) (header, error) {
 	if len(b) < headerSize {
 		return header{}, fmt.Errorf("volume: record header truncated to %d bytes: %w", len(b), ErrCorrupt)
 	}
-	if m := binary.LittleEndian.Uint32(b[offMagic:]); m != recordMagic {
+	var f format
+	switch m := binary.LittleEndian.Uint32(b[offMagic:]); m {
+	case recordMagicV1:
+		f = formatV1
+	case recordMagicV2:
+		f = formatV2
+	default:
 		return header{}, fmt.Errorf("volume: bad record magic %#x: %w", m, ErrCorrupt)
 	}
 	if got, want := crc32c(b[offFlags:headerSize]), binary.LittleEndian.Uint32(b[offHeaderCRC:]); got != want {
 		return header{}, fmt.Errorf("volume: record header crc %#x, want %#x: %w", got, want, ErrCorrupt)
 	}
 	h := header{
+		format:   f,
 		flags:    b[offFlags],
 		cookie:   binary.LittleEndian.Uint32(b[offCookie:]),
 		key:      binary.LittleEndian.Uint64(b[offKey:]),
@@ -151,44 +212,88 @@ func decodeHeader(b []byte) (header, error) {
 	return h, nil
 }
 
-// checkData verifies the data and padding of the record b with header h.
+// checkData verifies the data (and in format 2 every block CRC) of the
+// record b with header h.
 func checkData(h header, b []byte) error {
 	if int64(len(b)) < h.size() {
 		return fmt.Errorf("volume: record of key %d truncated: %w", h.key, ErrCorrupt)
 	}
-	data := b[headerSize : headerSize+int64(h.dataLen)]
-	if got := crc32c(data); got != h.dataCRC {
+	start := h.format.dataOffset(h.dataLen)
+	data := b[start : start+int64(h.dataLen)]
+	var got uint32
+	if h.format == formatV2 {
+		// Every block matches its CRC, and the block CRCs combine to the
+		// whole-data CRC: the data is what was written, read once.
+		table := b[headerSize:start]
+		if err := checkBlocks(h.key, table, data, 0); err != nil {
+			return err
+		}
+		got = wholeCRC(tableEntry(table), h.dataLen)
+	} else {
+		got = crc32c(data)
+	}
+	if got != h.dataCRC {
 		return fmt.Errorf("volume: needle %d data crc %#x, want %#x: %w", h.key, got, h.dataCRC, ErrCorrupt)
 	}
 	return nil
 }
 
-// DecodeRecord decodes one complete record (exactly its aligned size, as
-// returned by EncodeRecord), verifying magic, header CRC and data CRC. Any
-// mismatch returns an error wrapping ErrCorrupt. The returned needle does not
-// alias b. It never panics.
+// tableEntry returns the entries of a block CRC table.
+func tableEntry(table []byte) func(i int64) uint32 {
+	return func(i int64) uint32 { return binary.LittleEndian.Uint32(table[i*blockCRCSize:]) }
+}
+
+// checkBlocks verifies blocks first, first+1, ... of needle key: data holds
+// them back to back (the last may be short) and table their CRCs.
+func checkBlocks(key uint64, table, data []byte, first int64) error {
+	for i := int64(0); int64(len(data)) > i*blockSize; i++ {
+		blk := data[i*blockSize : min(int64(len(data)), (i+1)*blockSize)]
+		want := binary.LittleEndian.Uint32(table[i*blockCRCSize:])
+		if got := crc32c(blk); got != want {
+			return fmt.Errorf("volume: needle %d block %d (bytes %d-%d) crc %#x, want %#x: %w",
+				key, first+i, (first+i)*blockSize, (first+i)*blockSize+int64(len(blk))-1, got, want, ErrCorrupt)
+		}
+	}
+	return nil
+}
+
+// DecodeRecord decodes one complete record of either format (exactly its
+// aligned size, as returned by EncodeRecord), verifying magic, header CRC,
+// block CRCs and data CRC. Any mismatch returns an error wrapping
+// ErrCorrupt. The returned needle does not alias b. It never panics.
 func DecodeRecord(b []byte) (*Needle, error) {
-	h, err := decodeHeader(b)
+	h, err := verifyRecord(b)
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) != h.size() {
-		return nil, fmt.Errorf("volume: record is %d bytes, header says %d: %w", len(b), h.size(), ErrCorrupt)
-	}
-	if err := checkData(h, b); err != nil {
-		return nil, err
-	}
-	for _, c := range b[headerSize+int64(h.dataLen):] {
-		if c != 0 {
-			return nil, fmt.Errorf("volume: record padding not zero: %w", ErrCorrupt)
-		}
-	}
+	start := h.format.dataOffset(h.dataLen)
 	return &Needle{
 		Key:      h.key,
 		Cookie:   h.cookie,
 		AppendNs: h.appendNs,
 		Deleted:  h.flags&flagTombstone != 0,
-		Data:     append([]byte{}, b[headerSize:headerSize+int64(h.dataLen)]...),
+		Data:     append([]byte{}, b[start:start+int64(h.dataLen)]...),
 		CRC:      h.dataCRC,
 	}, nil
+}
+
+// verifyRecord checks b as DecodeRecord does, without copying the data
+// out, and returns its header.
+func verifyRecord(b []byte) (header, error) {
+	h, err := decodeHeader(b)
+	if err != nil {
+		return header{}, err
+	}
+	if int64(len(b)) != h.size() {
+		return header{}, fmt.Errorf("volume: record is %d bytes, header says %d: %w", len(b), h.size(), ErrCorrupt)
+	}
+	if err := checkData(h, b); err != nil {
+		return header{}, err
+	}
+	for _, c := range b[h.format.dataOffset(h.dataLen)+int64(h.dataLen):] {
+		if c != 0 {
+			return header{}, fmt.Errorf("volume: record padding not zero: %w", ErrCorrupt)
+		}
+	}
+	return h, nil
 }

@@ -193,6 +193,23 @@ func (s *Server) read(ctx context.Context, v *Volume, id fid.FileID) (*Needle, e
 	}
 }
 
+// readRange returns bytes [off, off+n) of needle id (fewer at its end),
+// reading only the blocks they cover. A damaged block, or a needle this
+// copy lacks while it catches up, is served as read does (repair from a
+// replica, or a replica's copy) from the whole needle.
+func (s *Server) readRange(ctx context.Context, v *Volume, id fid.FileID, off, n int64) (Range, error) {
+	rg, err := v.ReadRange(id.Key, id.Cookie, off, n)
+	_, behind := s.behind(id.Volume)
+	if err == nil || !(errors.Is(err, ErrCorrupt) || behind && errors.Is(err, ErrNotFound)) {
+		return rg, err
+	}
+	nd, err := s.read(ctx, v, id)
+	if err != nil {
+		return Range{}, err
+	}
+	return rangeOf(nd, off, n), nil
+}
+
 // repair replaces a corrupt local needle with a verified copy from another
 // replica and returns that copy.
 func (s *Server) repair(ctx context.Context, v *Volume, id fid.FileID, cause error) (*Needle, error) {
@@ -233,7 +250,7 @@ func (s *Server) fetchFromPeers(ctx context.Context, vid uint32, key uint64) ([]
 	for _, p := range peers {
 		rec, err := s.readRecordFrom(ctx, p, vid, key)
 		if err == nil {
-			if _, derr := DecodeRecord(rec); derr == nil {
+			if _, derr := verifyRecord(rec); derr == nil {
 				return rec, nil
 			} else {
 				err = derr

@@ -22,10 +22,21 @@ import (
 //
 // Records follow at offset superblockSize.
 const (
-	superblockMagic   = 0x564e5243 // "CRNV" on disk
-	superblockVersion = 1
-	superblockSize    = 88
-	maxCollectionLen  = 64
+	superblockMagic  = 0x564e5243 // "CRNV" on disk
+	superblockSize   = 88
+	maxCollectionLen = 64
+)
+
+// Volume file versions. Version 2 marks a file written whole by a binary
+// that writes needle format 2 (a new volume, a vacuum, a replica copy): a
+// binary that knows only format 1 refuses such a file at open instead of
+// taking format 2 records for damage or for a torn tail to truncate.
+// Version 1 files keep opening and taking writes (format 2 records
+// included); their next vacuum rewrites them as version 2. See
+// docs/storage-core.md, "Upgrading".
+const (
+	superblockVersion1 = 1
+	superblockVersion  = 2 // what encode writes
 )
 
 // superblock identifies a volume file.
@@ -33,12 +44,16 @@ type superblock struct {
 	id          uint32
 	collection  string
 	replication string
+	version     uint16 // as read from the file; encode writes superblockVersion
 }
 
-func (sb superblock) encode() []byte {
+// encode returns the superblock of a file written now (superblockVersion).
+func (sb superblock) encode() []byte { return sb.encodeVersion(superblockVersion) }
+
+func (sb superblock) encodeVersion(version uint16) []byte {
 	b := make([]byte, superblockSize)
 	binary.LittleEndian.PutUint32(b[0:], superblockMagic)
-	binary.LittleEndian.PutUint16(b[4:], superblockVersion)
+	binary.LittleEndian.PutUint16(b[4:], version)
 	b[6] = byte(len(sb.collection))
 	binary.LittleEndian.PutUint32(b[8:], sb.id)
 	copy(b[12:15], sb.replication)
@@ -57,8 +72,9 @@ func decodeSuperblock(b []byte) (superblock, error) {
 	if got, want := crc32c(b[:80]), binary.LittleEndian.Uint32(b[80:]); got != want {
 		return superblock{}, fmt.Errorf("volume: superblock crc %#x, want %#x: %w", got, want, ErrCorrupt)
 	}
-	if v := binary.LittleEndian.Uint16(b[4:]); v != superblockVersion {
-		return superblock{}, fmt.Errorf("volume: unsupported volume format version %d (this binary reads %d): %w", v, superblockVersion, ErrCorrupt)
+	version := binary.LittleEndian.Uint16(b[4:])
+	if version < superblockVersion1 || version > superblockVersion {
+		return superblock{}, fmt.Errorf("volume: unsupported volume format version %d (this binary reads %d to %d): %w", version, superblockVersion1, superblockVersion, ErrCorrupt)
 	}
 	n := int(b[6])
 	if n > maxCollectionLen {
@@ -68,6 +84,7 @@ func decodeSuperblock(b []byte) (superblock, error) {
 		id:          binary.LittleEndian.Uint32(b[8:]),
 		replication: string(b[12:15]),
 		collection:  string(b[16 : 16+n]),
+		version:     version,
 	}
 	if err := validReplication(sb.replication); err != nil {
 		return superblock{}, fmt.Errorf("%w: %w", err, ErrCorrupt)
@@ -75,7 +92,7 @@ func decodeSuperblock(b []byte) (superblock, error) {
 	if err := ValidCollection(sb.collection); err != nil {
 		return superblock{}, fmt.Errorf("%w: %w", err, ErrCorrupt)
 	}
-	if !bytes.Equal(sb.encode(), b[:superblockSize]) {
+	if !bytes.Equal(sb.encodeVersion(version), b[:superblockSize]) {
 		return superblock{}, fmt.Errorf("volume: superblock has non-zero padding: %w", ErrCorrupt)
 	}
 	return sb, nil

@@ -28,7 +28,7 @@ func vacuumFixture(t *testing.T, v *Volume, m vfs.FS) {
 			t.Fatal(err)
 		}
 	}
-	patchFile(t, m, datPath(1), v.mu.index[16].off+headerSize, []byte("rot"))
+	patchFile(t, m, datPath(1), dataStart(v, 16), []byte("rot"))
 }
 
 func checkVacuumFixture(t *testing.T, v *Volume) {

@@ -51,6 +51,7 @@ type Info struct {
 // entry is the in-memory index entry of a key: where its latest record is.
 type entry struct {
 	off      int64
+	format   format
 	dataLen  uint32
 	cookie   uint32
 	appendNs uint64
@@ -59,7 +60,7 @@ type entry struct {
 	corrupt  bool // the record's data failed its CRC
 }
 
-func (e entry) size() int64 { return recordSize(e.dataLen) }
+func (e entry) size() int64 { return recordSize(e.format, e.dataLen) }
 
 // Volume is one append-only volume file and its in-memory index.
 //
@@ -241,24 +242,14 @@ func (v *Volume) countLocked(e entry, d int) {
 func (v *Volume) ID() uint32 { return v.sb.id }
 
 // Read returns the live needle key if its cookie matches, verifying the data
-// CRC. Errors: ErrNotFound, ErrCookieMismatch, ErrDeleted, ErrCorrupt,
-// ErrClosed, or an IO error.
+// CRC (and in format 2 every block CRC). Errors: ErrNotFound,
+// ErrCookieMismatch, ErrDeleted, ErrCorrupt, ErrClosed, or an IO error.
 func (v *Volume) Read(key uint64, cookie uint32) (*Needle, error) {
 	v.mu.RLock()
-	e, ok := v.mu.index[key]
-	switch {
-	case v.mu.file == nil:
+	e, err := v.liveLocked(key, cookie)
+	if err != nil {
 		v.mu.RUnlock()
-		return nil, fmt.Errorf("volume: read %d from %s: %w", key, v.base, ErrClosed)
-	case !ok:
-		v.mu.RUnlock()
-		return nil, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrNotFound)
-	case e.cookie != cookie:
-		v.mu.RUnlock()
-		return nil, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrCookieMismatch)
-	case e.deleted:
-		v.mu.RUnlock()
-		return nil, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrDeleted)
+		return nil, err
 	}
 	ck := cacheKey{vol: v, key: key, appendNs: e.appendNs, off: e.off}
 	cache := v.cache.Load()
@@ -275,6 +266,35 @@ func (v *Volume) Read(key uint64, cookie uint32) (*Needle, error) {
 		cache.put(ck, n)
 	}
 	return n, err
+}
+
+// liveLocked returns the index entry of the live needle key with cookie.
+func (v *Volume) liveLocked(key uint64, cookie uint32) (entry, error) {
+	e, ok := v.mu.index[key]
+	switch {
+	case v.mu.file == nil:
+		return entry{}, fmt.Errorf("volume: read %d from %s: %w", key, v.base, ErrClosed)
+	case !ok:
+		return entry{}, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrNotFound)
+	case e.cookie != cookie:
+		return entry{}, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrCookieMismatch)
+	case e.deleted:
+		return entry{}, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrDeleted)
+	}
+	return e, nil
+}
+
+// Stat returns the index entry of the live needle key if its cookie
+// matches, without reading the disk. Errors: those of Read but ErrCorrupt
+// and IO errors.
+func (v *Volume) Stat(key uint64, cookie uint32) (IndexEntry, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	e, err := v.liveLocked(key, cookie)
+	if err != nil {
+		return IndexEntry{}, err
+	}
+	return IndexEntry{Key: key, Cookie: e.cookie, Size: e.dataLen, AppendNs: e.appendNs, CRC: e.crc}, nil
 }
 
 // setCache makes Read keep verified needles in c (shared by a store's
@@ -297,7 +317,7 @@ func (v *Volume) ReadRecord(key uint64) ([]byte, error) {
 	rec, err := v.readRawLocked(key, e)
 	v.mu.RUnlock()
 	if err == nil {
-		_, err = DecodeRecord(rec)
+		_, err = verifyRecord(rec)
 	}
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
@@ -328,14 +348,22 @@ func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := DecodeRecord(rec)
-	if err == nil && (n.Key != key || n.AppendNs != e.appendNs) {
+	h, err := verifyRecord(rec)
+	if err == nil && (h.key != key || h.appendNs != e.appendNs) {
 		err = fmt.Errorf("volume: record at offset %d is not needle %d: %w", e.off, key, ErrCorrupt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("volume: needle %d in volume %s needs repair from a replica: %w", key, v.base, err)
 	}
-	return n, nil
+	start := h.format.dataOffset(h.dataLen)
+	return &Needle{ // rec is ours: the data need not be copied out
+		Key:      h.key,
+		Cookie:   h.cookie,
+		AppendNs: h.appendNs,
+		Deleted:  h.flags&flagTombstone != 0,
+		Data:     rec[start : start+int64(h.dataLen) : start+int64(h.dataLen)],
+		CRC:      h.dataCRC,
+	}, nil
 }
 
 // markCorrupt flags key's entry e as corrupt if it is still the latest.

@@ -135,6 +135,14 @@ func patchFile(t testing.TB, fsys vfs.FS, name string, off int64, b []byte) {
 	}
 }
 
+// dataStart is the file offset of the data of key's latest record in v.
+func dataStart(v *Volume, key uint64) int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	e := v.mu.index[key]
+	return e.off + e.format.dataOffset(e.dataLen)
+}
+
 func datPath(id uint32) string { return volTestDir + "/" + fileBase("", id) + extData }
 
 // payload returns deterministic bytes for key.

@@ -43,7 +43,7 @@ func (v *Volume) load(want superblock) error {
 			if corrupt {
 				v.log.Error("needle failed its checksum; it reads as corrupt until repaired from a replica", "key", h.key, "offset", off)
 			}
-			v.applyLocked(h.key, entry{off: off, dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
+			v.applyLocked(h.key, entry{off: off, format: h.format, dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
 				crc: h.dataCRC, deleted: h.flags&flagTombstone != 0, corrupt: corrupt})
 			v.mu.lastNs = max(v.mu.lastNs, h.appendNs)
 			off += h.size()

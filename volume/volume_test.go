@@ -89,13 +89,13 @@ func TestOverwrite(t *testing.T) {
 		t.Fatalf("old cookie: %v", err)
 	}
 	in := v.Info()
-	if in.NeedleCount != 1 || in.DeletedBytes != uint64(recordSize(13)) {
+	if in.NeedleCount != 1 || in.DeletedBytes != uint64(recordSize(formatCurrent, 13)) {
 		t.Fatalf("Info after overwrite = %+v", in)
 	}
 	v.Close()
 	v2 := mustOpenVolume(t, m)
 	mustRead(t, v2, 7, 2, []byte("second"))
-	if in := v2.Info(); in.DeletedBytes != uint64(recordSize(13)) {
+	if in := v2.Info(); in.DeletedBytes != uint64(recordSize(formatCurrent, 13)) {
 		t.Fatalf("garbage not rebuilt on open: %+v", in)
 	}
 }
@@ -296,8 +296,7 @@ func TestCRCFlipThenRepair(t *testing.T) {
 	mustWrite(t, v, 1, 1, []byte("neighbour"))
 	n := mustWrite(t, v, 2, 2, []byte("precious bytes"))
 	good := EncodeRecord(n) // what a healthy replica holds
-	off := v.mu.index[2].off
-	patchFile(t, m, datPath(1), off+headerSize+3, []byte{'X'})
+	patchFile(t, m, datPath(1), dataStart(v, 2)+3, []byte{'X'})
 
 	if _, err := v.Read(2, 2); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Read of flipped needle: %v", err)
@@ -388,7 +387,7 @@ func TestMidFileCorruptionSkipped(t *testing.T) {
 		t.Fatalf("damaged needle: %v", err)
 	}
 	in := v.Info()
-	if in.Size != size || in.DamagedBytes != uint64(recordSize(5000)) || in.ReadOnly {
+	if in.Size != size || in.DamagedBytes != uint64(recordSize(formatCurrent, 5000)) || in.ReadOnly {
 		t.Fatalf("Info = %+v (size before %d)", in, size)
 	}
 	mustWrite(t, v, 4, 1, []byte("still writable"))
@@ -465,7 +464,7 @@ func TestNoSpace(t *testing.T) {
 	m := newTestMemFS(t)
 	v := mustOpenVolume(t, m)
 	var acked []uint64
-	m.SetCapacity(superblockSize + 20*recordSize(1000) + headerSize - 1)
+	m.SetCapacity(superblockSize + 20*recordSize(formatCurrent, 1000) + headerSize - 1)
 	var err error
 	for key := uint64(1); key < 100; key++ {
 		if err = v.Write(bgCtx, &Needle{Key: key, Cookie: 1, Data: testPayload(key, 1000)}); err != nil {

@@ -86,9 +86,9 @@ func (v *Volume) Write(ctx context.Context, n *Needle) error {
 // WriteRecord appends rec, a record from ReadRecord on another replica, as
 // is, with the durability of Write. It is indexed under the merge rule (the
 // higher AppendNs wins, a tie goes to rec), which repairs a corrupt needle.
-// rec failing DecodeRecord returns ErrCorrupt and stores nothing.
+// rec failing its checks (those of DecodeRecord) returns ErrCorrupt and stores nothing.
 func (v *Volume) WriteRecord(ctx context.Context, rec []byte) error {
-	if _, err := DecodeRecord(rec); err != nil {
+	if _, err := verifyRecord(rec); err != nil {
 		return fmt.Errorf("volume: refusing record for %s: %w", v.base, err)
 	}
 	return v.submit(ctx, &request{kind: reqWrite, rec: rec})
@@ -243,7 +243,7 @@ func (v *Volume) stage(batch []*request, start int64) staged {
 		h, _ := decodeHeader(r.rec) // valid: built by EncodeRecord or checked by WriteRecord
 		r.appendNs = h.appendNs
 		st.lastNs = max(st.lastNs, h.appendNs)
-		e := entry{off: start + int64(len(st.buf)), dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
+		e := entry{off: start + int64(len(st.buf)), format: h.format, dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
 			crc: h.dataCRC, deleted: h.flags&flagTombstone != 0}
 		if old, ok := lookup(h.key); !ok || e.appendNs >= old.appendNs {
 			pending[h.key] = e
