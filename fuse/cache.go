@@ -8,19 +8,26 @@ import (
 
 // Read path tunables.
 const (
-	// chunkSize is the bytes of a needle fetched and cached at once. It is
-	// the largest needle the mount writes: a volume server reads and
-	// checks a whole needle to serve any range of it, so smaller pieces
-	// would read the same needle from disk once per piece.
-	chunkSize       = maxNeedle
+	// chunkSize is the piece of a needle fetched and cached at once for a
+	// sequential reader: the largest needle the mount writes, so read-ahead
+	// costs one request per needle.
+	chunkSize = maxNeedle
+	// pieceSize is the piece fetched for a reader that jumps around: a
+	// volume server checks a needle block by block, so a small range
+	// costs the disk only the blocks it covers, and a random reader
+	// should not pay for 4 MiB to read 4 KiB. A multiple of the volume
+	// server's checksum block.
+	pieceSize       = 128 << 10
 	chunkCacheBytes = 64 << 20 // chunk cache bound per mount
 	readAhead       = 16 << 20 // how far ahead of a sequential reader chunks are fetched
 	prefetchLimit   = 4        // chunk fetches in flight for read-ahead per mount
 )
 
-// chunkCache keeps recently read pieces of needles in memory: chunk i of
-// needle fid is bytes [i*chunkSize, (i+1)*chunkSize) of it (fewer at the
-// needle's end). Needles are immutable and their ids never reused, so a
+// chunkCache keeps recently read pieces of needles in memory: the piece
+// {fid, size, i} is bytes [i*size, (i+1)*size) of needle fid (fewer at the
+// needle's end), size being chunkSize for sequential readers and pieceSize
+// for random ones. A random read first looks for the whole chunk around
+// it, so what read-ahead fetched serves it too. Needles are immutable and their ids never reused, so a
 // cached chunk is never stale: what a file shows is decided by its slice
 // list, which the file keeps fresh (close-to-open, change events), not by
 // the cache. Concurrent readers of a chunk being fetched wait for that one
@@ -41,9 +48,13 @@ type chunkCache struct {
 }
 
 type chunkKey struct {
-	fid string
-	idx uint64
+	fid  string
+	size uint64 // chunkSize or pieceSize
+	idx  uint64
 }
+
+// bigKey is the key of the chunkSize piece of fid holding byte pos.
+func bigKey(fid string, pos uint64) chunkKey { return chunkKey{fid, chunkSize, pos / chunkSize} }
 
 // chunk is a cached or in-flight piece of a needle. data and err are set
 // before done is closed and never change after.
@@ -62,28 +73,41 @@ func newChunkCache(max int64, fetch func(ctx context.Context, fid string, off, n
 }
 
 // read copies bytes of needle fid starting at off into dst and returns how
-// many it copied: len(dst), or fewer where the needle ends. fetchCtx is
-// the context of fetches started here (other readers may wait for them).
-func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64, dst []byte) (int, error) {
+// many it copied: len(dst), or fewer where the needle ends. Missing bytes
+// are fetched in whole chunks, or in small pieces when small is set (a
+// random reader). fetchCtx is the context of fetches started here (other
+// readers may wait for them).
+func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64, dst []byte, small bool) (int, error) {
 	n := 0
 	for n < len(dst) {
 		pos := off + uint64(n)
-		idx := pos / chunkSize
-		ch, err := c.get(ctx, fetchCtx, chunkKey{fid, idx})
+		key := bigKey(fid, pos)
+		if small && !c.has(key) {
+			key = chunkKey{fid, pieceSize, pos / pieceSize}
+		}
+		ch, err := c.get(ctx, fetchCtx, key)
 		if err != nil {
 			return n, err
 		}
-		in := pos - idx*chunkSize
+		in := pos - key.idx*key.size
 		if in >= uint64(len(ch.data)) {
 			return n, nil // the needle ends before pos
 		}
 		k := copy(dst[n:], ch.data[in:])
 		n += k
-		if uint64(len(ch.data)) < chunkSize && in+uint64(k) >= uint64(len(ch.data)) {
-			return n, nil // the last chunk of the needle
+		if uint64(len(ch.data)) < key.size && in+uint64(k) >= uint64(len(ch.data)) {
+			return n, nil // the last piece of the needle
 		}
 	}
 	return n, nil
+}
+
+// has reports whether key is cached or being fetched.
+func (c *chunkCache) has(key chunkKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.mu.chunks[key]
+	return ok
 }
 
 // get returns chunk key, loaded: from the cache (a hit), by waiting for a
@@ -121,7 +145,7 @@ func (c *chunkCache) get(ctx, fetchCtx context.Context, key chunkKey) (*chunk, e
 
 // load fetches ch and publishes the outcome.
 func (c *chunkCache) load(ctx context.Context, ch *chunk) {
-	data, err := c.fetch(ctx, ch.key.fid, int64(ch.key.idx*chunkSize), chunkSize)
+	data, err := c.fetch(ctx, ch.key.fid, int64(ch.key.idx*ch.key.size), int64(ch.key.size))
 	c.mu.Lock()
 	if err != nil {
 		ch.err = err

@@ -46,7 +46,7 @@ func TestChunkCacheReadsExactRanges(t *testing.T) {
 	ctx := context.Background()
 	for _, r := range []struct{ off, n int }{{0, 10}, {chunkSize - 5, 10}, {chunkSize - 1, 2*chunkSize + 12345 - chunkSize + 1}, {2*chunkSize + 12340, 100}, {len(big), 10}} {
 		dst := make([]byte, r.n)
-		got, err := c.read(ctx, ctx, "1,01", uint64(r.off), dst)
+		got, err := c.read(ctx, ctx, "1,01", uint64(r.off), dst, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,8 +59,55 @@ func TestChunkCacheReadsExactRanges(t *testing.T) {
 		t.Fatalf("%d fetches for the 3 chunks of the needle, want 3 (each chunk once)", f)
 	}
 	dst := make([]byte, 10)
-	if got, err := c.read(ctx, ctx, "1,02", 1, dst); err != nil || got != 3 || string(dst[:3]) != "iny" {
+	if got, err := c.read(ctx, ctx, "1,02", 1, dst, false); err != nil || got != 3 || string(dst[:3]) != "iny" {
 		t.Fatalf("short needle: %d %v %q", got, err, dst[:got])
+	}
+}
+
+// A random reader fetches only the small piece around what it reads,
+// unless the whole chunk is cached already.
+func TestChunkCacheRandomReadsFetchSmallPieces(t *testing.T) {
+	big := randBytes(chunkSize+777, 5)
+	var mu sync.Mutex
+	var asked [][2]int64
+	fetch := func(_ context.Context, fid string, off, n int64) ([]byte, error) {
+		mu.Lock()
+		asked = append(asked, [2]int64{off, n})
+		mu.Unlock()
+		if off >= int64(len(big)) {
+			return nil, nil
+		}
+		return append([]byte(nil), big[off:min(int64(len(big)), off+n)]...), nil
+	}
+	c := newChunkCache(8*chunkSize, fetch)
+	ctx := context.Background()
+	for _, r := range []struct{ off, n int }{{300000, 4096}, {pieceSize - 10, 20}, {chunkSize + 700, 100}} {
+		dst := make([]byte, r.n)
+		got, err := c.read(ctx, ctx, "1,01", uint64(r.off), dst, true)
+		want := big[r.off:min(r.off+r.n, len(big))]
+		if err != nil || got != len(want) || !bytes.Equal(dst[:got], want) {
+			t.Fatalf("random read %d+%d: %d bytes, %v", r.off, r.n, got, err)
+		}
+	}
+	for _, a := range asked {
+		if a[1] != pieceSize || a[0]%pieceSize != 0 {
+			t.Fatalf("random reads fetched %v, want aligned pieces of %d bytes", asked, pieceSize)
+		}
+	}
+	if len(asked) != 4 { // piece 2, pieces 0 and 1, the piece at the needle's end
+		t.Fatalf("fetched %v, want 4 pieces", asked)
+	}
+	// Once the whole chunk is cached, random reads inside it use it.
+	dst := make([]byte, 10)
+	if _, err := c.read(ctx, ctx, "1,01", 5, dst, false); err != nil {
+		t.Fatal(err)
+	}
+	n := len(asked)
+	if got, err := c.read(ctx, ctx, "1,01", 3*pieceSize+1, dst, true); err != nil || got != 10 || !bytes.Equal(dst, big[3*pieceSize+1:3*pieceSize+11]) {
+		t.Fatalf("random read inside a cached chunk: %d %v", got, err)
+	}
+	if len(asked) != n {
+		t.Fatalf("a random read inside a cached chunk fetched again: %v", asked[n:])
 	}
 }
 
@@ -76,7 +123,7 @@ func TestChunkCacheSharesFetchAndDoesNotCacheErrors(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			dst := make([]byte, 100)
-			if got, err := c.read(ctx, ctx, "1,01", 0, dst); err != nil || got != 100 {
+			if got, err := c.read(ctx, ctx, "1,01", 0, dst, false); err != nil || got != 100 {
 				errs <- fmt.Errorf("read: %d %v", got, err)
 			}
 		}()
@@ -102,11 +149,11 @@ func TestChunkCacheSharesFetchAndDoesNotCacheErrors(t *testing.T) {
 	c2 := newChunkCache(8*chunkSize, n2.fetch)
 	n2.fail.Store(true)
 	dst := make([]byte, 5)
-	if _, err := c2.read(ctx, ctx, "1,01", 0, dst); err == nil {
+	if _, err := c2.read(ctx, ctx, "1,01", 0, dst, false); err == nil {
 		t.Fatal("read succeeded while the volume server fails")
 	}
 	n2.fail.Store(false)
-	if got, err := c2.read(ctx, ctx, "1,01", 0, dst); err != nil || string(dst[:got]) != "hello" {
+	if got, err := c2.read(ctx, ctx, "1,01", 0, dst, false); err != nil || string(dst[:got]) != "hello" {
 		t.Fatalf("read after the failure: %q %v (a failed fetch must not be cached)", dst[:got], err)
 	}
 }
@@ -120,7 +167,7 @@ func TestChunkCacheIsBounded(t *testing.T) {
 	ctx := context.Background()
 	dst := make([]byte, 1)
 	for i := range 20 {
-		if _, err := c.read(ctx, ctx, fmt.Sprintf("1,%02x", i), 0, dst); err != nil {
+		if _, err := c.read(ctx, ctx, fmt.Sprintf("1,%02x", i), 0, dst, false); err != nil {
 			t.Fatal(err)
 		}
 		if b := c.cachedBytes(); b > 4*chunkSize {
@@ -129,10 +176,10 @@ func TestChunkCacheIsBounded(t *testing.T) {
 	}
 	// The most recent needle is still cached, the first is gone.
 	before := n.fetches.Load()
-	if _, err := c.read(ctx, ctx, "1,13", 0, dst); err != nil || n.fetches.Load() != before {
+	if _, err := c.read(ctx, ctx, "1,13", 0, dst, false); err != nil || n.fetches.Load() != before {
 		t.Fatalf("the last needle read was evicted (err %v)", err)
 	}
-	if _, err := c.read(ctx, ctx, "1,00", 0, dst); err != nil || n.fetches.Load() != before+1 {
+	if _, err := c.read(ctx, ctx, "1,00", 0, dst, false); err != nil || n.fetches.Load() != before+1 {
 		t.Fatalf("the first needle read was not evicted (err %v)", err)
 	}
 }

@@ -366,6 +366,10 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	if f.size > off {
 		exts = filer.VisibleExtents(f.slices, off, min(end, f.size)-off)
 	}
+	// A read far from where the previous one ended fetches small pieces: a
+	// random reader needs only what it asked for. (Near is within the
+	// kernel's read-ahead window, whose reads may arrive out of order.)
+	random := off+seqSlack < f.seqNext || off > f.seqNext+seqSlack
 	f.mu.Unlock()
 
 	for _, e := range exts {
@@ -374,7 +378,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 		}
 		for _, iv := range covered.Uncovered(e.Off, e.Off+e.Len) {
 			dst := buf[iv.Lo-off : iv.Hi-off]
-			got, err := f.fs.cache.read(ctx, f.fs.ctx, e.Fid, e.NeedleOff+iv.Lo-e.Off, dst)
+			got, err := f.fs.cache.read(ctx, f.fs.ctx, e.Fid, e.NeedleOff+iv.Lo-e.Off, dst, random)
 			if err != nil {
 				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
 				return nil, err
@@ -416,7 +420,7 @@ func (f *file) readAhead(off, end uint64) {
 		first := e.NeedleOff / chunkSize
 		last := (e.NeedleOff + e.Len - 1) / chunkSize
 		for i := first; i <= last; i++ {
-			f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, i})
+			f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, chunkSize, i})
 		}
 	}
 }
@@ -424,6 +428,12 @@ func (f *file) readAhead(off, end uint64) {
 var (
 	errShortNeedle = errors.New("short needle")
 )
+
+// seqSlack is how far from the end of the previous read a read may start
+// and still count as sequential for the size of what it fetches: the
+// kernel's read-ahead (up to 1 MiB here) sends reads that may be served
+// out of order.
+const seqSlack = 1 << 20
 
 // spillLocked moves the file's buffered spans to the spill file, as far
 // as it has room. A full spill file or cache directory is no error for
