@@ -186,7 +186,7 @@ func (d *dirtySet) truncate(size uint64) {
 		case s.off >= size:
 			d.bytes -= s.size()
 			if s.slot != nil {
-				d.st.release(s.slot.at)
+				d.st.release(s.slot)
 			} else {
 				d.mem -= uint64(cap(s.data))
 			}
@@ -233,8 +233,8 @@ func (d *dirtySet) under(newer *dirtySet) (*dirtySet, error) {
 	return d, first
 }
 
-// spill moves the in-memory spans of at least minSpan bytes to the
-// spill file and returns the bytes moved. It stops at the first failure
+// spill moves the in-memory spans to the spill file and returns the
+// bytes moved. It stops at the first failure
 // (the spill file full, or the cache directory out of space), which it
 // returns; the span that failed stays in memory.
 func (d *dirtySet) spill() (uint64, error) {
@@ -244,7 +244,7 @@ func (d *dirtySet) spill() (uint64, error) {
 	var moved uint64
 	for i := range d.spans {
 		s := &d.spans[i]
-		if s.slot != nil || len(s.data) < d.st.minSpan {
+		if s.slot != nil {
 			continue
 		}
 		sl, err := d.st.put(s.data)
