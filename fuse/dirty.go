@@ -31,7 +31,7 @@ func (s span) end() uint64 { return s.off + s.size() }
 type dirtySet struct {
 	spans []span
 	bytes uint64      // sum of the spans' sizes
-	mem   uint64      // the part of bytes held in memory (not spilled)
+	mem   uint64      // memory the in-memory (not spilled) spans hold: their capacity
 	st    *spillStore // where spilled spans are; nil: nothing spills
 }
 
@@ -56,6 +56,9 @@ func (d *dirtySet) write(off uint64, data []byte) error {
 	end := off + uint64(len(data))
 	// First span that ends after off.
 	i := sort.Search(len(d.spans), func(i int) bool { return d.spans[i].end() > off })
+	if d.appendSeq(i, off, end, data) {
+		return nil
+	}
 	// Overwrite the overlapping parts in place and collect the gaps.
 	pos := off
 	var ins []span
@@ -81,17 +84,9 @@ func (d *dirtySet) write(off uint64, data []byte) error {
 	}
 	for _, s := range ins {
 		d.bytes += uint64(len(s.data))
-		d.mem += uint64(len(s.data))
+		d.mem += uint64(cap(s.data))
 	}
 	if len(ins) == 0 {
-		return werr
-	}
-	// Common case: a sequential write extending the span before it. Spans
-	// stop growing at maxSpan (a new one starts; neighbours may touch), so
-	// a long sequential write is not copied over and over as it grows. A
-	// spilled span does not grow.
-	if len(ins) == 1 && i > 0 && i == j && d.spans[i-1].slot == nil && d.spans[i-1].end() == ins[0].off && len(d.spans[i-1].data)+len(ins[0].data) <= maxSpan {
-		d.spans[i-1].data = append(d.spans[i-1].data, ins[0].data...)
 		return werr
 	}
 	// Insert the gap spans in order among the existing ones.
@@ -109,6 +104,57 @@ func (d *dirtySet) write(off uint64, data []byte) error {
 	merged = append(merged, d.spans[j:]...)
 	d.spans = merged
 	return werr
+}
+
+// streamWrite is the write size from which a write continuing the span
+// before it is taken for a sequential stream: the span is given room for
+// maxSpan bytes at once, so the writes that follow are copied once, not
+// again each time the span outgrows its buffer.
+const streamWrite = 128 << 10
+
+// appendSeq is the common case of write: data continues the in-memory
+// span before spans[i] (i from write's search) and overlaps nothing. It
+// copies data once into the end of that span, or into a new span after
+// it when the span is full, and reports whether it did. Spans stop
+// growing at maxSpan, so a long sequential write is not copied over and
+// over as it grows; a spilled span does not grow.
+func (d *dirtySet) appendSeq(i int, off, end uint64, data []byte) bool {
+	if i == 0 || (i < len(d.spans) && d.spans[i].off < end) {
+		return false
+	}
+	prev := &d.spans[i-1]
+	if prev.slot != nil || prev.end() != off {
+		return false
+	}
+	n := uint64(len(data))
+	if len(prev.data)+len(data) <= maxSpan {
+		if need := len(prev.data) + len(data); need > cap(prev.data) {
+			// Grow by doubling (a stream: to maxSpan at once); mem
+			// counts the capacity, which is what the span holds.
+			c := max(need, 2*cap(prev.data))
+			if len(data) >= streamWrite {
+				c = maxSpan
+			}
+			c = min(c, maxSpan)
+			grown := make([]byte, len(prev.data), c)
+			copy(grown, prev.data)
+			d.mem += uint64(c - cap(prev.data))
+			prev.data = grown
+		}
+		prev.data = append(prev.data, data...)
+		d.bytes += n
+		return true
+	}
+	if i < len(d.spans) || len(data) < streamWrite || len(prev.data) < maxSpan {
+		return false
+	}
+	// The previous span is full and the stream goes on past the last span.
+	buf := make([]byte, len(data), maxSpan)
+	copy(buf, data)
+	d.spans = append(d.spans, span{off: off, data: buf})
+	d.bytes += n
+	d.mem += maxSpan
+	return true
 }
 
 // overlay copies the dirty bytes within [off, off+len(buf)) into buf and
@@ -140,9 +186,9 @@ func (d *dirtySet) truncate(size uint64) {
 		case s.off >= size:
 			d.bytes -= s.size()
 			if s.slot != nil {
-				d.st.release(s.slot.at)
+				d.st.release(s.slot)
 			} else {
-				d.mem -= s.size()
+				d.mem -= uint64(cap(s.data))
 			}
 		case s.end() > size:
 			cut := s.end() - size
@@ -150,8 +196,7 @@ func (d *dirtySet) truncate(size uint64) {
 			if s.slot != nil {
 				s.slot.n -= int(cut)
 			} else {
-				d.mem -= cut
-				s.data = s.data[:size-s.off]
+				s.data = s.data[:size-s.off] // keeps its capacity, counted in mem
 			}
 			kept = append(kept, s)
 		default:
@@ -188,8 +233,8 @@ func (d *dirtySet) under(newer *dirtySet) (*dirtySet, error) {
 	return d, first
 }
 
-// spill moves the in-memory spans of at least minSpan bytes to the
-// spill file and returns the bytes moved. It stops at the first failure
+// spill moves the in-memory spans to the spill file and returns the
+// bytes moved. It stops at the first failure
 // (the spill file full, or the cache directory out of space), which it
 // returns; the span that failed stays in memory.
 func (d *dirtySet) spill() (uint64, error) {
@@ -199,17 +244,16 @@ func (d *dirtySet) spill() (uint64, error) {
 	var moved uint64
 	for i := range d.spans {
 		s := &d.spans[i]
-		if s.slot != nil || len(s.data) < d.st.minSpan {
+		if s.slot != nil {
 			continue
 		}
 		sl, err := d.st.put(s.data)
 		if err != nil {
 			return moved, err
 		}
-		n := uint64(len(s.data))
+		d.mem -= uint64(cap(s.data))
+		moved += uint64(len(s.data))
 		s.slot, s.data = sl, nil
-		d.mem -= n
-		moved += n
 	}
 	return moved, nil
 }
@@ -264,7 +308,13 @@ func (d *dirtySet) pack(maxNeedle int) []*needle {
 }
 
 // needleData returns the bytes of n, read from memory and the spill file.
+// A needle that is one piece of one in-memory span is returned without a
+// copy: the result aliases the set, which nobody changes while it is
+// flushed, and must only be read.
 func (d *dirtySet) needleData(n *needle) ([]byte, error) {
+	if len(n.parts) == 1 && n.parts[0].slot == nil {
+		return n.parts[0].data, nil
+	}
 	buf := make([]byte, n.size)
 	pos := 0
 	for _, p := range n.parts {

@@ -99,7 +99,7 @@ func checkDirty(t *testing.T, seed uint64, d *dirtySet, model []byte, valid []bo
 		prevEnd = s.end()
 		total += s.size()
 		if s.slot == nil {
-			mem += s.size()
+			mem += uint64(cap(s.data))
 		}
 	}
 	if total != d.bytes || mem != d.mem {
@@ -118,5 +118,41 @@ func checkDirty(t *testing.T, seed uint64, d *dirtySet, model []byte, valid []bo
 		if covered[i] != valid[i] || (valid[i] && buf[i] != model[i]) {
 			t.Fatalf("seed %d: byte %d: covered=%v want %v, %d want %d", seed, i, covered[i], valid[i], buf[i], model[i])
 		}
+	}
+}
+
+// A sequential writer's spans are filled in place up to maxSpan, each
+// holding one buffer of maxSpan bytes, and mem counts what they hold.
+func TestDirtySetSequentialStream(t *testing.T) {
+	d := newDirtySet(nil)
+	const w = 1 << 20
+	want := randBytes(10*w+4096, 5)
+	for off := 0; off < len(want); off += w {
+		mustDirty(t, d.write(uint64(off), want[off:min(off+w, len(want))]))
+	}
+	if len(d.spans) != 3 {
+		t.Fatalf("%d spans for %d sequential bytes, want 3 of at most %d", len(d.spans), len(want), maxSpan)
+	}
+	var mem uint64
+	for _, s := range d.spans {
+		if len(s.data) > maxSpan || cap(s.data) > maxSpan {
+			t.Fatalf("span at %d: %d bytes in a buffer of %d, limit %d", s.off, len(s.data), cap(s.data), maxSpan)
+		}
+		mem += uint64(cap(s.data))
+	}
+	if d.bytes != uint64(len(want)) || d.mem != mem {
+		t.Fatalf("bytes %d mem %d, want %d and %d", d.bytes, d.mem, len(want), mem)
+	}
+	got := make([]byte, len(want))
+	if _, err := d.overlay(0, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back: %v, equal=%v", err, bytes.Equal(got, want))
+	}
+	d.truncate(w / 2)
+	if d.bytes != w/2 || len(d.spans) != 1 || d.mem != uint64(cap(d.spans[0].data)) {
+		t.Fatalf("after truncate: bytes %d mem %d spans %d", d.bytes, d.mem, len(d.spans))
+	}
+	d.drop()
+	if d.bytes != 0 || d.mem != 0 {
+		t.Fatalf("after drop: bytes %d mem %d", d.bytes, d.mem)
 	}
 }

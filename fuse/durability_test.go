@@ -72,6 +72,62 @@ func TestStickyFsyncError(t *testing.T) {
 	}
 }
 
+// TestWriterPastBoundGetsFlushError: a sequential writer past its file's
+// buffer bound waits for the background flush; when that flush cannot
+// store the data, the writer is told (EIO), not left waiting and not
+// answered with success for bytes that cannot be buffered. Once the
+// servers are back, fsync stores every byte whose write succeeded.
+func TestWriterPastBoundGetsFlushError(t *testing.T) {
+	c, dir := shared(t)
+	p := filepath.Join(dir, "past-bound")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c.stopVolume()
+	restarted := false
+	defer func() {
+		if !restarted {
+			c.startVolume(t)
+			c.waitWritable(t)
+		}
+	}()
+	const w = 1 << 20
+	// At most the bound plus one write buffered, and as much again in
+	// the flush that failed: more than that must be refused.
+	const most = 2 * (writerDirtyLimit + w)
+	data := randBytes(most+8*w, 21)
+	written := 0
+	var werr error
+	for written < len(data) {
+		var n int
+		n, werr = f.Write(data[written : written+w])
+		written += n
+		if werr != nil {
+			break
+		}
+	}
+	if !errors.Is(werr, syscall.EIO) {
+		t.Fatalf("writing %d bytes with the volume server down: %d written, error %v; want EIO once the buffer is full", len(data), written, werr)
+	}
+	if written > most {
+		t.Fatalf("%d bytes accepted with the volume server down, at most %d may be buffered", written, most)
+	}
+	c.startVolume(t)
+	restarted = true
+	c.waitWritable(t)
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync after the volume server is back: %v", err)
+	}
+	if got := c.readThroughFiler(t, filerPath(p)); !bytes.Equal(got, data[:written]) {
+		t.Fatalf("committed %d bytes, want the %d written, equal=%v", len(got), written, bytes.Equal(got, data[:written]))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
 // TestQuotaENOSPC: writing past the quota of the mounted directory fails
 // with ENOSPC at write, fsync or close, never silently; data fsynced
 // before stays intact.

@@ -31,6 +31,7 @@ type file struct {
 	flushMu sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
+	progress sync.Cond  // on mu: a flush took the dirty set or ended, or the background flush stopped
 	lost     error      // buffered data lost (spill file failure): reported until the file is reopened
 	refs     int        // open handles
 	unlinked bool       // an unlink or rename removed a name while open
@@ -49,6 +50,7 @@ type file struct {
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
 	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill)}
+	f.progress.L = &f.mu
 	f.setCommittedLocked(in)
 	return f
 }
@@ -92,6 +94,13 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	}
 	lim := f.fs.limits
 	f.mu.Lock()
+	// Past the file's bound while the background flush runs: wait until
+	// it takes the buffered data for its next flush (or stops), not until
+	// everything is stored, so that this writer fills the next flush's
+	// data while the current one uploads.
+	for int64(f.dirty.bytes) >= lim.file && f.bgFlush && f.err == nil && f.lost == nil {
+		f.progress.Wait()
+	}
 	over := int64(f.dirty.bytes) >= lim.file
 	f.mu.Unlock()
 	if over || f.fs.dirtyBytes.Load() >= lim.total || f.fs.memBytes.Load() >= lim.mem {
@@ -146,6 +155,7 @@ func (f *file) backgroundFlush() {
 		f.mu.Lock()
 		if err != nil || f.dirty.bytes < maxNeedle {
 			f.bgFlush = false
+			f.progress.Broadcast()
 			f.mu.Unlock()
 			return
 		}
@@ -188,6 +198,7 @@ func (f *file) flushLocked(ctx context.Context) error {
 	f.flushing = set
 	size := f.sizeLocked()
 	mtime := f.mtime
+	f.progress.Broadcast()
 	f.mu.Unlock()
 
 	in, err := f.upload(ctx, set, size, mtime)
@@ -195,6 +206,7 @@ func (f *file) flushLocked(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.flushing = nil
+	f.progress.Broadcast()
 	if err != nil {
 		// Keep the data: it goes back under what was written meanwhile.
 		// under merges into set itself: take its size first.
@@ -459,6 +471,6 @@ func (f *file) spillLocked() {
 }
 
 // writerDirtyLimit is the buffered bytes of one file past which a writer
-// waits for a flush: room for the uploads of a few needles in flight
-// behind a sequential writer.
-const writerDirtyLimit = 4 * uploadParallel * maxNeedle
+// waits for a flush: room for two rounds of uploads in flight behind a
+// sequential writer while it fills the next.
+const writerDirtyLimit = 2 * uploadParallel * maxNeedle

@@ -95,7 +95,7 @@ var ErrDetached = errors.New("fuse: mount detached for a hand-over; the connecti
 // Tunables of the write path.
 const (
 	maxNeedle       = 4 << 20     // bytes per uploaded needle
-	uploadParallel  = 4           // needles uploaded at once per flush
+	uploadParallel  = 8           // needles uploaded at once per flush
 	totalDirtyLimit = 256 << 20   // dirty bytes per mount before writers flush
 	uploadLease     = time.Hour   // how long an uploaded needle may stay unreferenced
 	attrTimeout     = time.Second // how long the kernel caches entries and attributes

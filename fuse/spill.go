@@ -22,50 +22,67 @@ import (
 // durable; only fsync or close after a successful upload and commit
 // acknowledge them.
 
-// spillSlotSize is the size of one slot of the spill file: one span of
-// at most maxSpan bytes.
-const spillSlotSize = maxSpan
+// Slots of the spill file come in sizes of powers of two, from
+// spillSlotMin (one file system block) to spillSlotMax (a span's largest
+// size); a span takes the smallest that holds it. Small spans (scattered
+// small writes, many small files) spill too, so the memory bound holds
+// for them as for large ones, without a few KiB taking a whole 4 MiB
+// slot; bytes a slot does not use are never written, so they take no
+// disk space either.
+const (
+	spillSlotMin = 4 << 10
+	spillSlotMax = maxSpan
+)
 
-// spillMinSpan is the smallest span moved to the spill file: smaller
-// spans (scattered small writes) stay in memory, where a slot's worth of
-// file space per few KiB would be waste.
-const spillMinSpan = 64 << 10
-
-// errSpillFull is returned when every slot of the spill file is in use.
+// errSpillFull is returned when the slots in use would pass the spill
+// file's limit.
 var errSpillFull = errors.New("fuse: the spill file is at its size limit")
 
-// spillSlot is where a spilled span's bytes are: n bytes at at.
+// spillSlot is where a spilled span's bytes are: n bytes at at, in a slot
+// of size bytes.
 type spillSlot struct {
-	at int64
-	n  int
+	at   int64
+	size int64
+	n    int
 }
 
-// spillStore is a mount's spill file: fixed slots of spillSlotSize
-// bytes, at most limit bytes of them. A freed slot's space is given back
-// to the file system (hole punched) and the slot reused.
+// slotSize returns the size of the slot that holds n bytes.
+func slotSize(n int) int64 {
+	s := int64(spillSlotMin)
+	for s < int64(n) {
+		s <<= 1
+	}
+	return s
+}
+
+// spillStore is a mount's spill file: slots of the sizes above, whose
+// sizes add up to at most limit bytes. A freed slot's space is given back
+// to the file system (hole punched) and the slot reused by the next span
+// of its size. Slots are carved from the end of the file at offsets that
+// are multiples of spillSlotMin, so every hole punched is whole blocks.
 //
 // Safe for concurrent use: the allocator has its own mutex (a leaf in the
 // lock order), and pread/pwrite of distinct slots do not conflict. The
 // bytes of one slot are read and written by the owner of the span (under
 // its file's mutex, or by the flush that owns the set).
 type spillStore struct {
-	f       *os.File
-	slots   int64 // slots the limit allows
-	minSpan int   // smallest span moved here (spillMinSpan; tests lower it)
+	f     *os.File
+	limit int64 // bytes of slots in use at most
 
 	mu struct {
 		sync.Mutex
-		next int64   // slots ever handed out (the file's extent)
-		free []int64 // offsets of freed slots
-		used int64   // slots in use
+		next  int64             // the file's extent: bytes of slots ever carved
+		free  map[int64][]int64 // offsets of freed slots, by slot size
+		used  int64             // bytes of the slots in use
+		slots int               // slots in use
 	}
 }
 
 // openSpill creates the spill file in dir (made if missing), unlinked,
 // with room for limit bytes.
 func openSpill(dir string, limit int64) (*spillStore, error) {
-	if limit < spillSlotSize {
-		return nil, fmt.Errorf("fuse: spill limit of %d bytes is below one slot (%d bytes)", limit, spillSlotSize)
+	if limit < spillSlotMax {
+		return nil, fmt.Errorf("fuse: spill limit of %d bytes is below one slot (%d bytes)", limit, spillSlotMax)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fuse: cache dir %s: %w", dir, err)
@@ -74,7 +91,9 @@ func openSpill(dir string, limit int64) (*spillStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fuse: create the spill file in cache dir %s: %w", dir, err)
 	}
-	return &spillStore{f: f, slots: limit / spillSlotSize, minSpan: spillMinSpan}, nil
+	st := &spillStore{f: f, limit: limit}
+	st.mu.free = make(map[int64][]int64)
+	return st, nil
 }
 
 // openUnlinked opens a new file in dir that has no name: O_TMPFILE, or,
@@ -101,57 +120,61 @@ func openUnlinked(dir string) (*os.File, error) {
 // close closes the spill file; its space goes back with it.
 func (s *spillStore) close() error { return s.f.Close() }
 
-// alloc reserves a slot, or returns errSpillFull.
-func (s *spillStore) alloc() (int64, error) {
+// alloc reserves a slot of size bytes, or returns errSpillFull.
+func (s *spillStore) alloc(size int64) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.used >= s.slots {
+	if s.mu.used+size > s.limit {
 		return 0, errSpillFull
 	}
-	s.mu.used++
-	if n := len(s.mu.free); n > 0 {
-		at := s.mu.free[n-1]
-		s.mu.free = s.mu.free[:n-1]
+	s.mu.used += size
+	s.mu.slots++
+	if free := s.mu.free[size]; len(free) > 0 {
+		at := free[len(free)-1]
+		s.mu.free[size] = free[:len(free)-1]
 		return at, nil
 	}
-	at := s.mu.next * spillSlotSize
-	s.mu.next++
+	at := s.mu.next
+	s.mu.next += size
 	return at, nil
 }
 
-// release frees the slot at at and gives its disk space back.
-func (s *spillStore) release(at int64) {
+// release frees slot sl and gives its disk space back.
+func (s *spillStore) release(sl *spillSlot) {
 	// Errors are ignored: a file system without hole punching keeps the
 	// space, which the slot's next user overwrites.
-	_ = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, at, spillSlotSize)
+	_ = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, sl.at, sl.size)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mu.used--
-	s.mu.free = append(s.mu.free, at)
+	s.mu.used -= sl.size
+	s.mu.slots--
+	s.mu.free[sl.size] = append(s.mu.free[sl.size], sl.at)
 }
 
 // inUse returns the slots in use.
-func (s *spillStore) inUse() int64 {
+func (s *spillStore) inUse() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.mu.used
+	return s.mu.slots
 }
 
 // put stores data in a new slot. On failure (ENOSPC in the cache
 // directory, errSpillFull) nothing is kept and the error is returned.
 func (s *spillStore) put(data []byte) (*spillSlot, error) {
-	if len(data) > spillSlotSize {
+	if len(data) > spillSlotMax {
 		return nil, fmt.Errorf("fuse: span of %d bytes does not fit a spill slot", len(data))
 	}
-	at, err := s.alloc()
+	size := slotSize(len(data))
+	at, err := s.alloc(size)
 	if err != nil {
 		return nil, err
 	}
+	sl := &spillSlot{at: at, size: size, n: len(data)}
 	if _, err := s.f.WriteAt(data, at); err != nil {
-		s.release(at)
+		s.release(sl)
 		return nil, fmt.Errorf("fuse: write to the spill file: %w", err)
 	}
-	return &spillSlot{at: at, n: len(data)}, nil
+	return sl, nil
 }
 
 // readAt reads len(buf) bytes at off within slot sl.

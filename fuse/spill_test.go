@@ -3,6 +3,7 @@ package fuse
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,19 +24,19 @@ func testSpill(t *testing.T, dir string, limit int64) *spillStore {
 // The dirty set model holds with every span spilled as it goes.
 func TestDirtySetModelSpilled(t *testing.T) {
 	st := testSpill(t, t.TempDir(), 1<<30)
-	st.minSpan = 1
 	testDirtySetModel(t, st)
 }
 
-// The spill file leaves no name behind, hands out slots up to its limit,
-// reads back what was written at offsets, and reuses freed slots.
+// The spill file leaves no name behind, hands out slots sized to the
+// span up to its limit, reads back what was written at offsets, and
+// reuses freed slots of the same size.
 func TestSpillStore(t *testing.T) {
 	dir := t.TempDir()
-	st := testSpill(t, dir, 3*spillSlotSize)
+	st := testSpill(t, dir, 3*spillSlotMax)
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("the spill file has a name in %s: %v", dir, ents)
 	}
-	a, b := randBytes(spillSlotSize, 1), randBytes(1000, 2)
+	a, b := randBytes(spillSlotMax, 1), randBytes(1000, 2)
 	sa, err := st.put(a)
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,9 @@ func TestSpillStore(t *testing.T) {
 	sb, err := st.put(b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sb.size != spillSlotMin || sa.size != spillSlotMax {
+		t.Fatalf("slots of %d and %d bytes for spans of %d and %d", sa.size, sb.size, len(a), len(b))
 	}
 	got := make([]byte, 500)
 	if err := st.readAt(sa, 12345, got); err != nil || !bytes.Equal(got, a[12345:12845]) {
@@ -59,16 +63,30 @@ func TestSpillStore(t *testing.T) {
 	if err := st.readAt(sb, 900, make([]byte, 101)); err == nil {
 		t.Fatal("a read past the slot's bytes succeeded")
 	}
-	if _, err := st.put(b); err != nil {
+	// 4 MiB + 4 KiB in use: one more 4 MiB slot fits, a third does not,
+	// but small ones still do up to the limit.
+	if _, err := st.put(a); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.put(b); !errors.Is(err, errSpillFull) {
-		t.Fatalf("fourth slot of three: %v", err)
+	if _, err := st.put(a); !errors.Is(err, errSpillFull) {
+		t.Fatalf("a third 4 MiB slot with a limit of 12 MiB and 4 KiB in use: %v", err)
 	}
-	st.release(sa.at)
-	sc, err := st.put(b)
+	sm, err := st.put(randBytes(3000, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.release(sa)
+	sc, err := st.put(a)
 	if err != nil || sc.at != sa.at {
 		t.Fatalf("freed slot at %d not reused: %v at %d", sa.at, err, sc.at)
+	}
+	st.release(sm)
+	sd, err := st.put(b)
+	if err != nil || sd.at != sm.at {
+		t.Fatalf("freed small slot at %d not reused: %v at %d", sm.at, err, sd.at)
+	}
+	if n := st.inUse(); n != 4 {
+		t.Fatalf("%d slots in use, want 4", n)
 	}
 	if _, err := openSpill(filepath.Join(dir, "x"), 10); err == nil {
 		t.Fatal("a limit below one slot was accepted")
@@ -194,4 +212,83 @@ func TestMountSpill(t *testing.T) {
 		t.Fatalf("after fsync: %d bytes buffered, %d in memory", m.fs.dirtyBytes.Load(), m.fs.memBytes.Load())
 	}
 	t.Logf("wrote %d bytes, %d spilled, memory peak %d (bound %d)", len(data), m.fs.spilled.Load(), m.fs.memPeak.Load(), memBound)
+}
+
+// Many files, each with a few small writes apart from each other, past
+// a memory bound of 1 MiB: the small spans spill too (each to a slot of
+// its size), so memory stays at the bound without writers waiting for
+// uploads, and every file reads back byte-identical before and after
+// fsync.
+func TestMountSpillSmallSpans(t *testing.T) {
+	c, dir := shared(t)
+	const memBound = 1 << 20
+	mnt := t.TempDir()
+	m := c.mount(t, Config{Root: "/", CacheDir: t.TempDir(), SpillMemory: memBound, SpillLimit: 64 << 20}, mnt)
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	const files, writes, size, stride = 48, 8, 12 << 10, 40 << 10
+	want := make([][]byte, files)
+	fds := make([]*os.File, files)
+	paths := make([]string, files)
+	for i := range fds {
+		paths[i] = filepath.Join(mnt, filerPath(dir), fmt.Sprintf("small-%d", i))
+		f, err := os.Create(paths[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fds[i] = f
+		want[i] = make([]byte, (writes-1)*stride+size)
+	}
+	for w := range writes {
+		for i, f := range fds {
+			data := randBytes(size, uint64(1000*i+w))
+			if _, err := f.WriteAt(data, int64(w*stride)); err != nil {
+				t.Fatal(err)
+			}
+			copy(want[i][w*stride:], data)
+		}
+	}
+	total := files * writes * size
+	if m.fs.spilled.Load() == 0 {
+		t.Fatalf("%d bytes in spans of %d written with a memory bound of %d, none spilled", total, size, memBound)
+	}
+	// A few writes past the bound at most (one per file writing at once).
+	if peak := m.fs.memPeak.Load(); peak > memBound+64<<10 {
+		t.Fatalf("buffered bytes in memory peaked at %d, bound %d", peak, memBound)
+	}
+	readBack := func(when string) {
+		t.Helper()
+		for i, p := range paths {
+			m.fs.invalidate(m.fs.filerInoOf(t, p), 0)
+			if got := mustRead(t, p); !bytes.Equal(got, want[i]) {
+				t.Fatalf("%s: %s: read %d bytes, want %d, equal=%v", when, p, len(got), len(want[i]), bytes.Equal(got, want[i]))
+			}
+		}
+	}
+	readBack("before fsync")
+	for _, f := range fds {
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readBack("after fsync")
+	for i, f := range fds {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.readThroughFiler(t, filerPath(filepath.Join(dir, fmt.Sprintf("small-%d", i)))); !bytes.Equal(got, want[i]) {
+			t.Fatalf("committed file %d: %d bytes, equal=%v", i, len(got), bytes.Equal(got, want[i]))
+		}
+	}
+	if n := m.fs.spill.inUse(); n != 0 {
+		t.Fatalf("%d spill slots still in use after fsync", n)
+	}
+	if m.fs.memBytes.Load() != 0 || m.fs.dirtyBytes.Load() != 0 {
+		t.Fatalf("after close: %d bytes buffered, %d in memory", m.fs.dirtyBytes.Load(), m.fs.memBytes.Load())
+	}
+	t.Logf("wrote %d bytes in %d files, %d spilled, memory peak %d (bound %d)", total, files, m.fs.spilled.Load(), m.fs.memPeak.Load(), memBound)
 }

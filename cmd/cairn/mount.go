@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -21,9 +22,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	uid := fs.Int("uid", -1, "report this owner uid for every file (-1: as stored)")
 	gid := fs.Int("gid", -1, "report this owner gid for every file (-1: as stored)")
 	umask := fs.Uint("umask", 0, "permission bits to clear in reported modes, octal like 022 (0: none)")
-	cacheDir := fs.String("cache-dir", "", "directory where buffered writes past --cache-memory-mb spill to local disk (one unlinked file; empty: writes are buffered in memory, at most 256 MiB)")
-	cacheMemMB := fs.Int("cache-memory-mb", 64, "with --cache-dir: MiB of buffered writes kept in memory before they spill")
-	cacheMaxMB := fs.Int("cache-max-mb", 4096, "with --cache-dir: most MiB of buffered writes in the spill file; past it writers wait for uploads")
+	var cache cacheFlags
+	cache.register(fs)
 	readOnly := fs.Bool("read-only", false, "mount read-only")
 	repl := fs.String("replication", "", "replica placement for data written through the mount (empty: the master's default)")
 	coll := fs.String("collection", "", "collection for data written through the mount")
@@ -34,8 +34,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *filers == "" || *dir == "" {
 		return fail(stderr, "mount: --filer and --dir are required (for example: cairn mount --filer 127.0.0.1:8888 --dir /mnt/cairn)")
 	}
-	if *cacheMemMB < 1 || *cacheMaxMB < 4 {
-		return fail(stderr, "mount: --cache-memory-mb must be at least 1 and --cache-max-mb at least 4 (one needle); got %d and %d", *cacheMemMB, *cacheMaxMB)
+	if err := cache.check(); err != nil {
+		return fail(stderr, "mount: %v", err)
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -53,12 +53,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return fail(stderr, "mount: %v", err)
 		}
 	}
-	m, err := fuse.Mount(ctx, fuse.Config{
+	cfg := fuse.Config{
 		Filers: splitList(*filers), Dir: *dir, Root: *root, Uid: *uid, Gid: *gid,
 		Umask: uint32(*umask), ReadOnly: *readOnly, Replication: *repl, Collection: *coll,
-		CacheDir: *cacheDir, SpillMemory: int64(*cacheMemMB) << 20, SpillLimit: int64(*cacheMaxMB) << 20,
 		Logger: log, Security: sec,
-	})
+	}
+	cache.apply(&cfg)
+	m, err := fuse.Mount(ctx, cfg)
 	if err != nil {
 		return fail(stderr, "mount: %v", err)
 	}
@@ -81,4 +82,32 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stdout, "flushed and unmounted %s in %v\n", *dir, time.Since(start).Round(time.Millisecond))
 	return 0
+}
+
+// cacheFlags are the mount's cache directory flags, shared by cairn mount
+// and cairn server --mount (same names, same meaning).
+type cacheFlags struct {
+	dir          string
+	memMB, maxMB int
+}
+
+func (c *cacheFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.dir, "cache-dir", "", "directory where buffered writes past --cache-memory-mb spill to local disk (one unlinked file; empty: writes are buffered in memory, at most 256 MiB)")
+	fs.IntVar(&c.memMB, "cache-memory-mb", 64, "with --cache-dir: MiB of buffered writes kept in memory before they spill")
+	fs.IntVar(&c.maxMB, "cache-max-mb", 4096, "with --cache-dir: most MiB of buffered writes in the spill file; past it writers wait for uploads")
+}
+
+// check refuses bounds the mount cannot work with.
+func (c *cacheFlags) check() error {
+	if c.memMB < 1 || c.maxMB < 4 {
+		return fmt.Errorf("--cache-memory-mb must be at least 1 and --cache-max-mb at least 4 (one needle); got %d and %d", c.memMB, c.maxMB)
+	}
+	return nil
+}
+
+// apply sets the cache fields of cfg.
+func (c *cacheFlags) apply(cfg *fuse.Config) {
+	cfg.CacheDir = c.dir
+	cfg.SpillMemory = int64(c.memMB) << 20
+	cfg.SpillLimit = int64(c.maxMB) << 20
 }

@@ -18,7 +18,7 @@ import (
 )
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("server", "server --dir DATA [--mount MNT] [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080] [--filer.port 8888]", stderr)
+	fs := newFlagSet("server", "server --dir DATA [--mount MNT [--cache-dir DIR]] [--ip 127.0.0.1] [--master.port 9333] [--volume.port 8080] [--filer.port 8888]", stderr)
 	var c common
 	c.register(fs)
 	dir := fs.String("dir", "", "data directory; master/, volume/ and filer/ are created inside (required)")
@@ -27,6 +27,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	vport := fs.Int("volume.port", 8080, "volume server HTTP port")
 	fport := fs.Int("filer.port", 8888, "filer HTTP port")
 	mnt := fs.String("mount", "", "also mount the namespace with FUSE at this directory")
+	var cache cacheFlags
+	cache.register(fs)
 	maxVolumes := fs.Int("volume.max", 8, "most volumes the volume server holds")
 	limit := fs.Uint64("volume-size-limit-mb", 1024, "a volume stops taking new writes at this size (MiB)")
 	var api filerHTTPFlags
@@ -36,6 +38,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if *dir == "" {
 		return fail(stderr, "server: --dir is required (where all data is kept)")
+	}
+	if err := cache.check(); err != nil {
+		return fail(stderr, "server: %v", err)
+	}
+	if cache.dir != "" && *mnt == "" {
+		return fail(stderr, "server: --cache-dir is a setting of the mount; give --mount too")
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -99,9 +107,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stdout, "cairn is ready: master %s://%s, volume server %s://%s, filer %s://%s, data in %s\n",
 			scheme, masterAddr, scheme, v.URL(), scheme, f.URL(), *dir)
 		if *mnt != "" {
-			errc <- serveMount(ctx, stdout, fuse.Config{
+			cfg := fuse.Config{
 				Filers: []string{f.URL()}, Dir: *mnt, Root: "/", Uid: -1, Gid: -1, Logger: log, Security: sec[2],
-			})
+			}
+			cache.apply(&cfg)
+			errc <- serveMount(ctx, stdout, cfg)
 		}
 	}()
 	var first error
