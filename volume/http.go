@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -74,7 +73,7 @@ func writeStatus(err error) int {
 
 // readBody returns the needle data: the raw body, or the first file part of
 // a multipart form (what `curl -F file=@x` sends).
-func readBody(r *http.Request) ([]byte, error) {
+func readBody(r *http.Request, id fid.FileID) (*Needle, error) {
 	body := http.MaxBytesReader(nil, r.Body, MaxNeedleSize+1)
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var src io.Reader = body
@@ -87,17 +86,18 @@ func readBody(r *http.Request) ([]byte, error) {
 		defer part.Close()
 		src = part
 	}
-	var data []byte
+	var n *Needle
 	var err error
-	if n := r.ContentLength; src == io.Reader(body) && n > 0 && n <= MaxNeedleSize {
-		// A plain body of announced length: one allocation, no growing
-		// copies (needles are up to a few MiB).
-		data = make([]byte, n)
+	if size := r.ContentLength; src == io.Reader(body) && size > 0 && size <= MaxNeedleSize {
+		// A plain body of announced length is read straight into the
+		// record it becomes: one allocation, no copy after the read.
+		n = newRecord(id.Key, id.Cookie, int(size))
 		var k int
-		k, err = io.ReadFull(src, data)
-		data = data[:k]
+		k, err = io.ReadFull(src, n.Data)
+		n.trim(k)
 	} else {
-		data, err = io.ReadAll(io.LimitReader(src, MaxNeedleSize+1))
+		n = &Needle{Key: id.Key, Cookie: id.Cookie}
+		n.Data, err = io.ReadAll(io.LimitReader(src, MaxNeedleSize+1))
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -106,10 +106,10 @@ func readBody(r *http.Request) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("volume: read request body: %w", err)
 	}
-	if len(data) > MaxNeedleSize {
+	if len(n.Data) > MaxNeedleSize {
 		return nil, fmt.Errorf("%w: body over %d bytes", ErrTooLarge, MaxNeedleSize)
 	}
-	return data, nil
+	return n, nil
 }
 
 // proxyElsewhere forwards a write or delete for a volume this server does
@@ -139,20 +139,20 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.File
 		s.proxy(w, r, loc.Primary)
 		return
 	}
-	data, err := readBody(r)
+	n, err := readBody(r, id)
 	if err != nil {
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return
 	}
-	n := &Needle{Key: id.Key, Cookie: id.Cookie, Data: data}
+	size := len(n.Data)
 	if err := s.replicatedWrite(r.Context(), v, loc, n); err != nil {
-		s.log.Warn("write failed", "fid", id.String(), "size", len(data), "err", err)
+		s.log.Warn("write failed", "fid", id.String(), "size", size, "err", err)
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return
 	}
-	etag := fmt.Sprintf("%08x", crc32.Checksum(data, castagnoli))
+	etag := fmt.Sprintf("%08x", n.CRC) // computed when the record was built
 	w.Header().Set("ETag", `"`+etag+`"`)
-	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"name": "", "size": len(data), "eTag": etag})
+	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"name": "", "size": size, "eTag": etag})
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, id fid.FileID) {

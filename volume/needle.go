@@ -103,8 +103,34 @@ type Needle struct {
 	Deleted  bool   // a tombstone; Data is empty
 	Data     []byte
 	// CRC is the CRC32C of Data, set (and verified) by DecodeRecord;
-	// EncodeRecord computes it afresh and ignores this field.
+	// EncodeRecord computes it afresh, ignoring what it held, and sets it.
 	CRC uint32
+
+	// rec, when set, is a zeroed record buffer of the current format whose
+	// data region is Data (see newRecord): EncodeRecord fills in the rest
+	// and returns it, instead of copying Data into a new record.
+	rec []byte
+}
+
+// newRecord returns a needle whose Data, of dataLen bytes, lies in place in
+// a record buffer of the current format: a request body read straight into
+// Data becomes the record without being copied again.
+func newRecord(key uint64, cookie uint32, dataLen int) *Needle {
+	f := formatCurrent
+	b := make([]byte, recordSize(f, uint32(dataLen)))
+	start := f.dataOffset(uint32(dataLen))
+	return &Needle{Key: key, Cookie: cookie, Data: b[start : start+int64(dataLen)], rec: b}
+}
+
+// trim shortens the data of a needle from newRecord to its first n bytes
+// (a body shorter than announced), dropping the record buffer when the
+// layout no longer fits it.
+func (n *Needle) trim(k int) {
+	if k == len(n.Data) {
+		return
+	}
+	n.Data = n.Data[:k]
+	n.rec = nil
 }
 
 // recordSize is the aligned on-disk size of a record of format f holding
@@ -130,9 +156,13 @@ func encodeRecord(n *Needle, f format) []byte {
 		data = nil
 	}
 	dlen := uint32(len(data))
-	b := make([]byte, recordSize(f, dlen))
 	start := f.dataOffset(dlen)
-	copy(b[start:], data)
+	b := n.rec
+	if b == nil || dlen == 0 || f != formatCurrent || n.Deleted || int64(len(b)) != recordSize(f, dlen) || &b[start] != &data[0] {
+		b = make([]byte, recordSize(f, dlen))
+		copy(b[start:], data)
+	}
+	n.rec = nil // sealed: the buffer is the record now
 	var crc uint32
 	if f == formatV2 {
 		table := b[headerSize:start]
@@ -145,6 +175,7 @@ func encodeRecord(n *Needle, f format) []byte {
 		crc = crc32c(data)
 	}
 	putHeader(b, f, flags, n.Cookie, n.Key, n.AppendNs, dlen, crc)
+	n.CRC = crc
 	return b
 }
 

@@ -66,7 +66,7 @@ func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeL
 		err  error
 	}
 	results := make(chan result, len(peers)+1) // buffered: an early return leaks nothing
-	go func() { results <- result{"", v.WriteRecord(ctx, rec)} }()
+	go func() { results <- result{"", v.writeEncoded(ctx, rec)} }()
 	for _, p := range peers {
 		go func() {
 			began := time.Now()
