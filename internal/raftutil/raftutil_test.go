@@ -83,7 +83,7 @@ type member struct {
 
 const testPort = 7450
 
-func testConfig(t *testing.T, id string, peers []string) Config {
+func testConfig(t testing.TB, id string, peers []string) Config {
 	return Config{
 		Dir:                t.TempDir(),
 		ID:                 id,
@@ -95,7 +95,7 @@ func testConfig(t *testing.T, id string, peers []string) Config {
 	}
 }
 
-func startMember(t *testing.T, m *member) {
+func startMember(t testing.TB, m *member) {
 	t.Helper()
 	m.fsm = newKV()
 	m.cfg.FSM = m.fsm
@@ -123,7 +123,7 @@ func startGroup(t *testing.T, size int) []*member {
 }
 
 // waitLeader waits until every running member agrees on one leader among them.
-func waitLeader(t *testing.T, ms []*member) *member {
+func waitLeader(t testing.TB, ms []*member) *member {
 	t.Helper()
 	var leader *member
 	testutil.WaitFor(t, 20*time.Second, "a leader all members agree on", func() error {
