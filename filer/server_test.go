@@ -29,7 +29,7 @@ type node struct {
 	client *filer.Client
 }
 
-func startNode(t *testing.T, chunk int) *node {
+func startNode(t testing.TB, chunk int) *node {
 	t.Helper()
 	ip := testutil.LoopbackIP(t, 9333, 19333, 29333, 8080, 18080, 8888, 18888, 28888)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -72,7 +72,7 @@ func startNode(t *testing.T, chunk int) *node {
 	return n
 }
 
-func (n *node) do(t *testing.T, method, path, ctype string, body []byte) (int, string) {
+func (n *node) do(t testing.TB, method, path, ctype string, body []byte) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, n.url+path, bytes.NewReader(body))
 	if err != nil {
