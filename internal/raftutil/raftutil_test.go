@@ -8,12 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
@@ -267,5 +271,71 @@ func TestStartValidates(t *testing.T) {
 	cfg.FSM = newKV()
 	if _, err := Start(cfg); !errors.Is(err, ErrConfig) {
 		t.Fatalf("peers without self: %v", err)
+	}
+}
+
+// TestOldBoltDirectory: a data directory written before the WAL (it holds
+// raft.db) keeps its log store and its state across restarts; a new one
+// gets the WAL; a directory with both is refused.
+func TestOldBoltDirectory(t *testing.T) {
+	ip := testutil.LoopbackIP(t, testPort, testPort+20000)
+	m := &member{cfg: testConfig(t, net.JoinHostPort(ip, strconv.Itoa(testPort)), nil)}
+	// What the earlier raftutil did: a raft-boltdb store at Dir/raft.db.
+	old, err := raftboltdb.NewBoltStore(filepath.Join(m.cfg.Dir, "raft.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	startMember(t, m)
+	if got := m.node.LogStore(); got != LogStoreBolt {
+		t.Fatalf("log store %q in a directory with raft.db, want %q", got, LogStoreBolt)
+	}
+	waitLeader(t, []*member{m})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := m.node.Apply(ctx, cmd("a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	startMember(t, m)
+	if got := m.node.LogStore(); got != LogStoreBolt {
+		t.Fatalf("log store %q after restart, want %q", got, LogStoreBolt)
+	}
+	waitValue(t, m, "a", "1")
+	if _, err := os.Stat(filepath.Join(m.cfg.Dir, walDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a WAL appeared next to raft.db: %v", err)
+	}
+	if err := m.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new directory: the WAL, kept across a restart.
+	n := &member{cfg: testConfig(t, m.cfg.ID, nil)}
+	startMember(t, n)
+	if got := n.node.LogStore(); got != LogStoreWAL {
+		t.Fatalf("log store %q in a new directory, want %q", got, LogStoreWAL)
+	}
+	waitLeader(t, []*member{n})
+	if _, err := n.node.Apply(ctx, cmd("b", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	startMember(t, n)
+	waitValue(t, n, "b", "2")
+	if err := n.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both logs in one directory: refused, nothing opened or changed.
+	if err := os.Link(filepath.Join(m.cfg.Dir, "raft.db"), filepath.Join(n.cfg.Dir, "raft.db")); err != nil {
+		t.Fatal(err)
+	}
+	n.cfg.FSM = newKV()
+	if _, err := Start(n.cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "two raft logs") {
+		t.Fatalf("start with raft.db and wal/: %v, want ErrConfig about two raft logs", err)
 	}
 }
