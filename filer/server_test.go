@@ -295,3 +295,60 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestCompactionSkipsScatteredWrites: a sparse file written at scattered
+// offsets (a database file filled at random pages) is left alone, since a
+// rewrite would give it as many slices as it has; a fragmented dense file
+// made after it is compacted, so the compactor did look at both.
+func TestCompactionSkipsScatteredWrites(t *testing.T) {
+	n := startNode(t, 4096)
+	ctx := context.Background()
+	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+	write := func(ino uint64, off int, b []byte, size uint64) {
+		t.Helper()
+		fid, err := data.Write(ctx, b, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: uint64(len(b)), Fid: fid}}, Size: size}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "sparse", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sparse := res.Inode.Ino
+	for i := range 50 { // 10 bytes every 20: 50 separate runs of data
+		write(sparse, i*20, bytes.Repeat([]byte{byte(i + 1)}, 10), 0)
+	}
+	before, err := n.client.GetAttr(ctx, sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "dense", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dense := res.Inode.Ino
+	for i := range 60 {
+		write(dense, (i*151)%9000, bytes.Repeat([]byte{byte(i + 1)}, 500), 10000)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the dense file to be compacted", func() error {
+		in, err := n.client.GetAttr(ctx, dense)
+		if err != nil {
+			return err
+		}
+		if len(in.Slices) > 4 {
+			return fmt.Errorf("%d slices", len(in.Slices))
+		}
+		return nil
+	})
+	after, err := n.client.GetAttr(ctx, sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Generation != before.Generation || len(after.Slices) != len(before.Slices) {
+		t.Fatalf("sparse file rewritten: generation %d -> %d, %d -> %d slices", before.Generation, after.Generation, len(before.Slices), len(after.Slices))
+	}
+}
