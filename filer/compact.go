@@ -2,7 +2,6 @@ package filer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"syscall"
@@ -47,7 +46,7 @@ func (s *State) FragmentedFiles(after uint64, chunk uint64, limit int) ([]uint64
 				return nil
 			}
 			var in Inode
-			if err := json.Unmarshal(v, &in); err != nil {
+			if err := decodeInode(v, &in); err != nil {
 				return err
 			}
 			if fragmented(&in, chunk) {
