@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // The two on-disk forms of a member's Raft log and stable store (term,
@@ -79,31 +78,14 @@ func openLogStore(dir string, hcl hclog.Logger) (logStore, string, error) {
 	if err := syncDir(dir); err != nil {
 		return nil, "", fmt.Errorf("raftutil: sync %s: %w", dir, err)
 	}
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walPath, wal.WithMetaStore(meta), wal.WithLogger(hcl.Named("wal")))
+	// raft-wal v0.4.1 and later: earlier versions could not read a log
+	// again after raft deleted its tail (a follower dropping entries a new
+	// leader replaced), see TestWALTailTruncateThenReopen.
+	w, err := wal.Open(walPath, wal.WithLogger(hcl.Named("wal")))
 	if err != nil {
-		meta.Close()
 		return nil, "", fmt.Errorf("raftutil: open raft log %s: %w", walPath, err)
 	}
-	return &walStore{WAL: w, meta: meta}, LogStoreWAL, nil
-}
-
-// walStore closes the WAL's meta database with it (raft-wal v0.4.0's Close
-// leaves it open, and its file lock would make a restart in the same
-// process wait forever).
-type walStore struct {
-	*wal.WAL
-	meta *metadb.BoltMetaDB
-}
-
-var _ raft.MonotonicLogStore = (*walStore)(nil)
-
-func (s *walStore) Close() error {
-	err := s.WAL.Close()
-	if merr := s.meta.Close(); err == nil {
-		err = merr
-	}
-	return err
+	return w, LogStoreWAL, nil
 }
 
 // nonEmptyDir reports whether path is a directory with at least one entry.

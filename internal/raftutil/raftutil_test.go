@@ -339,3 +339,56 @@ func TestOldBoltDirectory(t *testing.T) {
 		t.Fatalf("start with raft.db and wal/: %v, want ErrConfig about two raft logs", err)
 	}
 }
+
+// TestWALTailTruncateThenReopen: a follower whose unacknowledged tail is
+// replaced by a new leader's entries has its log tail deleted; the log must
+// still open and read after a restart (raft-wal before v0.4.1 sealed the
+// segment without an index and then failed every read of it with "sealed
+// segment has no index block").
+func TestWALTailTruncateThenReopen(t *testing.T) {
+	dir := t.TempDir()
+	hcl := newHCLogger(slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	store, kind, err := openLogStore(dir, hcl)
+	if err != nil || kind != LogStoreWAL {
+		t.Fatalf("open: %v %q", err, kind)
+	}
+	entry := func(i uint64, term uint64) *raft.Log {
+		return &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("e%d-%d", i, term))}
+	}
+	for i := uint64(1); i <= 10; i++ {
+		if err := store.StoreLogs([]*raft.Log{entry(i, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.DeleteRange(8, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.StoreLogs([]*raft.Log{entry(8, 2), entry(9, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store, _, err = openLogStore(dir, hcl)
+	if err != nil {
+		t.Fatalf("reopen after a tail truncation: %v", err)
+	}
+	defer store.Close()
+	last, err := store.LastIndex()
+	if err != nil || last != 9 {
+		t.Fatalf("last index %d, %v; want 9", last, err)
+	}
+	for i := uint64(1); i <= 9; i++ {
+		var l raft.Log
+		if err := store.GetLog(i, &l); err != nil {
+			t.Fatalf("entry %d after reopen: %v", i, err)
+		}
+		want := entry(i, 1)
+		if i >= 8 {
+			want = entry(i, 2)
+		}
+		if l.Term != want.Term || string(l.Data) != string(want.Data) {
+			t.Fatalf("entry %d: term %d %q, want term %d %q", i, l.Term, l.Data, want.Term, want.Data)
+		}
+	}
+}
