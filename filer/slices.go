@@ -91,18 +91,13 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 // every data commit prunes its list. A zero-length slice is never on top,
 // so it is dropped.
 func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
-	type edge struct {
-		at    uint64
-		i     int
-		start bool
-	}
 	edges := make([]edge, 0, 2*len(sl))
 	for i, s := range sl {
 		if s.Len > 0 {
 			edges = append(edges, edge{s.Off, i, true}, edge{s.end(), i, false})
 		}
 	}
-	slices.SortFunc(edges, func(a, b edge) int { return cmp.Compare(a.at, b.at) })
+	edges = sortEdges(edges)
 	visible := make([]bool, len(sl))
 	ended := make([]bool, len(sl))
 	var top posHeap
@@ -124,6 +119,7 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 			visible[top[0]] = true
 		}
 	}
+	kept = make([]Slice, 0, len(sl))
 	for i, s := range sl {
 		if visible[i] {
 			kept = append(kept, s)
@@ -131,7 +127,50 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 			dropped = append(dropped, s)
 		}
 	}
+	if len(kept) == 0 {
+		kept = nil
+	}
 	return kept, dropped
+}
+
+// edge is where slice i of a list starts or ends.
+type edge struct {
+	at    uint64
+	i     int
+	start bool
+}
+
+// sortEdges sorts edges by offset (the order of equal offsets does not
+// matter to the sweep) and returns the sorted slice, which may be a new one.
+// Long lists, the ones that cost, are radix-sorted a byte at a time,
+// skipping the bytes all offsets share.
+func sortEdges(edges []edge) []edge {
+	if len(edges) < 256 {
+		slices.SortFunc(edges, func(a, b edge) int { return cmp.Compare(a.at, b.at) })
+		return edges
+	}
+	tmp := make([]edge, len(edges))
+	for shift := 0; shift < 64; shift += 8 {
+		var count [256]int
+		for _, e := range edges {
+			count[byte(e.at>>shift)]++
+		}
+		if count[byte(edges[0].at>>shift)] == len(edges) {
+			continue
+		}
+		pos := 0
+		for b, c := range count {
+			count[b] = pos
+			pos += c
+		}
+		for _, e := range edges {
+			b := byte(e.at >> shift)
+			tmp[count[b]] = e
+			count[b]++
+		}
+		edges, tmp = tmp, edges
+	}
+	return edges
 }
 
 // posHeap is a max-heap of slice list positions.

@@ -92,13 +92,18 @@ func TestPruneShadowedMatchesCoverage(t *testing.T) {
 	for iter := range 5000 {
 		n := rng.IntN(40)
 		span := uint64(1 + rng.IntN(200))
+		if iter%10 == 0 { // long lists (sorted by radix), offsets up to 2^62
+			n = 130 + rng.IntN(900)
+			span = uint64(1) << (8 + rng.IntN(54))
+		}
 		base := uint64(0)
 		if iter%5 == 0 {
-			base = MaxFileSize - 256 // ends near the largest file size
+			base = MaxFileSize - span // ends near the largest file size
 		}
 		var sl []Slice
 		for i := range n {
 			s := Slice{Off: base + rng.Uint64N(span), Len: rng.Uint64N(span/2 + 1), Fid: fmt.Sprintf("1,%02x00000000", i)}
+			s.Len = min(s.Len, MaxFileSize-s.Off)
 			sl = append(sl, s)
 		}
 		k1, d1 := pruneShadowed(sl)
