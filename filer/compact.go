@@ -2,7 +2,6 @@ package filer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"syscall"
@@ -47,7 +46,7 @@ func (s *State) FragmentedFiles(after uint64, chunk uint64, limit int) ([]uint64
 				return nil
 			}
 			var in Inode
-			if err := json.Unmarshal(v, &in); err != nil {
+			if err := decodeInode(v, &in); err != nil {
 				return err
 			}
 			if fragmented(&in, chunk) {
@@ -99,6 +98,13 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	if !fragmented(in, chunk) {
 		return nil
 	}
+	runs := dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk)
+	if 2*len(runs) > len(in.Slices) {
+		// Scattered writes into a sparse file: its data is nearly as
+		// many runs as it has slices, so a rewrite would leave it as
+		// fragmented as it is, and the next pass would rewrite it again.
+		return nil
+	}
 	var fresh []Slice
 	drop := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -108,7 +114,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		}
 	}
 	rd := &fileReader{ctx: ctx, data: s.data, in: in}
-	for _, run := range dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk) {
+	for _, run := range runs {
 		buf := make([]byte, run.Len)
 		if _, err := rd.ReadAt(buf, int64(run.Off)); err != nil && uint64(len(buf)) != run.Len {
 			drop()

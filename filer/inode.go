@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"syscall"
@@ -84,10 +85,51 @@ func dentryKey(parent uint64, name string) []byte {
 	return append(u64key(parent), name...)
 }
 
+// encodeInode gives the stored form of an inode: its JSON, with the slice
+// list (most of the bytes of a fragmented file) as the last member, written
+// directly rather than through json.Marshal, which would scan and copy the
+// list's encoding once more. Every data commit encodes the file's inode.
 func encodeInode(in *Inode) []byte {
-	b, err := json.Marshal(in)
+	head := *in
+	head.Slices = nil
+	b, err := json.Marshal(&head)
 	if err != nil {
 		panic(err) // Inode has no unencodable fields
 	}
-	return b
+	if len(in.Slices) == 0 {
+		return b
+	}
+	b = append(b[:len(b)-1], storedSlicesKey...)
+	b = in.Slices.appendBase64(b)
+	return append(b, '"', '}')
+}
+
+// storedSlicesKey starts the slice list at the end of a stored inode. It
+// cannot occur inside a JSON string (the quotes would be escaped there).
+const storedSlicesKey = `,"slices":"`
+
+// decodeInode decodes a stored inode into in. An inode ending in its slice
+// list (what encodeInode writes) is decoded without scanning the list as
+// JSON; any other JSON form of an Inode (written by earlier versions, with
+// the list elsewhere or as an array) is decoded by encoding/json. v is not
+// modified (it may be the state file's read-only memory map).
+func decodeInode(v []byte, in *Inode) error {
+	i := bytes.LastIndex(v, []byte(storedSlicesKey))
+	if i < 0 || !bytes.HasSuffix(v, []byte(`"}`)) || i+len(storedSlicesKey) > len(v)-2 {
+		return json.Unmarshal(v, in)
+	}
+	b64 := v[i+len(storedSlicesKey) : len(v)-2]
+	if bytes.ContainsAny(b64, `"\`) {
+		return json.Unmarshal(v, in)
+	}
+	head := append(v[:i:i], '}') // a copy: v[:i:i] has no room to grow
+	if err := json.Unmarshal(head, in); err != nil {
+		return err
+	}
+	sl, err := decodeSliceListBase64(b64)
+	if err != nil {
+		return err
+	}
+	in.Slices = sl
+	return nil
 }

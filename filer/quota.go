@@ -148,7 +148,7 @@ func (t *txn) removeQuotaRoot(q, to uint64) {
 	var charged []*Inode
 	t.must(t.inodes.ForEach(func(_, v []byte) error {
 		in := &Inode{}
-		t.must(json.Unmarshal(v, in))
+		t.must(decodeInode(v, in))
 		if in.QuotaRoot == q {
 			charged = append(charged, in)
 		}

@@ -25,6 +25,14 @@ func (l SliceList) MarshalJSON() ([]byte, error) {
 	if l == nil {
 		return []byte("null"), nil
 	}
+	out := make([]byte, 0, 2+base64.StdEncoding.EncodedLen(1+len(l)*32))
+	out = append(out, '"')
+	out = l.appendBase64(out)
+	return append(out, '"'), nil
+}
+
+// appendBase64 appends the base64 of l's binary form to dst.
+func (l SliceList) appendBase64(dst []byte) []byte {
 	b := make([]byte, 0, 1+len(l)*32)
 	b = append(b, sliceListV1)
 	for _, s := range l {
@@ -34,11 +42,7 @@ func (l SliceList) MarshalJSON() ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(s.Fid)))
 		b = append(b, s.Fid...)
 	}
-	out := make([]byte, base64.StdEncoding.EncodedLen(len(b))+2)
-	out[0] = '"'
-	base64.StdEncoding.Encode(out[1:], b)
-	out[len(out)-1] = '"'
-	return out, nil
+	return base64.StdEncoding.AppendEncode(dst, b)
 }
 
 // UnmarshalJSON decodes the compact form or the array of objects.
@@ -57,17 +61,22 @@ func (l *SliceList) UnmarshalJSON(b []byte) error {
 	case len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"':
 		return fmt.Errorf("%w: slice list is neither a string nor an array", ErrCorrupt)
 	}
-	raw := make([]byte, base64.StdEncoding.DecodedLen(len(b)-2))
-	n, err := base64.StdEncoding.Decode(raw, b[1:len(b)-1])
-	if err != nil {
-		return fmt.Errorf("%w: slice list: %w", ErrCorrupt, err)
-	}
-	out, err := decodeSliceList(raw[:n])
+	out, err := decodeSliceListBase64(b[1 : len(b)-1])
 	if err != nil {
 		return err
 	}
 	*l = out
 	return nil
+}
+
+// decodeSliceListBase64 decodes the base64 of the binary form.
+func decodeSliceListBase64(b64 []byte) (SliceList, error) {
+	raw := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(raw, b64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: slice list: %w", ErrCorrupt, err)
+	}
+	return decodeSliceList(raw[:n])
 }
 
 // decodeSliceList decodes the binary form.

@@ -80,17 +80,46 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 }
 
 // pruneShadowed drops the slices no byte of which is visible because later
-// slices cover them, and returns the kept list and the dropped slices.
+// slices cover them, and returns the kept list and the dropped slices (both
+// in list order).
+//
+// It sweeps the slices' end points in offset order, keeping the slices that
+// cover the current point in a max-heap of list positions: between two
+// consecutive end points the top of the heap is the slice a read sees
+// there, and a slice is kept iff it is on top somewhere. That is
+// O(n log n); a file written at random offsets has thousands of slices and
+// every data commit prunes its list. A zero-length slice is never on top,
+// so it is dropped.
 func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
-	visible := make([]bool, len(sl))
-	var cov byterange.Coverage
-	for i := len(sl) - 1; i >= 0; i-- {
-		s := sl[i]
-		if !cov.Covers(s.Off, s.end()) {
-			visible[i] = true
+	edges := make([]edge, 0, 2*len(sl))
+	for i, s := range sl {
+		if s.Len > 0 {
+			edges = append(edges, edge{s.Off, i, true}, edge{s.end(), i, false})
 		}
-		cov = cov.Add(s.Off, s.end())
 	}
+	edges = sortEdges(edges)
+	visible := make([]bool, len(sl))
+	ended := make([]bool, len(sl))
+	var top posHeap
+	for k := 0; k < len(edges); {
+		at := edges[k].at
+		for ; k < len(edges) && edges[k].at == at; k++ {
+			if e := edges[k]; e.start {
+				top.push(e.i)
+			} else {
+				ended[e.i] = true
+			}
+		}
+		for len(top) > 0 && ended[top[0]] {
+			top.pop()
+		}
+		// A slice still open ends at a later edge, so [at, edges[k].at)
+		// is not empty and top[0] is what a read sees there.
+		if len(top) > 0 {
+			visible[top[0]] = true
+		}
+	}
+	kept = make([]Slice, 0, len(sl))
 	for i, s := range sl {
 		if visible[i] {
 			kept = append(kept, s)
@@ -98,7 +127,88 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 			dropped = append(dropped, s)
 		}
 	}
+	if len(kept) == 0 {
+		kept = nil
+	}
 	return kept, dropped
+}
+
+// edge is where slice i of a list starts or ends.
+type edge struct {
+	at    uint64
+	i     int
+	start bool
+}
+
+// sortEdges sorts edges by offset (the order of equal offsets does not
+// matter to the sweep) and returns the sorted slice, which may be a new one.
+// Long lists, the ones that cost, are radix-sorted a byte at a time,
+// skipping the bytes all offsets share.
+func sortEdges(edges []edge) []edge {
+	if len(edges) < 256 {
+		slices.SortFunc(edges, func(a, b edge) int { return cmp.Compare(a.at, b.at) })
+		return edges
+	}
+	tmp := make([]edge, len(edges))
+	for shift := 0; shift < 64; shift += 8 {
+		var count [256]int
+		for _, e := range edges {
+			count[byte(e.at>>shift)]++
+		}
+		if count[byte(edges[0].at>>shift)] == len(edges) {
+			continue
+		}
+		pos := 0
+		for b, c := range count {
+			count[b] = pos
+			pos += c
+		}
+		for _, e := range edges {
+			b := byte(e.at >> shift)
+			tmp[count[b]] = e
+			count[b]++
+		}
+		edges, tmp = tmp, edges
+	}
+	return edges
+}
+
+// posHeap is a max-heap of slice list positions.
+type posHeap []int
+
+func (h *posHeap) push(i int) {
+	*h = append(*h, i)
+	a := *h
+	for c := len(a) - 1; c > 0; {
+		p := (c - 1) / 2
+		if a[p] >= a[c] {
+			break
+		}
+		a[p], a[c] = a[c], a[p]
+		c = p
+	}
+}
+
+func (h *posHeap) pop() {
+	a := *h
+	n := len(a) - 1
+	a[0] = a[n]
+	a = a[:n]
+	for p := 0; ; {
+		c := 2*p + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n && a[c+1] > a[c] {
+			c++
+		}
+		if a[p] >= a[c] {
+			break
+		}
+		a[p], a[c] = a[c], a[p]
+		p = c
+	}
+	*h = a
 }
 
 // AppendSlices returns the slice list a CommitSlices (without Truncate)

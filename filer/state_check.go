@@ -42,7 +42,7 @@ func (t *txn) check() []error {
 	inodes := map[uint64]*Inode{}
 	t.must(t.inodes.ForEach(func(k, v []byte) error {
 		in := &Inode{}
-		if err := json.Unmarshal(v, in); err != nil || in.Ino != keyU64(k) {
+		if err := decodeInode(v, in); err != nil || in.Ino != keyU64(k) {
 			bad("inode record %d does not decode to itself", keyU64(k))
 			return nil
 		}

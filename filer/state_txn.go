@@ -1,7 +1,6 @@
 package filer
 
 import (
-	"encoding/json"
 	"fmt"
 	"syscall"
 
@@ -69,7 +68,7 @@ func (t *txn) inode(ino uint64) *Inode {
 		return nil
 	}
 	in := &Inode{}
-	t.must(json.Unmarshal(v, in))
+	t.must(decodeInode(v, in))
 	return in
 }
 

@@ -8,12 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
@@ -83,7 +87,7 @@ type member struct {
 
 const testPort = 7450
 
-func testConfig(t *testing.T, id string, peers []string) Config {
+func testConfig(t testing.TB, id string, peers []string) Config {
 	return Config{
 		Dir:                t.TempDir(),
 		ID:                 id,
@@ -95,7 +99,7 @@ func testConfig(t *testing.T, id string, peers []string) Config {
 	}
 }
 
-func startMember(t *testing.T, m *member) {
+func startMember(t testing.TB, m *member) {
 	t.Helper()
 	m.fsm = newKV()
 	m.cfg.FSM = m.fsm
@@ -123,7 +127,7 @@ func startGroup(t *testing.T, size int) []*member {
 }
 
 // waitLeader waits until every running member agrees on one leader among them.
-func waitLeader(t *testing.T, ms []*member) *member {
+func waitLeader(t testing.TB, ms []*member) *member {
 	t.Helper()
 	var leader *member
 	testutil.WaitFor(t, 20*time.Second, "a leader all members agree on", func() error {
@@ -267,5 +271,124 @@ func TestStartValidates(t *testing.T) {
 	cfg.FSM = newKV()
 	if _, err := Start(cfg); !errors.Is(err, ErrConfig) {
 		t.Fatalf("peers without self: %v", err)
+	}
+}
+
+// TestOldBoltDirectory: a data directory written before the WAL (it holds
+// raft.db) keeps its log store and its state across restarts; a new one
+// gets the WAL; a directory with both is refused.
+func TestOldBoltDirectory(t *testing.T) {
+	ip := testutil.LoopbackIP(t, testPort, testPort+20000)
+	m := &member{cfg: testConfig(t, net.JoinHostPort(ip, strconv.Itoa(testPort)), nil)}
+	// What the earlier raftutil did: a raft-boltdb store at Dir/raft.db.
+	old, err := raftboltdb.NewBoltStore(filepath.Join(m.cfg.Dir, "raft.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	startMember(t, m)
+	if got := m.node.LogStore(); got != LogStoreBolt {
+		t.Fatalf("log store %q in a directory with raft.db, want %q", got, LogStoreBolt)
+	}
+	waitLeader(t, []*member{m})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := m.node.Apply(ctx, cmd("a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	startMember(t, m)
+	if got := m.node.LogStore(); got != LogStoreBolt {
+		t.Fatalf("log store %q after restart, want %q", got, LogStoreBolt)
+	}
+	waitValue(t, m, "a", "1")
+	if _, err := os.Stat(filepath.Join(m.cfg.Dir, walDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a WAL appeared next to raft.db: %v", err)
+	}
+	if err := m.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new directory: the WAL, kept across a restart.
+	n := &member{cfg: testConfig(t, m.cfg.ID, nil)}
+	startMember(t, n)
+	if got := n.node.LogStore(); got != LogStoreWAL {
+		t.Fatalf("log store %q in a new directory, want %q", got, LogStoreWAL)
+	}
+	waitLeader(t, []*member{n})
+	if _, err := n.node.Apply(ctx, cmd("b", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	startMember(t, n)
+	waitValue(t, n, "b", "2")
+	if err := n.node.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both logs in one directory: refused, nothing opened or changed.
+	if err := os.Link(filepath.Join(m.cfg.Dir, "raft.db"), filepath.Join(n.cfg.Dir, "raft.db")); err != nil {
+		t.Fatal(err)
+	}
+	n.cfg.FSM = newKV()
+	if _, err := Start(n.cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "two raft logs") {
+		t.Fatalf("start with raft.db and wal/: %v, want ErrConfig about two raft logs", err)
+	}
+}
+
+// TestWALTailTruncateThenReopen: a follower whose unacknowledged tail is
+// replaced by a new leader's entries has its log tail deleted; the log must
+// still open and read after a restart (raft-wal before v0.4.1 sealed the
+// segment without an index and then failed every read of it with "sealed
+// segment has no index block").
+func TestWALTailTruncateThenReopen(t *testing.T) {
+	dir := t.TempDir()
+	hcl := newHCLogger(slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	store, kind, err := openLogStore(dir, hcl)
+	if err != nil || kind != LogStoreWAL {
+		t.Fatalf("open: %v %q", err, kind)
+	}
+	entry := func(i uint64, term uint64) *raft.Log {
+		return &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("e%d-%d", i, term))}
+	}
+	for i := uint64(1); i <= 10; i++ {
+		if err := store.StoreLogs([]*raft.Log{entry(i, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.DeleteRange(8, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.StoreLogs([]*raft.Log{entry(8, 2), entry(9, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store, _, err = openLogStore(dir, hcl)
+	if err != nil {
+		t.Fatalf("reopen after a tail truncation: %v", err)
+	}
+	defer store.Close()
+	last, err := store.LastIndex()
+	if err != nil || last != 9 {
+		t.Fatalf("last index %d, %v; want 9", last, err)
+	}
+	for i := uint64(1); i <= 9; i++ {
+		var l raft.Log
+		if err := store.GetLog(i, &l); err != nil {
+			t.Fatalf("entry %d after reopen: %v", i, err)
+		}
+		want := entry(i, 1)
+		if i >= 8 {
+			want = entry(i, 2)
+		}
+		if l.Term != want.Term || string(l.Data) != string(want.Data) {
+			t.Fatalf("entry %d: term %d %q, want term %d %q", i, l.Term, l.Data, want.Term, want.Data)
+		}
 	}
 }
