@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairn-storage/cairn/internal/fid"
-	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
 func getRange(t *testing.T, url string, id fid.FileID, spec string) (*http.Response, []byte) {
@@ -36,27 +33,8 @@ func getRange(t *testing.T, url string, id fid.FileID, spec string) (*http.Respo
 // answer, and a range over a block damaged on one replica is repaired from
 // the other and served correctly.
 func TestRangeReadsOverHTTP(t *testing.T) {
-	ipA := testutil.LoopbackIP(t, 8080, 18080)
-	ipB := testutil.LoopbackIP(t, 8080, 18080)
-	urlA, urlB := net.JoinHostPort(ipA, "8080"), net.JoinHostPort(ipB, "8080")
-	master := startFakeMaster(t, []string{urlA, urlB})
-	dirB := t.TempDir()
-	a := startServer(t, ipA, t.TempDir(), master)
-	b := startServer(t, ipB, dirB, master)
-	for _, s := range []*Server{a.s, b.s} {
-		if _, err := s.store.Allocate(7, "", "001"); err != nil {
-			t.Fatal(err)
-		}
-		s.markBehind(7, "test start")
-	}
-	testutil.WaitFor(t, 30*time.Second, "volume 7 in sync on both", func() error {
-		for _, s := range []*Server{a.s, b.s} {
-			if why, behind := s.behind(7); behind {
-				return fmt.Errorf("%s: %s", s.URL(), why)
-			}
-		}
-		return nil
-	})
+	p := startReplicatedPair(t)
+	urlA, urlB, dirB, b := p.urlA, p.urlB, p.dirB, p.b
 	data := testPayload(77, 5*blockSize+123)
 	size := len(data)
 	id := fid.FileID{Volume: 7, Key: 1, Cookie: 0xabc}

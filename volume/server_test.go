@@ -59,6 +59,38 @@ type runningServer struct {
 	done   chan error
 }
 
+// replicatedPair is two volume servers under one fake master, each holding
+// volume 7 at replication 001, in sync with each other.
+type replicatedPair struct {
+	ipB, urlA, urlB, master, dirB string
+	a, b                          *runningServer
+}
+
+func startReplicatedPair(t *testing.T) *replicatedPair {
+	t.Helper()
+	ipA := testutil.LoopbackIP(t, 8080, 18080)
+	ipB := testutil.LoopbackIP(t, 8080, 18080)
+	p := &replicatedPair{ipB: ipB, urlA: net.JoinHostPort(ipA, "8080"), urlB: net.JoinHostPort(ipB, "8080"), dirB: t.TempDir()}
+	p.master = startFakeMaster(t, []string{p.urlA, p.urlB})
+	p.a = startServer(t, ipA, t.TempDir(), p.master)
+	p.b = startServer(t, ipB, p.dirB, p.master)
+	for _, s := range []*Server{p.a.s, p.b.s} {
+		if _, err := s.store.Allocate(7, "", "001"); err != nil {
+			t.Fatal(err)
+		}
+		s.markBehind(7, "test start")
+	}
+	testutil.WaitFor(t, 30*time.Second, "volume 7 in sync on both", func() error {
+		for _, s := range []*Server{p.a.s, p.b.s} {
+			if why, behind := s.behind(7); behind {
+				return fmt.Errorf("%s: %s", s.URL(), why)
+			}
+		}
+		return nil
+	})
+	return p
+}
+
 func startServer(t *testing.T, ip, dir, master string, opts ...func(*Config)) *runningServer {
 	t.Helper()
 	cfg := Config{Dir: dir, IP: ip, Port: 8080, Masters: []string{master}, Pulse: 100 * time.Millisecond}
@@ -123,27 +155,8 @@ func get(url string, id fid.FileID) (int, []byte) {
 // makes the volume out of sync, and a restart of the peer brings both copies
 // back to the same content.
 func TestReplicatedWritePath(t *testing.T) {
-	ipA := testutil.LoopbackIP(t, 8080, 18080)
-	ipB := testutil.LoopbackIP(t, 8080, 18080)
-	urlA, urlB := net.JoinHostPort(ipA, "8080"), net.JoinHostPort(ipB, "8080")
-	master := startFakeMaster(t, []string{urlA, urlB})
-	dirB := t.TempDir()
-	a := startServer(t, ipA, t.TempDir(), master)
-	b := startServer(t, ipB, dirB, master)
-	for _, s := range []*Server{a.s, b.s} {
-		if _, err := s.store.Allocate(7, "", "001"); err != nil {
-			t.Fatal(err)
-		}
-		s.markBehind(7, "test start")
-	}
-	testutil.WaitFor(t, 20*time.Second, "volume 7 in sync on both", func() error {
-		for _, s := range []*Server{a.s, b.s} {
-			if why, behind := s.behind(7); behind {
-				return fmt.Errorf("%s: %s", s.URL(), why)
-			}
-		}
-		return nil
-	})
+	p := startReplicatedPair(t)
+	ipB, urlA, urlB, master, dirB, a, b := p.ipB, p.urlA, p.urlB, p.master, p.dirB, p.a, p.b
 
 	id := fid.FileID{Volume: 7, Key: 1, Cookie: 0xabc}
 	if code, body := put(urlA, id, []byte("hello")); code != 201 {

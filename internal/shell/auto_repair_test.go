@@ -5,7 +5,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,34 +34,7 @@ func TestMasterAutoRepair(t *testing.T) {
 	for i := range 3 {
 		writeNeedles(t, c, &w, fmt.Sprintf("auto%d", i), 40, rng)
 	}
-	_, st, err := c.LeaderStatus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := map[string][]uint32{}
-	for _, v := range st.Volumes {
-		for _, r := range v.Replicas {
-			held[r] = append(held[r], v.ID)
-		}
-	}
-	victim := c.Volumes[0]
-	for _, p := range c.Volumes {
-		if len(held[p.HTTP]) > len(held[victim.HTTP]) {
-			victim = p
-		}
-	}
-	lost := map[uint32]bool{}
-	for _, id := range held[victim.HTTP] {
-		lost[id] = true
-	}
-	if len(lost) == 0 {
-		t.Fatalf("no volume on any server: %+v", st)
-	}
-	t.Logf("killing %s and wiping %s; it held volumes %v", victim.HTTP, victim.Dir, held[victim.HTTP])
-	victim.Kill()
-	if err := os.RemoveAll(victim.Dir); err != nil {
-		t.Fatal(err)
-	}
+	victim, lost, _ := loseBusiestServer(t, c)
 	start := time.Now()
 	waitWritable(t, c, lost, victim.HTTP)
 	t.Logf("the master repaired %d volumes on its own %v after the kill", len(lost), time.Since(start).Round(time.Millisecond))

@@ -34,35 +34,7 @@ func TestVolumeFixReplication(t *testing.T) {
 		writeNeedles(t, c, &w, fmt.Sprintf("fix%d", i), 75, rng)
 	}
 
-	// The victim: the server holding the most replicas.
-	_, st, err := c.LeaderStatus()
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := map[string][]uint32{}
-	for _, v := range st.Volumes {
-		for _, r := range v.Replicas {
-			held[r] = append(held[r], v.ID)
-		}
-	}
-	victim := c.Volumes[0]
-	for _, p := range c.Volumes {
-		if len(held[p.HTTP]) > len(held[victim.HTTP]) {
-			victim = p
-		}
-	}
-	lost := map[uint32]bool{}
-	for _, id := range held[victim.HTTP] {
-		lost[id] = true
-	}
-	if len(lost) == 0 {
-		t.Fatalf("no volume on any server: %+v", st)
-	}
-	t.Logf("killing %s and wiping %s; it held volumes %v", victim.HTTP, victim.Dir, held[victim.HTTP])
-	victim.Kill()
-	if err := os.RemoveAll(victim.Dir); err != nil {
-		t.Fatal(err)
-	}
+	victim, lost, st := loseBusiestServer(t, c)
 
 	// volume.list marks them once the master counts the server dead.
 	var list VolumeListJSON

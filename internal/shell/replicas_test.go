@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -111,6 +112,42 @@ func (w *written) add(f string, d []byte) {
 		w.data = map[string][]byte{}
 	}
 	w.data[f] = d
+}
+
+// loseBusiestServer SIGKILLs the volume server holding the most replicas
+// and wipes its directory for good. It returns that server, the volumes it
+// held and the cluster status from before.
+func loseBusiestServer(t *testing.T, c *testcluster.Cluster) (*testcluster.Proc, map[uint32]bool, *testcluster.Status) {
+	t.Helper()
+	_, st, err := c.LeaderStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]uint32{}
+	for _, v := range st.Volumes {
+		for _, r := range v.Replicas {
+			held[r] = append(held[r], v.ID)
+		}
+	}
+	victim := c.Volumes[0]
+	for _, p := range c.Volumes {
+		if len(held[p.HTTP]) > len(held[victim.HTTP]) {
+			victim = p
+		}
+	}
+	lost := map[uint32]bool{}
+	for _, id := range held[victim.HTTP] {
+		lost[id] = true
+	}
+	if len(lost) == 0 {
+		t.Fatalf("no volume on any server: %+v", st)
+	}
+	t.Logf("killing %s and wiping %s; it held volumes %v", victim.HTTP, victim.Dir, held[victim.HTTP])
+	victim.Kill()
+	if err := os.RemoveAll(victim.Dir); err != nil {
+		t.Fatal(err)
+	}
+	return victim, lost, st
 }
 
 // writeNeedles stores n random needles through assign, collection coll.
