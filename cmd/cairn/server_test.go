@@ -9,30 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestServerRejectsBadCacheFlags(t *testing.T) {
 	for _, args := range [][]string{
@@ -69,7 +50,7 @@ func TestServerMountCacheFlags(t *testing.T) {
 	ip := testutil.LoopbackIP(t, mport, mport+10000, mport+20000, vport, vport+10000, fport, fport+10000, fport+20000)
 	data, mnt, cacheDir := t.TempDir(), t.TempDir(), t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- runServer(ctx, []string{"--dir", data, "--mount", mnt, "--ip", ip,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/internal/fid"
+	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
 // fakeCluster is an in-memory master plus one volume server.
@@ -376,28 +377,11 @@ func TestProgressLines(t *testing.T) {
 	defer func() { progressInterval = old }()
 	c := newFakeCluster(t)
 	c.onPut = func(int64) { time.Sleep(200 * time.Microsecond) }
-	var prog syncBuffer
+	var prog testutil.SyncBuffer
 	if _, err := Run(context.Background(), Config{Master: c.masterAddr(), N: 300, Concurrency: 1, Size: 8, Progress: &prog}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(prog.String(), "write: ") || !strings.Contains(prog.String(), "/300 needles") {
 		t.Errorf("progress output:\n%s", prog.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,10 +3,12 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,4 +60,23 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for a writer and a reader at once, for
+// a process's output that a test reads while the process runs.
+type SyncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
