@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/raftutil"
@@ -57,7 +60,6 @@ func (m *Master) assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignR
 				coll, p, time.Since(since).Round(time.Millisecond))
 		}
 		if err := m.growOne(ctx, coll, p); err != nil {
-			m.logGrowFailure(coll, p, err)
 			return nil, err
 		}
 	}
@@ -167,12 +169,29 @@ func (m *Master) growLock(key string) *sync.Mutex {
 // meanwhile, and waits until it is writable. Growth is serialized per
 // collection and replication.
 func (m *Master) growOne(ctx context.Context, coll string, p placement) error {
-	lock := m.growLock(coll + "/" + p.String())
+	key := coll + "/" + p.String()
+	lock := m.growLock(key)
 	lock.Lock()
 	defer lock.Unlock()
 	if len(m.writableVolumes(coll, p.String())) > 0 {
 		return nil
 	}
+	if err := m.recentGrowFailure(key); err != nil {
+		return err
+	}
+	err := m.grow1(ctx, coll, p)
+	switch {
+	case err == nil:
+		m.noteGrowSuccess(key)
+	case ctx.Err() == nil:
+		m.noteGrowFailure(key, coll, p, err)
+	}
+	return err
+}
+
+// grow1 places, creates and registers one volume for (coll, p), and waits
+// until it is writable.
+func (m *Master) grow1(ctx context.Context, coll string, p placement) error {
 	servers, err := m.placeVolume(p)
 	if err != nil {
 		return err
@@ -216,25 +235,47 @@ func (m *Master) growOne(ctx context.Context, coll string, p placement) error {
 	}
 }
 
-// logGrowFailure warns that no volume could be grown for (coll, p), at most
-// every growLogEvery for the same reason: clients retry growth on every
-// assign, and the operator needs the reason once, not once per retry.
-func (m *Master) logGrowFailure(coll string, p placement, err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	msg := err.Error()
+// recentGrowFailure returns the error of a growth for key that failed
+// less than a pulse ago: assigns then fail at once instead of each trying
+// again (a retry storm of placements on a server that just died, each
+// creating and removing a volume on the others).
+func (m *Master) recentGrowFailure(key string) error {
 	m.grow.mu.Lock()
+	defer m.grow.mu.Unlock()
+	if f := m.grow.failed[key]; f != nil && time.Since(f.at) < m.cfg.Pulse {
+		return f.err
+	}
+	return nil
+}
+
+// noteGrowFailure records a failed growth for key and warns about it, at
+// most every growLogEvery per key: the operator needs the reason once, not
+// once per retrying client.
+func (m *Master) noteGrowFailure(key, coll string, p placement, err error) {
 	now := time.Now()
-	quiet := msg == m.grow.lastErr && now.Sub(m.grow.lastLog) < growLogEvery
+	m.grow.mu.Lock()
+	f := m.grow.failed[key]
+	if f == nil {
+		f = &growFailure{}
+		m.grow.failed[key] = f
+	}
+	f.err, f.at = err, now
+	quiet := now.Sub(f.logged) < growLogEvery
 	if !quiet {
-		m.grow.lastErr, m.grow.lastLog = msg, now
+		f.logged = now
 	}
 	m.grow.mu.Unlock()
 	if !quiet {
 		m.log.Warn("no writable volume and could not grow one; assigns fail until this is fixed (check that enough volume servers are alive with free slots)",
-			"collection", coll, "replication", p.String(), "err", msg)
+			"collection", coll, "replication", p.String(), "err", err)
 	}
+}
+
+// noteGrowSuccess forgets a failure of key.
+func (m *Master) noteGrowSuccess(key string) {
+	m.grow.mu.Lock()
+	delete(m.grow.failed, key)
+	m.grow.mu.Unlock()
 }
 
 // placeVolume chooses servers for a new volume among alive registered ones.
@@ -276,7 +317,11 @@ func (m *Master) placeVolume(p placement) ([]string, error) {
 func (m *Master) allocate(ctx context.Context, id uint32, coll string, p placement, servers []string) error {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	errc := make(chan error, len(servers))
+	type result struct {
+		server string
+		err    error
+	}
+	results := make(chan result, len(servers))
 	for _, s := range servers {
 		go func() {
 			conn, err := m.pool.Conn(s)
@@ -285,23 +330,51 @@ func (m *Master) allocate(ctx context.Context, id uint32, coll string, p placeme
 					VolumeId: id, Collection: coll, Replication: p.String(),
 				})
 			}
-			if err != nil {
-				err = fmt.Errorf("%s: %s", s, errorMessage(err))
-			}
-			errc <- err
+			results <- result{s, err}
 		}()
 	}
 	var errs []error
+	var created []string // servers that may hold the new volume
 	for range servers {
-		if err := <-errc; err != nil {
-			errs = append(errs, err)
+		r := <-results
+		if r.err == nil || status.Code(r.err) == codes.DeadlineExceeded {
+			created = append(created, r.server)
+		}
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s", r.server, errorMessage(r.err)))
 		}
 	}
 	if len(errs) > 0 {
+		m.unallocate(ctx, id, created)
 		return apiErrorf(http.StatusServiceUnavailable, "could not create volume %d on every chosen server (%v): %v; check those volume servers, then retry",
 			id, servers, errors.Join(errs...))
 	}
 	return nil
+}
+
+// unallocate removes volume id, created on servers by a growth that
+// failed on another server, from each of them: the id was never registered, so
+// nothing was written to it, and left alone the copies would take the
+// servers' volume slots for good. Best effort: a server that cannot be
+// reached now keeps an empty, unregistered volume, which is logged.
+func (m *Master) unallocate(ctx context.Context, id uint32, servers []string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := m.pool.Conn(s)
+			if err == nil {
+				_, err = pb.NewVolumeClient(conn).DeleteVolume(dctx, &pb.DeleteVolumeRequest{VolumeId: id})
+			}
+			if err != nil {
+				m.log.Warn("could not remove a volume left by a failed growth; it stays empty and unregistered on that server", "volume", id, "server", s, "err", errorMessage(err))
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // lookup lists the alive replicas of volume id, primary first.

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/rpc"
@@ -143,6 +146,8 @@ type fakeVolume struct {
 	paused    bool            // no heartbeats at all
 	leader    string
 	locations map[uint32]*pb.VolumeLocation // from the last heartbeat reply
+	failAlloc bool                          // AllocateVolume fails, as on a server that just died
+	allocs    int                           // AllocateVolume calls
 }
 
 func startVolume(t *testing.T, masters []string, dc, rack string) *fakeVolume {
@@ -182,6 +187,11 @@ func startVolumeOn(t *testing.T, ip string, masters []string, dc, rack string, s
 
 func (v *fakeVolume) AllocateVolume(_ context.Context, req *pb.AllocateVolumeRequest) (*pb.AllocateVolumeResponse, error) {
 	v.mu.Lock()
+	v.allocs++
+	if v.failAlloc {
+		v.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
 	if _, ok := v.vols[req.VolumeId]; !ok {
 		v.vols[req.VolumeId] = &pb.VolumeInfo{Id: req.VolumeId, Collection: req.Collection, Replication: req.Replication, InSync: true, Size: 8}
 	}
@@ -191,6 +201,13 @@ func (v *fakeVolume) AllocateVolume(_ context.Context, req *pb.AllocateVolumeReq
 	default:
 	}
 	return &pb.AllocateVolumeResponse{}, nil
+}
+
+func (v *fakeVolume) DeleteVolume(_ context.Context, req *pb.DeleteVolumeRequest) (*pb.DeleteVolumeResponse, error) {
+	v.mu.Lock()
+	delete(v.vols, req.VolumeId)
+	v.mu.Unlock()
+	return &pb.DeleteVolumeResponse{}, nil
 }
 
 func (v *fakeVolume) set(fn func(v *fakeVolume)) {
@@ -609,6 +626,50 @@ func TestRunListenError(t *testing.T) {
 	if err := m.Ready(); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Ready: %v", err)
 	}
+}
+
+// TestFailedGrowthLeavesNothing: a growth that cannot create the volume on
+// every chosen server (one of them just died, and the master does not know
+// yet) removes it from the others, and assigns within the next pulse get
+// the same error without trying again. Before, every retrying client left
+// one more empty volume on the healthy servers until their slots ran out.
+func TestFailedGrowthLeavesNothing(t *testing.T) {
+	ms := startMasters(t, 1, 100)
+	waitLeader(t, ms)
+	addr := ms[0].m.Addr()
+	good := startVolume(t, []string{addr}, "dc1", "r1")
+	dying := startVolume(t, []string{addr}, "dc1", "r1")
+	dying.set(func(v *fakeVolume) { v.failAlloc = true })
+	var e map[string]string
+	testutil.WaitFor(t, 20*time.Second, "an assign to try growing", func() error {
+		code, err := httpGet("http://"+addr+"/dir/assign?replication=001", &e)
+		if code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(err, e), "could not create volume") {
+			return nil
+		}
+		return fmt.Errorf("assign: %d %v %v", code, err, e)
+	})
+	var allocs int
+	good.set(func(v *fakeVolume) { allocs = v.allocs })
+	for range 5 {
+		if code, _ := httpGet("http://"+addr+"/dir/assign?replication=001", &e); code != http.StatusServiceUnavailable {
+			t.Fatalf("assign with a failing server: %d %v", code, e)
+		}
+	}
+	good.set(func(v *fakeVolume) {
+		if len(v.vols) != 0 {
+			t.Errorf("the healthy server keeps %d volumes from failed growths", len(v.vols))
+		}
+		if v.allocs-allocs > 1 {
+			t.Errorf("%d more growth attempts within a pulse of a failure, want at most 1", v.allocs-allocs)
+		}
+	})
+	// Once the server works again, growth succeeds.
+	dying.set(func(v *fakeVolume) { v.failAlloc = false })
+	testutil.WaitFor(t, 20*time.Second, "an assign after the server recovered", func() error {
+		var a AssignJSON
+		_, err := httpGet("http://"+addr+"/dir/assign?replication=001", &a)
+		return err
+	})
 }
 
 func TestSingleMaster(t *testing.T) {

@@ -94,17 +94,22 @@ type Master struct {
 	}
 	// grow serializes volume growth per collection and replication.
 	grow struct {
-		mu    sync.Mutex // guards locks, lastErr and lastLog
+		mu    sync.Mutex // guards locks and failed
 		locks map[string]*sync.Mutex
-		// lastErr and lastLog rate-limit the warning about failed growth:
-		// every assign retries it, so the same reason is logged at most
-		// every growLogEvery.
-		lastErr string
-		lastLog time.Time
+		// failed is the last failed growth per collection and placement:
+		// assigns within a pulse of it get its error without trying again,
+		// and it is logged at most every growLogEvery.
+		failed map[string]*growFailure
 	}
 }
 
-// growLogEvery is how often the same volume growth failure is logged again.
+type growFailure struct {
+	err    error
+	at     time.Time // of the failure
+	logged time.Time // of the last warning
+}
+
+// growLogEvery is how often a failing volume growth is logged again.
 const growLogEvery = 10 * time.Second
 
 // New validates cfg and returns a master that is not yet listening.
@@ -152,6 +157,7 @@ func New(cfg Config) (*Master, error) {
 		client: httpx.Client(cfg.Security, 30*time.Second),
 	}
 	m.grow.locks = map[string]*sync.Mutex{}
+	m.grow.failed = map[string]*growFailure{}
 	m.metrics = newMetrics(m)
 	return m, nil
 }

@@ -42,12 +42,17 @@ func TestMasterAutoRepair(t *testing.T) {
 	for id := range lost {
 		writeTo(t, c, id, &w)
 	}
-	if done := repairSteps(t, c, "done"); done < float64(len(lost)) {
-		t.Errorf("cairn_master_repair_steps_total{result=\"done\"} = %v, want at least %d", done, len(lost))
-	}
-	if log := c.Masters[0].Log(); !strings.Contains(log, "re-replicating volumes") || !strings.Contains(log, "automatic repair finished") {
-		t.Errorf("master log does not tell about the repair:\n%s", log)
-	}
+	// The pass that repaired them ends (counting its steps, logging the
+	// outcome) just after its last step made the volumes writable.
+	testutil.WaitFor(t, 30*time.Second, "the repair pass to count its steps and log its outcome", func() error {
+		if done := repairSteps(t, c, "done"); done < float64(len(lost)) {
+			return fmt.Errorf("cairn_master_repair_steps_total{result=\"done\"} = %v, want at least %d", done, len(lost))
+		}
+		if log := c.Masters[0].Log(); !strings.Contains(log, "re-replicating volumes") || !strings.Contains(log, "automatic repair finished") {
+			return fmt.Errorf("master log does not tell about the repair")
+		}
+		return nil
+	})
 
 	// The server comes back with an empty directory: it rejoins, the
 	// replica sets stay as repaired, and everything still reads back.
