@@ -273,3 +273,21 @@ func TestBadRequests(t *testing.T) {
 		t.Fatal("bad requests changed the volume")
 	}
 }
+
+// TestLargestNeedleReplicates: a needle of MaxNeedleSize, the largest a
+// client may write, is stored on both replicas (its record, with header
+// and block checksums, is larger than the needle and must still fit one
+// replication message).
+func TestLargestNeedleReplicates(t *testing.T) {
+	p := startReplicatedPair(t)
+	id := fid.FileID{Volume: 7, Key: 99, Cookie: 0x1234}
+	data := testPayload(5, MaxNeedleSize)
+	if code, body := put(p.urlA, id, data); code != 201 {
+		t.Fatalf("put of %d bytes: %d %s", len(data), code, body)
+	}
+	for _, url := range []string{p.urlA, p.urlB} {
+		if code, body := get(url, id); code != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("read from %s: %d, %d bytes", url, code, len(body))
+		}
+	}
+}

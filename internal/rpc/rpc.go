@@ -31,8 +31,10 @@ const GRPCOffset = 10000
 // connections that never do free their slot.
 const MaxConns = 1024
 
-// MaxMessage bounds one gRPC message; needles of a few MiB must fit.
-const MaxMessage = 64 << 20
+// MaxMessage bounds one gRPC message. A replicated needle travels as its
+// whole record in one message, so the largest needle (64 MiB) plus its
+// header and block checksums (4 KiB at most) must fit, with room to spare.
+const MaxMessage = 65 << 20
 
 // MaxStreams bounds concurrent calls on one gRPC connection, MaxInFlight
 // those on one server.
