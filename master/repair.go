@@ -66,7 +66,7 @@ func (m *Master) repairOnce(ctx context.Context, quiet *repairQuiet) {
 	defer env.Close()
 
 	// Plan first, and only log (and apply) when there is something to do.
-	plan, err := shell.FixReplication(ctx, env, m.cfg.RepairAfter, repairWait, false)
+	plan, err := shell.PlanFixReplication(ctx, env, m.cfg.RepairAfter, 0)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Warn("automatic repair could not read the cluster state; will retry", "err", err)
@@ -88,21 +88,11 @@ func (m *Master) repairOnce(ctx context.Context, quiet *repairQuiet) {
 		return
 	}
 	m.log.Warn("re-replicating volumes whose replicas are on servers silent for too long", "silent_for_more_than", m.cfg.RepairAfter, "steps", len(plan.Plan))
-	res, err := shell.FixReplication(ctx, env, m.cfg.RepairAfter, repairWait, true)
-	if err != nil {
-		m.log.Warn("automatic repair could not read the cluster state; will retry", "err", err)
-		return
-	}
-	done := 0
-	for _, s := range res.Plan {
-		if s.Done {
-			done++
-		}
-	}
+	done, _ := shell.ApplyFixReplication(ctx, env, &plan, repairWait)
 	m.metrics.repairSteps.WithLabelValues("done").Add(float64(done))
-	m.metrics.repairSteps.WithLabelValues("failed").Add(float64(len(res.Plan) - done))
-	if done < len(res.Plan) {
-		m.log.Warn("automatic repair finished with failed steps; the next pass plans again", "done", done, "failed", len(res.Plan)-done)
+	m.metrics.repairSteps.WithLabelValues("failed").Add(float64(len(plan.Plan) - done))
+	if done < len(plan.Plan) {
+		m.log.Warn("automatic repair finished with failed steps; the next pass plans again", "done", done, "failed", len(plan.Plan)-done)
 		return
 	}
 	m.log.Info("automatic repair finished", "steps", done)

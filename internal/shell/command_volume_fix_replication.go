@@ -82,17 +82,12 @@ func (c *volumeFixReplication) Run(ctx context.Context, env *Env, args []string)
 	if c.grace < 0 || c.wait <= 0 {
 		return fmt.Errorf("%w: volume.fix.replication: -grace must be >= 0 and -wait > 0", errUsage)
 	}
-	t, err := loadTopology(ctx, env)
+	out, err := PlanFixReplication(ctx, env, c.grace, uint32(c.vid))
 	if err != nil {
 		return fmt.Errorf("volume.fix.replication: %w", err)
 	}
-	if c.vid != 0 && !slices.ContainsFunc(t.Volumes, func(v *pb.VolumeStatus) bool { return uint(v.Id) == c.vid }) {
-		return fmt.Errorf("volume.fix.replication: volume %d does not exist (the master leader %s does not know it); see volume.list", c.vid, t.Leader)
-	}
-	out := planFixReplication(t, c.grace, uint32(c.vid))
 	if c.apply && len(out.Plan) > 0 {
-		out.Applied = true
-		done, interrupted := applySteps(ctx, env, "volume.fix.replication", out.Plan, c.wait)
+		done, interrupted := ApplyFixReplication(ctx, env, &out, c.wait)
 		if err := env.Emit(out, func(w io.Writer) error { return printFixReplication(w, &out) }); err != nil {
 			return err
 		}
@@ -253,21 +248,26 @@ func printFixReplication(w io.Writer, out *FixReplicationJSON) error {
 	return nil
 }
 
-// FixReplication plans the repair of every under-replicated volume exactly
-// as volume.fix.replication does (replicas on servers silent longer than
-// grace count as lost) and, when apply is set, runs the plan with progress
-// lines on env.Err. Steps that fail carry their error in the result. The
-// master leader's automatic repair calls it, so the command and the
-// automatic repair are one code path.
-func FixReplication(ctx context.Context, env *Env, grace, wait time.Duration, apply bool) (FixReplicationJSON, error) {
+// PlanFixReplication loads the cluster's state and plans the repair of
+// every under-replicated volume (all, or vid): replicas on servers silent
+// longer than grace count as lost. ApplyFixReplication runs the plan. The
+// command and the master leader's automatic repair both use them, so they
+// are one code path.
+func PlanFixReplication(ctx context.Context, env *Env, grace time.Duration, vid uint32) (FixReplicationJSON, error) {
 	t, err := loadTopology(ctx, env)
 	if err != nil {
 		return FixReplicationJSON{}, err
 	}
-	out := planFixReplication(t, grace, 0)
-	if apply && len(out.Plan) > 0 {
-		out.Applied = true
-		applySteps(ctx, env, "volume.fix.replication", out.Plan, wait)
+	if vid != 0 && !slices.ContainsFunc(t.Volumes, func(v *pb.VolumeStatus) bool { return v.Id == vid }) {
+		return FixReplicationJSON{}, fmt.Errorf("volume %d does not exist (the master leader %s does not know it); see volume.list", vid, t.Leader)
 	}
-	return out, nil
+	return planFixReplication(t, grace, vid), nil
+}
+
+// ApplyFixReplication runs the steps of out's plan one at a time, with
+// progress lines on env.Err, marking each done or giving its error, and
+// returns how many were done and whether ctx ended the run.
+func ApplyFixReplication(ctx context.Context, env *Env, out *FixReplicationJSON, wait time.Duration) (done int, interrupted bool) {
+	out.Applied = true
+	return applySteps(ctx, env, "volume.fix.replication", out.Plan, wait)
 }
