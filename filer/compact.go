@@ -98,6 +98,13 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	if !fragmented(in, chunk) {
 		return nil
 	}
+	if time.Since(time.Unix(0, in.Ctime)) < s.cfg.CompactIdle {
+		// Still being written (a database file under load): the next
+		// write would make the swap fail, after the whole file had been
+		// read and rewritten at the writer's expense. A later pass
+		// compacts it once it is quiet.
+		return nil
+	}
 	runs := dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk)
 	if 2*len(runs) > len(in.Slices) {
 		// Scattered writes into a sparse file: its data is nearly as

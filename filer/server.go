@@ -37,6 +37,11 @@ type Config struct {
 	// CompactInterval is how often the leader looks for fragmented files
 	// to compact (default 10s).
 	CompactInterval time.Duration
+	// CompactIdle is how long a file must go unchanged before it is
+	// compacted (default 3 × CompactInterval): a file still being written
+	// would have its compaction undone by the next write, after the
+	// compactor had read and rewritten all of it.
+	CompactIdle time.Duration
 	// UploadTimeout is how long a needle may stay uploaded but unreferenced
 	// before the GC deletes it (default 1h).
 	UploadTimeout time.Duration
@@ -85,6 +90,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.CompactInterval <= 0 {
 		cfg.CompactInterval = 10 * time.Second
+	}
+	if cfg.CompactIdle <= 0 {
+		cfg.CompactIdle = 3 * cfg.CompactInterval
 	}
 	if cfg.UploadTimeout <= 0 {
 		cfg.UploadTimeout = time.Hour

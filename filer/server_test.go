@@ -31,6 +31,13 @@ type node struct {
 
 func startNode(t testing.TB, chunk int) *node {
 	t.Helper()
+	return startNodeCfg(t, filer.Config{ChunkSize: chunk, CompactInterval: 200 * time.Millisecond})
+}
+
+// startNodeCfg is startNode with the filer's configuration; its address,
+// directory and masters are filled in.
+func startNodeCfg(t testing.TB, fcfg filer.Config) *node {
+	t.Helper()
 	ip := testutil.LoopbackIP(t, 9333, 19333, 29333, 8080, 18080, 8888, 18888, 28888)
 	ctx, cancel := context.WithCancel(context.Background())
 	maddr := net.JoinHostPort(ip, "9333")
@@ -42,8 +49,8 @@ func startNode(t testing.TB, chunk int) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := filer.NewServer(filer.Config{Dir: t.TempDir(), IP: ip, Port: 8888, Masters: []string{maddr}, ChunkSize: chunk,
-		CompactInterval: 200 * time.Millisecond})
+	fcfg.Dir, fcfg.IP, fcfg.Port, fcfg.Masters = t.TempDir(), ip, 8888, []string{maddr}
+	f, err := filer.NewServer(fcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,5 +357,63 @@ func TestCompactionSkipsScatteredWrites(t *testing.T) {
 	}
 	if after.Generation != before.Generation || len(after.Slices) != len(before.Slices) {
 		t.Fatalf("sparse file rewritten: generation %d -> %d, %d -> %d slices", before.Generation, after.Generation, len(before.Slices), len(after.Slices))
+	}
+}
+
+// TestCompactionWaitsForQuiet: a fragmented file that keeps being written
+// is not compacted (each pass would read and rewrite all of it, only to
+// have the swap refused after the next write); once it stops changing, it
+// is.
+func TestCompactionWaitsForQuiet(t *testing.T) {
+	n := startNodeCfg(t, filer.Config{ChunkSize: 4096, CompactInterval: 100 * time.Millisecond, CompactIdle: 5 * time.Second})
+	ctx := context.Background()
+	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "db", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := res.Inode.Ino
+	want := make([]byte, 10000)
+	write := func(i int) {
+		t.Helper()
+		off := (i * 151) % 9500
+		page := bytes.Repeat([]byte{byte(i + 1)}, 500)
+		fid, err := data.Write(ctx, page, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: 500, Fid: fid}}, Size: 10000}); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], page)
+	}
+	for i := range 60 {
+		write(i)
+	}
+	// Keep writing for 30 compaction passes; the file never goes quiet
+	// for the 5 s it needs.
+	for i := 60; i < 90; i++ {
+		write(i)
+		time.Sleep(100 * time.Millisecond) // the pace of the writer, not a wait for a condition
+		in, err := n.client.GetAttr(ctx, ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(in.Slices) <= 4 {
+			t.Fatalf("a file written %d times in the last few seconds was compacted to %d slices", i, len(in.Slices))
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, "the quiet file to be compacted", func() error {
+		in, err := n.client.GetAttr(ctx, ino)
+		if err != nil {
+			return err
+		}
+		if len(in.Slices) > 4 {
+			return fmt.Errorf("%d slices", len(in.Slices))
+		}
+		return nil
+	})
+	if code, body := n.do(t, http.MethodGet, "/db", "", nil); code != 200 || body != string(want) {
+		t.Fatalf("content after compaction differs (HTTP %d, %d bytes)", code, len(body))
 	}
 }
