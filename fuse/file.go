@@ -35,10 +35,10 @@ type file struct {
 	lost     error      // buffered data lost (spill file failure): reported until the file is reopened
 	refs     int        // open handles
 	unlinked bool       // an unlink or rename removed a name while open
-	slices   []filer.Slice
-	size     uint64 // committed size
-	gen      uint64 // filer generation of slices and size
-	stale    bool   // the filer announced a change; refetch before reading
+	ext      extentMap  // the committed slices, by offset
+	size     uint64     // committed size
+	gen      uint64     // filer generation of slices and size
+	stale    bool       // the filer announced a change; refetch before reading
 	dirty    *dirtySet
 	flushing *dirtySet // being uploaded; nil when no flush runs
 	mtime    int64     // ns, time of the last write
@@ -61,14 +61,21 @@ func (f *file) setCommittedLocked(in *filer.Inode) {
 	if in == nil {
 		return
 	}
-	f.slices, f.size, f.gen = in.Slices, in.Size, in.Generation
+	f.ext = newExtentMap(in.Slices)
+	f.size, f.gen = in.Size, in.Generation
 	f.stale = false
 }
 
 // refreshLocked takes the committed state from an inode read from the
-// filer, unless it is older than what f has.
+// filer, unless it is older than what f has. The same generation is the
+// same data: only the staleness is cleared (rebuilding the map of a
+// fragmented file on every getattr would cost more than the read).
 func (f *file) refreshLocked(in *filer.Inode) {
-	if in.Generation >= f.gen {
+	switch {
+	case in.Generation == f.gen:
+		f.size = in.Size
+		f.stale = false
+	case in.Generation > f.gen:
 		f.setCommittedLocked(in)
 	}
 }
@@ -228,14 +235,18 @@ func (f *file) flushLocked(ctx context.Context) error {
 	}
 	f.fs.addDirty(-int64(set.bytes), -int64(set.mem))
 	set.drop()
-	stale := f.stale
-	f.setCommittedLocked(in)
-	f.stale = stale // kept if followCommit could not fetch the list
+	if in != nil { // nil when followCommit updated f itself
+		stale := f.stale
+		f.setCommittedLocked(in)
+		f.stale = stale // a change announced meanwhile may postdate the fetch
+	}
 	f.err = nil
 	return nil
 }
 
 // upload stores set as needles (in parallel) and commits them with size.
+// It returns the inode to take the committed state from, or nil when f
+// already holds it.
 func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int64) (*filer.Inode, error) {
 	needles := set.pack(maxNeedle)
 	sem := make(chan struct{}, uploadParallel)
@@ -284,28 +295,41 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 	return f.followCommit(ctx, res.Inode, sl), nil
 }
 
-// followCommit returns the inode a CommitSlices of sl left, with its slice
-// list (the filer omits it). When the commit came right after the
-// generation f knows, the list is f's plus sl; otherwise someone else
-// changed the file too, and the list is fetched. The data is durable
-// either way: if the fetch fails, f's list plus sl (which shows this
-// mount's writes) is used and marked stale, so the next read refetches.
+// followCommit brings f's committed state past a CommitSlices of sl that
+// left inode in (without its slice list: the filer omits it). When the
+// commit came right after the generation f knows, f's map plus sl is the
+// filer's list, and f is updated in place (nil is returned); otherwise
+// someone else changed the file too, and the inode with its list is
+// fetched and returned. The data is durable either way: if the fetch
+// fails, f's map plus sl (which shows this mount's writes) is used and
+// marked stale, so the next read refetches.
 func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Slice) *filer.Inode {
 	f.mu.Lock()
 	exact := in.Generation == f.gen+1
-	in.Slices = filer.AppendSlices(f.slices, sl)
+	if exact {
+		f.followLocked(in, sl)
+	}
 	f.mu.Unlock()
 	if exact {
-		return in
+		return nil
 	}
 	full, err := f.fs.client.GetAttr(ctx, f.ino)
 	if err == nil && full.Generation >= in.Generation {
 		return full
 	}
 	f.mu.Lock()
+	f.followLocked(in, sl)
 	f.stale = true
 	f.mu.Unlock()
-	return in
+	return nil
+}
+
+// followLocked adds sl to f's map and takes size and generation from in.
+func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
+	for _, s := range sl {
+		f.ext.add(s)
+	}
+	f.size, f.gen = in.Size, in.Generation
 }
 
 // stickyErr is the error of the last failed flush, nil if none.
@@ -376,7 +400,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	}
 	var exts []filer.Extent
 	if f.size > off {
-		exts = filer.VisibleExtents(f.slices, off, min(end, f.size)-off)
+		exts = f.ext.visible(off, min(end, f.size)-off)
 	}
 	// A read far from where the previous one ended fetches small pieces: a
 	// random reader needs only what it asked for. (Near is within the
@@ -423,7 +447,7 @@ func (f *file) readAhead(off, end uint64) {
 		return
 	}
 	f.raEnd = to
-	exts := filer.VisibleExtents(f.slices, from, to-from)
+	exts := f.ext.visible(from, to-from)
 	f.mu.Unlock()
 	for _, e := range exts {
 		if e.Fid == "" {

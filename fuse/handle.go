@@ -307,7 +307,7 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 	}
 	// Data: committed non-hole extents and every buffered range.
 	var data byterange.Coverage
-	for _, e := range filer.VisibleExtents(f.slices, off, size-off) {
+	for _, e := range f.ext.visible(off, size-off) {
 		if e.Fid != "" {
 			data = data.Add(e.Off, e.Off+e.Len)
 		}
