@@ -212,13 +212,12 @@ func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte,
 	return nil, fmt.Errorf("%w: read needle %s: %s", ErrData, id, strings.Join(errs, "; "))
 }
 
-// Delete removes needle id; a needle already gone counts as deleted.
+// Delete removes needle id; a needle already gone counts as deleted. It
+// asks the replicas it knows of first (a lookup per delete was a master
+// round trip per garbage needle), and looks the volume up again only if
+// none of them took the delete or answered that the needle is gone.
 func (d *DataClient) Delete(ctx context.Context, id string) error {
 	f, err := fid.Parse(id)
-	if err != nil {
-		return err
-	}
-	urls, _, err := d.locations(ctx, f.Volume, true)
 	if err != nil {
 		return err
 	}
@@ -227,15 +226,24 @@ func (d *DataClient) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	var errs []string
-	for _, u := range urls {
-		code, body, err := d.do(ctx, http.MethodDelete, u, id, nil, "", auth)
-		if err == nil && (code == http.StatusAccepted || code == http.StatusNotFound) {
-			return nil
+	for pass := range 2 {
+		urls, _, err := d.locations(ctx, f.Volume, pass > 0)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
 		}
-		if err == nil {
-			err = fmt.Errorf("%d %s", code, strings.TrimSpace(string(body)))
+		for _, u := range urls {
+			code, body, err := d.do(ctx, http.MethodDelete, u, id, nil, "", auth)
+			// Not found counts only from fresh locations: from a
+			// cached one it may mean the volume moved away.
+			if err == nil && (code == http.StatusAccepted || code == http.StatusNotFound && pass > 0) {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("%d %s", code, strings.TrimSpace(string(body)))
+			}
+			errs = append(errs, fmt.Sprintf("%s: %v", u, err))
 		}
-		errs = append(errs, fmt.Sprintf("%s: %v", u, err))
 	}
 	return fmt.Errorf("%w: delete needle %s: %s", ErrData, id, strings.Join(errs, "; "))
 }

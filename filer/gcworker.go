@@ -2,11 +2,19 @@ package filer
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
 // gcBatch is how many queued needles one GC pass deletes.
 const gcBatch = 256
+
+// gcParallel is how many deletes a GC pass has in flight. A volume server
+// appends the tombstones of concurrent deletes with one fdatasync (group
+// commit); one delete at a time cost an fdatasync each, and under a
+// database's fsync load (every WAL flush leaves a shadowed needle behind)
+// the deletes took as many fdatasyncs as the writers, on the same volumes.
+const gcParallel = 16
 
 // gcLoop runs on every member and works only while it is leader: it deletes
 // queued needles from the volume servers and then removes them from the
@@ -87,14 +95,28 @@ func (s *Server) gcPass(ctx context.Context) (int, error) {
 	if err != nil || len(fids) == 0 {
 		return 0, err
 	}
-	var done []string
+	var (
+		mu   sync.Mutex
+		done []string
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, gcParallel)
+	)
 	for _, f := range fids {
-		if err := s.data.Delete(ctx, f); err != nil {
-			s.log.Debug("needle delete failed; it stays queued", "fid", f, "err", err)
-			continue
-		}
-		done = append(done, f)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.data.Delete(ctx, f); err != nil {
+				s.log.Debug("needle delete failed; it stays queued", "fid", f, "err", err)
+				return
+			}
+			mu.Lock()
+			done = append(done, f)
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	if len(done) == 0 {
 		return 0, nil
 	}
