@@ -104,10 +104,10 @@ func (s *Server) setLeader(leader string, err error) {
 // writes, so none is acknowledged without the new replica.
 //
 // The caller holds s.mu and publishes cur in the same critical section.
-// Marking first and publishing later let a catch-up pass start in between:
-// it read "behind" with the old set, synced with the old members only and
-// ended the out-of-sync state, and then the new set appeared as in sync
-// although nothing had been pushed to the new member.
+// Marking in one and publishing in a later one would let a catch-up pass
+// start in between: it would read the old set, sync with the old members
+// only and end the out-of-sync state, and the new set would then show as
+// in sync although nothing was pushed to the new member.
 func (s *Server) noticeJoinsLocked(old, cur map[uint32]*pb.VolumeLocation) map[uint32]string {
 	joined := map[uint32]string{}
 	for id, l := range cur {
