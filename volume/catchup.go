@@ -33,10 +33,6 @@ func (s *Server) syncLoop(ctx context.Context) {
 				s.log.Debug("catch-up pass did not finish; will retry", "volume", id, "err", err)
 				continue
 			}
-			s.mu.Lock()
-			delete(s.mu.needSync, id)
-			delete(s.mu.lastNs, id) // pulled records may carry later append times
-			s.mu.Unlock()
 			s.log.Info("volume is in sync with its replicas", "volume", id)
 			s.kickHeartbeat()
 		}
@@ -46,6 +42,8 @@ func (s *Server) syncLoop(ctx context.Context) {
 // catchUp makes this copy of volume vid and every other replica hold the
 // union of their records (the later append time wins per key): it pulls what
 // it lacks and pushes what a peer lacks. It needs every replica reachable.
+// When it returns nil the volume is in sync: it ended the out-of-sync
+// state itself, under the same lock that publishes replica sets.
 func (s *Server) catchUp(ctx context.Context, vid uint32) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
@@ -72,7 +70,60 @@ func (s *Server) catchUp(ctx context.Context, vid uint32) error {
 			return fmt.Errorf("with %s: %w", peer, err)
 		}
 	}
+	if loc.Primary != s.url {
+		if err := s.primaryCounts(ctx, vid, loc.Primary); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A server that joined while the pass ran got nothing from it: the
+	// volume stays behind and the next pass includes the new member.
+	for _, r := range s.mu.locations[vid].GetReplicas() {
+		if r != s.url && !slices.Contains(loc.Replicas, r) {
+			return fmt.Errorf("replica %s joined while the pass ran; another pass follows", r)
+		}
+	}
+	delete(s.mu.needSync, vid)
+	delete(s.mu.lastNs, vid) // pulled records may carry later append times
 	return nil
+}
+
+// primaryCounts returns nil when primary reports volume vid in sync with a
+// replica set that holds this server. Only then does every write the
+// primary acknowledged reach this copy: the writes before, because the
+// primary's own catch-up pass after it learned the set pushed them here,
+// and the writes after, because the primary sends them to every member of
+// that set. A copy that pulled from every peer without this can still lack
+// writes the primary acknowledged with the set it knew before this copy
+// joined.
+func (s *Server) primaryCounts(ctx context.Context, vid uint32, primary string) error {
+	if primary == "" {
+		return errors.New("the master names no primary yet")
+	}
+	conn, err := s.pool.Conn(primary)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, replicaTimeout)
+	defer cancel()
+	st, err := pb.NewVolumeClient(conn).VolumeServerStatus(ctx, &pb.VolumeServerStatusRequest{})
+	if err != nil {
+		return fmt.Errorf("asking primary %s whether it writes to this copy: %w", primary, fromStatus(err))
+	}
+	for _, vi := range st.Volumes {
+		if vi.Id != vid {
+			continue
+		}
+		switch {
+		case !slices.Contains(vi.Replicas, s.url):
+			return fmt.Errorf("primary %s has not learned that this server is a replica (it knows %v)", primary, vi.Replicas)
+		case !vi.InSync:
+			return fmt.Errorf("primary %s is still catching up with the replica set that holds this server", primary)
+		}
+		return nil
+	}
+	return fmt.Errorf("primary %s does not report volume %d", primary, vid)
 }
 
 func (s *Server) syncWith(ctx context.Context, v *Volume, vid uint32, peer string) error {

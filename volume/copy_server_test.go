@@ -52,9 +52,9 @@ func (f *joinMaster) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb
 // TestCopyVolumeJoin copies a volume to a third server while a writer keeps
 // writing, then lets the fake master add it to the replica set. Every write
 // acknowledged before, during or after the copy ends up on the new replica:
-// the copy starts out of sync, and the primary, on learning that the set
-// grew, refuses writes, waits for the ones in flight and pushes what the
-// new replica lacks.
+// the copy starts out of sync and stays so until the primary counts it, and
+// the primary, on learning that the set grew, refuses writes, waits for the
+// ones in flight and pushes what the new replica lacks.
 func TestCopyVolumeJoin(t *testing.T) {
 	ips := []string{testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080)}
 	var urls []string
@@ -145,27 +145,47 @@ func TestCopyVolumeJoin(t *testing.T) {
 	if _, behind := n.s.behind(9); !behind {
 		t.Fatal("the copy counted as in sync before the master listed it")
 	}
-	// The new replica and the secondary learn of the new set first; the new
-	// replica catches up while the primary still writes with the old set.
+	// The new replica and the secondary learn of the new set first; the
+	// primary still writes with the old set, so the new copy lacks writes
+	// it acknowledges: the copy must not count in sync, and reads of those
+	// writes on it are served from its peers.
 	fm.tell(urls[2])
 	fm.tell(urls[1])
-	testutil.WaitFor(t, 30*time.Second, "the new copy in sync", func() error {
-		if why, behind := n.s.behind(9); behind {
-			return fmt.Errorf("%s: %s", n.s.URL(), why)
-		}
-		return nil
-	})
-	mu.Lock()
-	before = len(acked)
-	mu.Unlock()
-	testutil.WaitFor(t, 30*time.Second, "writes with the old set after that", func() error {
+	latest := func() uint64 {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(acked) < before+20 {
-			return fmt.Errorf("%d acknowledged, want %d", len(acked), before+20)
+		var last uint64
+		for k := range acked {
+			last = max(last, k)
 		}
-		return nil
-	})
+		return last
+	}
+	// Three times: the newest acknowledged needle reaches the new copy
+	// (its catch-up passes pull it, again and again while it waits for the
+	// primary), unless the copy ended its out-of-sync state meanwhile.
+	vn, _ := n.s.store.Get(9)
+	for round := range 3 {
+		k := latest()
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("round %d: the new copy pulls needle %d or counts in sync", round, k), func() error {
+			if _, behind := n.s.behind(9); !behind {
+				return nil
+			}
+			if _, err := vn.Read(k, 7); err != nil {
+				return fmt.Errorf("needle %d on the new copy: %w", k, err)
+			}
+			return nil
+		})
+		if _, behind := n.s.behind(9); !behind {
+			t.Fatal("the new copy counts in sync while the primary acknowledges writes without it")
+		}
+	}
+	last := latest()
+	mu.Lock()
+	want := acked[last]
+	mu.Unlock()
+	if code, got := get(urls[2], fid.FileID{Volume: 9, Key: last, Cookie: 7}); code != 200 || string(got) != string(want) {
+		t.Fatalf("read on the new copy of needle %d, acknowledged with the old set: %d %q", last, code, got)
+	}
 	fm.tell(urls[0])
 	testutil.WaitFor(t, 30*time.Second, "all three in sync with the new set", func() error {
 		for _, s := range []*Server{a.s, b.s, n.s} {

@@ -61,16 +61,22 @@ func (s *Server) heartbeat(ctx context.Context, master string) (string, error) {
 	for _, l := range resp.Volumes {
 		locs[l.VolumeId] = l
 	}
+	// Marked behind in the same critical section that publishes the new
+	// set: no status reports the new set in sync before the catch-up pass
+	// that follows, and no pass or write reads "not behind" with the old
+	// set after the join was noticed (see noticeJoinsLocked).
 	s.mu.Lock()
-	old := s.mu.locations
-	s.mu.Unlock()
-	// Marked behind before the new set is visible, so no status ever
-	// reports the new set in sync before the catch-up pass that follows.
-	s.noticeJoins(old, locs)
-	s.mu.Lock()
+	joined := s.noticeJoinsLocked(s.mu.locations, locs)
 	s.mu.locations = locs
 	s.mu.sizeLimit = resp.VolumeSizeLimit
 	s.mu.Unlock()
+	for id, r := range joined {
+		s.log.Warn("a server joined the volume's replica set; the volume is read-only here until a catch-up pass has pushed the new replica what it lacks",
+			"volume", id, "replica", r)
+	}
+	if len(joined) > 0 {
+		s.kickHeartbeat()
+	}
 	s.setLeader(master, nil)
 	return master, nil
 }
@@ -90,13 +96,20 @@ func (s *Server) setLeader(leader string, err error) {
 	s.log.Info("registered with master leader", "master", leader)
 }
 
-// noticeJoins marks behind every volume held here whose replica set gained
-// a server since the previous heartbeat: the new replica was copied while
-// writes went on, and this copy's catch-up pass (which first waits for
-// writes planned with the old set) pushes it whatever it missed. Until
-// then this copy refuses writes, so none is acknowledged without the new
-// replica.
-func (s *Server) noticeJoins(old, cur map[uint32]*pb.VolumeLocation) {
+// noticeJoinsLocked marks behind every volume held here whose replica set
+// gained a server since the previous heartbeat, and returns them with the
+// server that joined: the new replica was copied while writes went on, and
+// this copy's catch-up pass (which first waits for writes planned with the
+// old set) pushes it whatever it missed. Until then this copy refuses
+// writes, so none is acknowledged without the new replica.
+//
+// The caller holds s.mu and publishes cur in the same critical section.
+// Marking in one and publishing in a later one would let a catch-up pass
+// start in between: it would read the old set, sync with the old members
+// only and end the out-of-sync state, and the new set would then show as
+// in sync although nothing was pushed to the new member.
+func (s *Server) noticeJoinsLocked(old, cur map[uint32]*pb.VolumeLocation) map[uint32]string {
+	joined := map[uint32]string{}
 	for id, l := range cur {
 		prev, ok := old[id]
 		if !ok {
@@ -105,10 +118,12 @@ func (s *Server) noticeJoins(old, cur map[uint32]*pb.VolumeLocation) {
 		for _, r := range l.Replicas {
 			if r != s.url && !slices.Contains(prev.Replicas, r) {
 				if _, held := s.store.Get(id); held {
-					s.markBehind(id, "replica "+r+" joined the replica set")
+					s.mu.needSync[id] = "replica " + r + " joined the replica set"
+					joined[id] = r
 				}
 				break
 			}
 		}
 	}
+	return joined
 }

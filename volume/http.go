@@ -145,7 +145,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.File
 		return
 	}
 	size := len(n.Data)
-	if err := s.replicatedWrite(r.Context(), v, loc, n); err != nil {
+	if err := s.replicatedWrite(r.Context(), v, n); err != nil {
 		s.log.Warn("write failed", "fid", id.String(), "size", size, "err", err)
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return
@@ -178,7 +178,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, id fid.Fil
 	}
 	size := int(old.Size)
 	n := &Needle{Key: id.Key, Cookie: id.Cookie, Deleted: true}
-	if err := s.replicatedWrite(r.Context(), v, loc, n); err != nil {
+	if err := s.replicatedWrite(r.Context(), v, n); err != nil {
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return
 	}

@@ -37,17 +37,25 @@ func copiesFor(replication string) int {
 // writes it locally and to every other replica in parallel, and returns nil
 // only when every replica has it on stable storage. Any replica failure
 // marks the volume out of sync (read-only at the master) and fails the write.
-func (s *Server) replicatedWrite(ctx context.Context, v *Volume, loc *pb.VolumeLocation, n *Needle) error {
+func (s *Server) replicatedWrite(ctx context.Context, v *Volume, n *Needle) error {
 	in := v.Info()
 	// Held until every replica answered, so that a catch-up pass after a
 	// replica-set change can wait for writes planned with the old set.
 	g := s.gate(in.ID)
 	g.RLock()
 	defer g.RUnlock()
+	// The replica set is read with the out-of-sync mark, under the gate,
+	// never earlier: a set looked up before the gate may be one a join has
+	// replaced since, with the catch-up pass that followed the join already
+	// over, and a write to it would be acknowledged without the new member.
+	s.mu.Lock()
+	why, behind := s.mu.needSync[in.ID]
+	loc := s.mu.locations[in.ID]
+	s.mu.Unlock()
 	if loc == nil {
 		return fmt.Errorf("%w: volume %d has no placement from the master yet; retry in a few seconds", errNotWritable, in.ID)
 	}
-	if why, behind := s.behind(in.ID); behind {
+	if behind {
 		return fmt.Errorf("%w: volume %d is catching up with its replicas (%s); ask the master for another file id", errNotWritable, in.ID, why)
 	}
 	if want := copiesFor(in.Replication); len(loc.Replicas) < want {

@@ -52,6 +52,7 @@ type Server struct {
 	kick   chan struct{} // asks the heartbeat loop for an early heartbeat
 	syncMu sync.Mutex    // serialises catch-up passes
 
+	// Lock order: syncMu, a volume's write gate, mu, the store's locks.
 	mu struct {
 		sync.Mutex
 		leader    string                        // master leader HTTP address, "" unknown
