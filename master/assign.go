@@ -54,7 +54,7 @@ func (m *Master) assign(ctx context.Context, req *pb.AssignRequest) (*pb.AssignR
 		if vols := m.writableVolumes(coll, p.String()); len(vols) > 0 {
 			return m.assignFrom(ctx, term, vols[rand.IntN(len(vols))], count)
 		}
-		if m.inGrace(since) {
+		if m.growGrace(since) {
 			return nil, apiErrorf(http.StatusServiceUnavailable,
 				"no writable volume for collection %q replication %s yet: this master became leader %v ago and waits for volume servers to report in; retry",
 				coll, p, time.Since(since).Round(time.Millisecond))

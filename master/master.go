@@ -256,6 +256,32 @@ func (m *Master) inGrace(since time.Time) bool {
 	return time.Since(since) < m.deadAfter()
 }
 
+// growGrace reports whether a leader that started leading at since should
+// still hold back growing volumes: within the grace, until every volume
+// server the cluster has registered has reported to it (their volumes may
+// be writable; growing meanwhile would make volumes nobody needs). Once all
+// have reported, no heartbeat is awaited, and the first write to a new
+// cluster does not wait out the grace (2.4 s with one-second pulses).
+func (m *Master) growGrace(since time.Time) bool {
+	if !m.inGrace(since) {
+		return false
+	}
+	view := m.live.snapshot(time.Now())
+	waiting := true
+	m.fsm.view(func(s *state) {
+		if len(s.Servers) == 0 {
+			return
+		}
+		for url := range s.Servers {
+			if _, ok := view.lastSeen(url); !ok {
+				return
+			}
+		}
+		waiting = false
+	})
+	return waiting
+}
+
 // loop runs leader housekeeping until ctx ends: it notices leadership, moves
 // primaries away from dead servers and refreshes gauges.
 func (m *Master) loop(ctx context.Context) {
