@@ -260,32 +260,14 @@ func TestCompaction(t *testing.T) {
 			continue
 		}
 		page := bytes.Repeat([]byte{byte(i + 1)}, 500)
-		fid, err := data.Write(ctx, page, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: 500, Fid: fid}}, Size: 10000}); err != nil {
-			t.Fatal(err)
-		}
+		commitPage(t, n, data, ino, off, page, 10000)
 		copy(want[off:], page)
 	}
 	before, _ := n.client.GetAttr(ctx, ino)
 	if len(before.Slices) < 32 {
 		t.Fatalf("setup left only %d slices", len(before.Slices))
 	}
-	testutil.WaitFor(t, 30*time.Second, "the file to be compacted", func() error {
-		in, err := n.client.GetAttr(ctx, ino)
-		if err != nil {
-			return err
-		}
-		if len(in.Slices) > 4 {
-			return fmt.Errorf("%d slices", len(in.Slices))
-		}
-		return nil
-	})
-	if code, body := n.do(t, http.MethodGet, "/db", "", nil); code != 200 || body != string(want) {
-		t.Fatalf("content after compaction differs (HTTP %d, %d bytes)", code, len(body))
-	}
+	waitCompacted(t, n, ino, "/db", want)
 	testutil.WaitFor(t, 30*time.Second, "replaced needles deleted", func() error {
 		var pending []string
 		if err := n.client.Read(ctx, &pb.FilerReadRequest{Op: "pending_deletes"}, &pending); err != nil {
@@ -313,13 +295,7 @@ func TestCompactionSkipsScatteredWrites(t *testing.T) {
 	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
 	write := func(ino uint64, off int, b []byte, size uint64) {
 		t.Helper()
-		fid, err := data.Write(ctx, b, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: uint64(len(b)), Fid: fid}}, Size: size}); err != nil {
-			t.Fatal(err)
-		}
+		commitPage(t, n, data, ino, off, b, size)
 	}
 	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "sparse", Mode: 0o644})
 	if err != nil {
@@ -378,13 +354,7 @@ func TestCompactionWaitsForQuiet(t *testing.T) {
 		t.Helper()
 		off := (i * 151) % 9500
 		page := bytes.Repeat([]byte{byte(i + 1)}, 500)
-		fid, err := data.Write(ctx, page, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: 500, Fid: fid}}, Size: 10000}); err != nil {
-			t.Fatal(err)
-		}
+		commitPage(t, n, data, ino, off, page, 10000)
 		copy(want[off:], page)
 	}
 	for i := range 60 {
@@ -403,8 +373,15 @@ func TestCompactionWaitsForQuiet(t *testing.T) {
 			t.Fatalf("a file written %d times in the last few seconds was compacted to %d slices", i, len(in.Slices))
 		}
 	}
-	testutil.WaitFor(t, 60*time.Second, "the quiet file to be compacted", func() error {
-		in, err := n.client.GetAttr(ctx, ino)
+	waitCompacted(t, n, ino, "/db", want)
+}
+
+// waitCompacted waits until file ino (at path) has been compacted to a few
+// slices, and checks that it still reads as want.
+func waitCompacted(t *testing.T, n *node, ino uint64, path string, want []byte) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "the file to be compacted", func() error {
+		in, err := n.client.GetAttr(context.Background(), ino)
 		if err != nil {
 			return err
 		}
@@ -413,7 +390,21 @@ func TestCompactionWaitsForQuiet(t *testing.T) {
 		}
 		return nil
 	})
-	if code, body := n.do(t, http.MethodGet, "/db", "", nil); code != 200 || body != string(want) {
+	if code, body := n.do(t, http.MethodGet, path, "", nil); code != 200 || body != string(want) {
 		t.Fatalf("content after compaction differs (HTTP %d, %d bytes)", code, len(body))
+	}
+}
+
+// commitPage stores b as a needle and commits it at off of file ino, with
+// size as the file's size (0: unchanged or grown to cover b).
+func commitPage(t *testing.T, n *node, data *filer.DataClient, ino uint64, off int, b []byte, size uint64) {
+	t.Helper()
+	ctx := context.Background()
+	fid, err := data.Write(ctx, b, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: uint64(len(b)), Fid: fid}}, Size: size}); err != nil {
+		t.Fatal(err)
 	}
 }

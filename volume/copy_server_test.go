@@ -12,7 +12,6 @@ import (
 
 	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
-	"github.com/cairn-storage/cairn/internal/rpc"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
@@ -56,22 +55,8 @@ func (f *joinMaster) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb
 // the primary, on learning that the set grew, refuses writes, waits for the
 // ones in flight and pushes what the new replica lacks.
 func TestCopyVolumeJoin(t *testing.T) {
-	ips := []string{testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080)}
-	var urls []string
-	for _, ip := range ips {
-		urls = append(urls, net.JoinHostPort(ip, "8080"))
-	}
-	fm := &joinMaster{servers: urls[:2], newbie: urls[2], told: map[string]bool{}}
-	maddr := net.JoinHostPort(testutil.LoopbackIP(t, 9333, 19333), "9333")
-	gaddr, _ := rpc.GRPCAddr(maddr)
-	ln, err := net.Listen("tcp", gaddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := rpc.NewServer(nil)
-	pb.RegisterMasterServer(gs, fm)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	ips, urls := threeServers(t)
+	fm, maddr := startJoinMaster(t, urls[:2], urls[2])
 
 	a := startServer(t, ips[0], t.TempDir(), maddr)
 	b := startServer(t, ips[1], t.TempDir(), maddr)
@@ -219,4 +204,16 @@ func TestCopyVolumeJoin(t *testing.T) {
 	}
 	slices.Sort(keys)
 	t.Logf("%d acknowledged writes (keys up to %d), all on the new replica", len(keys), key.Load())
+}
+
+// threeServers picks three free loopback addresses for volume servers on
+// port 8080 and returns them with the servers' URLs.
+func threeServers(t *testing.T) (ips, urls []string) {
+	t.Helper()
+	for range 3 {
+		ip := testutil.LoopbackIP(t, 8080, 18080)
+		ips = append(ips, ip)
+		urls = append(urls, net.JoinHostPort(ip, "8080"))
+	}
+	return ips, urls
 }

@@ -183,11 +183,7 @@ func (b *heldBody) Read(p []byte) (int, error) {
 // its whole catch-up pass, then lets the write go on. The write must reach
 // N: it is acknowledged after the primary counted N in sync.
 func TestJoinWriteUsesTheSetItWasGatedWith(t *testing.T) {
-	ips := []string{testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080)}
-	var urls []string
-	for _, ip := range ips {
-		urls = append(urls, net.JoinHostPort(ip, "8080"))
-	}
+	ips, urls := threeServers(t)
 	fm, maddr := startJoinMaster(t, urls[:2], urls[2])
 	a := startServer(t, ips[0], t.TempDir(), maddr)
 	b := startServer(t, ips[1], t.TempDir(), maddr)
@@ -249,11 +245,7 @@ func TestJoinWriteUsesTheSetItWasGatedWith(t *testing.T) {
 // the primary's out-of-sync state, or the primary counts in sync with
 // {A,B,N} without ever pushing to N.
 func TestJoinNoticedDuringACatchUpPass(t *testing.T) {
-	ips := []string{testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080), testutil.LoopbackIP(t, 8080, 18080)}
-	var urls []string
-	for _, ip := range ips {
-		urls = append(urls, net.JoinHostPort(ip, "8080"))
-	}
+	ips, urls := threeServers(t)
 	fm, maddr := startJoinMaster(t, urls[:2], urls[2])
 
 	dirA := t.TempDir()
