@@ -254,3 +254,39 @@ func metricValue(c prometheus.Collector) float64 {
 	}
 	return sum
 }
+
+// A file read again after it was closed is served from the kernel's page
+// cache when nothing changed it since (open keeps the cache), and read
+// through the mount again once another mount changed it.
+func TestOpenKeepsUnchangedCache(t *testing.T) {
+	c, dir := shared(t)
+	other := t.TempDir()
+	m2 := c.mount(t, Config{Root: "/"}, other)
+	t.Cleanup(func() { _ = m2.Unmount() })
+	path1 := filepath.Join(dir, "kept.dat")
+	path2 := filepath.Join(other, filerPath(path1))
+	reads := func() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }
+
+	v1 := randBytes(64*4096, 21)
+	mustWrite(t, path1, v1)
+	if got := mustRead(t, path1); !bytes.Equal(got, v1) {
+		t.Fatal("read back other bytes than written")
+	}
+	before := reads()
+	if got := mustRead(t, path1); !bytes.Equal(got, v1) {
+		t.Fatal("second read gives other bytes")
+	}
+	if n := reads() - before; n != 0 {
+		t.Fatalf("reopening an unchanged file sent %v reads to the mount; its pages were cached", n)
+	}
+
+	v2 := randBytes(64*4096, 22)
+	mustWrite(t, path2, v2)
+	before = reads()
+	if got := mustRead(t, path1); !bytes.Equal(got, v2) {
+		t.Fatal("the first mount serves its cached pages after another mount rewrote the file")
+	}
+	if reads() == before {
+		t.Fatal("a file changed by another mount was not read through the mount again")
+	}
+}

@@ -39,6 +39,8 @@ type file struct {
 	size     uint64     // committed size
 	gen      uint64     // filer generation of slices and size
 	stale    bool       // the filer announced a change; refetch before reading
+	mixed    bool       // a read returned bytes older than gen: the kernel's pages may be stale
+	taken    uint64     // times the committed state was taken from the filer (setCommittedLocked)
 	dirty    *dirtySet
 	flushing *dirtySet // being uploaded; nil when no flush runs
 	mtime    int64     // ns, time of the last write
@@ -64,6 +66,7 @@ func (f *file) setCommittedLocked(in *filer.Inode) {
 	f.ext = newExtentMap(in.Slices)
 	f.size, f.gen = in.Size, in.Generation
 	f.stale = false
+	f.taken++
 }
 
 // refreshLocked takes the committed state from an inode read from the
@@ -309,8 +312,11 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 	if exact {
 		f.followLocked(in, sl)
 	}
+	// A getattr between the filer's commit and this may have taken the
+	// state it left (or a later one) already.
+	known := in.Generation <= f.gen
 	f.mu.Unlock()
-	if exact {
+	if exact || known {
 		return nil
 	}
 	full, err := f.fs.client.GetAttr(ctx, f.ino)
@@ -406,6 +412,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	// random reader needs only what it asked for. (Near is within the
 	// kernel's read-ahead window, whose reads may arrive out of order.)
 	random := off+seqSlack < f.seqNext || off > f.seqNext+seqSlack
+	taken := f.taken
 	f.mu.Unlock()
 
 	for _, e := range exts {
@@ -424,6 +431,16 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			}
 		}
 	}
+	f.mu.Lock()
+	if f.taken != taken {
+		// Read with slices the file had before a change that came
+		// from the filer (another mount's, maybe): the kernel may now
+		// cache bytes older than f's generation, so they must not
+		// outlive this open (see keepCache). This mount's own writes
+		// are ordered against reads by the kernel's page locks.
+		f.mixed = true
+	}
+	f.mu.Unlock()
 	f.readAhead(off, end)
 	return buf, nil
 }

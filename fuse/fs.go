@@ -47,6 +47,9 @@ type fileSystem struct {
 		nextFh  uint64
 		handles map[uint64]*handle // open files and directories by Fh
 		files   map[uint64]*file   // state of open files by inode
+		// kept maps closed files to the generation whose data the
+		// kernel's page cache holds for them (see keepCache).
+		kept map[uint64]uint64
 	}
 
 	// openMu orders opens against unlinks and renames: an open holds it
@@ -87,6 +90,7 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 	})
 	fs.mu.handles = make(map[uint64]*handle)
 	fs.mu.files = make(map[uint64]*file)
+	fs.mu.kept = make(map[uint64]uint64)
 	// Handle ids start at the clock so that a restarted mount does not hand
 	// out the ids the kernel still holds from its predecessor.
 	fs.mu.nextFh = uint64(time.Now().UnixNano())

@@ -95,9 +95,40 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if ino.IsDir() {
 		return gofuse.EISDIR
 	}
+	if fs.keepCache(ino) {
+		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
+	}
 	out.Fh = fs.addHandle(ino, in.Flags, 0)
 	return gofuse.OK
 }
+
+// keepCache reports whether the kernel's cached pages of file in hold its
+// data as of in's generation (which the filer just gave), so that open
+// need not drop them. The kernel drops a file's pages at every open
+// otherwise: a database reopening its files, or any program reading a file
+// it read before, read it all again through the mount.
+//
+// The pages are current when this mount saw every change up to in's
+// generation: its own writes go through the kernel's cache, and another
+// mount's change bumps the generation (and its change event drops the
+// pages). For an open file the mount's generation is the file's; for a
+// closed one it is the generation it had at its last close, if that close
+// stored everything (kept). Close-to-open consistency holds without the
+// change events: a change from elsewhere makes the generations differ.
+func (fs *fileSystem) keepCache(in *filer.Inode) bool {
+	if f := fs.lookupFile(in.Ino); f != nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.gen == in.Generation && !f.stale && !f.mixed && f.err == nil && f.lost == nil
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	g, ok := fs.mu.kept[in.Ino]
+	return ok && g == in.Generation
+}
+
+// maxKept bounds the closed files whose cached pages open may keep.
+const maxKept = 1 << 16
 
 func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) (st gofuse.Status) {
 	defer observe(opCreate, time.Now(), &st)
@@ -200,8 +231,10 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	f.mu.Lock()
 	last := f.refs == 1
 	f.mu.Unlock()
+	stored := true
 	if last {
 		if err := f.flush(fs.ctx); err != nil {
+			stored = false
 			fs.log.Error("last close of a file could not store its data; the unstored writes are lost (close reported the error to the application)",
 				"ino", ino, "err", err)
 		}
@@ -215,6 +248,15 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 		fs.addDirty(-int64(f.dirty.bytes), -int64(f.dirty.mem))
 		f.dirty.drop()
 		delete(fs.mu.files, ino)
+		// The kernel's pages hold what was written; they may be kept
+		// at the next open only if all of it was stored.
+		delete(fs.mu.kept, ino)
+		if stored && !f.stale && !f.mixed && f.err == nil && f.lost == nil && !unlinked {
+			if len(fs.mu.kept) >= maxKept {
+				clear(fs.mu.kept)
+			}
+			fs.mu.kept[ino] = f.gen
+		}
 	}
 	f.mu.Unlock()
 	fs.mu.Unlock()

@@ -49,6 +49,9 @@ func (fs *fileSystem) invalidate(ino uint64, off int64) {
 		f.stale = true
 		f.mu.Unlock()
 	}
+	fs.mu.Lock()
+	delete(fs.mu.kept, ino)
+	fs.mu.Unlock()
 	if fs.server == nil {
 		return
 	}
