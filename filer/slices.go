@@ -79,18 +79,18 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 	return merged
 }
 
-// pruneShadowed drops the slices no byte of which is visible because later
-// slices cover them, and returns the kept list and the dropped slices (both
-// in list order).
+// visiblePieces returns what a list of slices (later ones winning where
+// they overlap) reads as, in the form the filer stores a file's slices: the
+// maximal runs of each slice that are visible, in offset order, never
+// overlapping; holes (slices without a needle, and offsets no slice covers)
+// are left out. Writing the slices one by one over stored pieces, each
+// trimming or removing what it covers (placeSlices), gives the same list.
 //
 // It sweeps the slices' end points in offset order, keeping the slices that
 // cover the current point in a max-heap of list positions: between two
 // consecutive end points the top of the heap is the slice a read sees
-// there, and a slice is kept iff it is on top somewhere. That is
-// O(n log n); a file written at random offsets has thousands of slices and
-// every data commit prunes its list. A zero-length slice is never on top,
-// so it is dropped.
-func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
+// there. That is O(n log n). Zero-length slices are never on top.
+func visiblePieces(sl []Slice) []Slice {
 	edges := make([]edge, 0, 2*len(sl))
 	for i, s := range sl {
 		if s.Len > 0 {
@@ -98,9 +98,10 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 		}
 	}
 	edges = sortEdges(edges)
-	visible := make([]bool, len(sl))
 	ended := make([]bool, len(sl))
+	var out []Slice
 	var top posHeap
+	last := -1 // the slice the last piece of out comes from
 	for k := 0; k < len(edges); {
 		at := edges[k].at
 		for ; k < len(edges) && edges[k].at == at; k++ {
@@ -115,22 +116,20 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 		}
 		// A slice still open ends at a later edge, so [at, edges[k].at)
 		// is not empty and top[0] is what a read sees there.
-		if len(top) > 0 {
-			visible[top[0]] = true
+		if len(top) == 0 || sl[top[0]].Fid == "" {
+			last = -1
+			continue
 		}
-	}
-	kept = make([]Slice, 0, len(sl))
-	for i, s := range sl {
-		if visible[i] {
-			kept = append(kept, s)
-		} else {
-			dropped = append(dropped, s)
+		i, next := top[0], edges[k].at
+		if i == last {
+			out[len(out)-1].Len += next - at // on top again after an edge of a slice below it
+			continue
 		}
+		s := sl[i]
+		out = append(out, Slice{Off: at, Len: next - at, Fid: s.Fid, NeedleOff: s.NeedleOff + (at - s.Off)})
+		last = i
 	}
-	if len(kept) == 0 {
-		kept = nil
-	}
-	return kept, dropped
+	return out
 }
 
 // edge is where slice i of a list starts or ends.
@@ -214,29 +213,12 @@ func (h *posHeap) pop() {
 // AppendSlices returns the slice list a CommitSlices (without Truncate)
 // of add leaves on a file whose list was old: the filer's own rule, so a
 // client that knows old can follow a commit without fetching the list.
-// old is not modified.
+// When old is a list the filer answered, the result is exactly the list
+// the filer now holds. old is not modified.
 func AppendSlices(old, add []Slice) []Slice {
 	all := make([]Slice, 0, len(old)+len(add))
 	all = append(append(all, old...), add...)
-	kept, _ := pruneShadowed(all)
-	return kept
-}
-
-// truncateSlices cuts the slices at size: those starting at or past it are
-// dropped, those crossing it are shortened.
-func truncateSlices(sl []Slice, size uint64) (kept, dropped []Slice) {
-	for _, s := range sl {
-		switch {
-		case s.Off >= size:
-			dropped = append(dropped, s)
-		case s.end() > size:
-			s.Len = size - s.Off
-			kept = append(kept, s)
-		default:
-			kept = append(kept, s)
-		}
-	}
-	return kept, dropped
+	return visiblePieces(all)
 }
 
 // validateSlice checks a slice sent by a client.
