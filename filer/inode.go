@@ -27,7 +27,10 @@ type Inode struct {
 	// Parent is, for a directory, the directory holding its entry (itself
 	// for the root and for snapshot roots). Zero for other types.
 	Parent uint64 `json:"parent,omitempty"`
-	// Slices make up the data of a regular file; later ones win.
+	// Slices make up the data of a regular file, as the filer answers
+	// them: its visible pieces in offset order, never overlapping, holes
+	// left out. They are stored apart from the inode record (the slices
+	// bucket, slicestore.go) and filled in for answers.
 	Slices SliceList `json:"slices,omitempty"`
 	// Generation is bumped by every change of Slices or Size, so a
 	// compactor can swap the slice list only if the file is unchanged.
