@@ -16,6 +16,20 @@ import (
 // state is used, in one transaction: every member restoring the same
 // snapshot converts it the same way, so they stay identical.
 
+// convertStateFile converts the state file at path, not in use, to the
+// current format if it is of the embedded one.
+func convertStateFile(path string) error {
+	db, err := openDB(path)
+	if err != nil {
+		return err
+	}
+	_, err = migrateEmbedded(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // migrateEmbedded converts a state of format formatEmbedded in db to the
 // current format and returns the number of files whose slices moved.
 // Each file's list becomes its visible pieces (visiblePieces: what

@@ -263,38 +263,58 @@ func TestRestoreEmbeddedShadowed(t *testing.T) {
 	}
 }
 
-// TestRestoreRefusesUnknownFormat: a state file of another format is
-// refused and the state is left as it was.
-func TestRestoreRefusesUnknownFormat(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "other.state")
-	b, err := os.ReadFile(embeddedState)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaFormat, []byte("cairn-filer-9"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	st := newTestState(t)
-	before := st.dump()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := st.Restore(io.Reader(f)); err == nil {
-		t.Fatal("a state of format cairn-filer-9 was restored")
-	}
-	if st.dump() != before {
-		t.Fatal("a refused restore changed the state")
+// TestRestoreRefusesBadState: a state file of another format, or of the
+// embedded one with a slice list that does not decode, is refused and the
+// state is left as it was.
+func TestRestoreRefusesBadState(t *testing.T) {
+	for name, spoil := range map[string]func(tx *bolt.Tx) error{
+		"unknown format": func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaFormat, []byte("cairn-filer-9"))
+		},
+		"corrupt slice list": func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketInodes).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if bytes.Contains(v, []byte(`"slices":"`)) {
+					i := bytes.Index(v, []byte(`"slices":"`))
+					bad := append(append([]byte{}, v[:i]...), `"slices":"!!"}`...)
+					return tx.Bucket(bucketInodes).Put(k, bad)
+				}
+			}
+			t.Fatal("no inode with slices")
+			return nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bad.state")
+			b, err := os.ReadFile(embeddedState)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(spoil); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			st := newTestState(t)
+			st.ok(&Create{Parent: RootIno, Name: "kept", Mode: 0o644})
+			before := st.dump()
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := st.Restore(io.Reader(f)); err == nil {
+				t.Fatal("the bad state was restored")
+			}
+			if st.dump() != before {
+				t.Fatal("a refused restore changed the state")
+			}
+		})
 	}
 }

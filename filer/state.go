@@ -213,7 +213,9 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Restore replaces the state with the state file read from r (as written
-// by WriteTo).
+// by WriteTo, by this version or, in the embedded format, an earlier one,
+// which is converted first). A file that is not a filer state, or fails to
+// convert, leaves the state as it was.
 func (s *State) Restore(r io.Reader) error {
 	tmp := s.path + ".restore"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -226,6 +228,9 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	if err == nil {
 		err = checkStateFile(tmp)
+	}
+	if err == nil {
+		err = convertStateFile(tmp)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -244,9 +249,6 @@ func (s *State) Restore(r io.Reader) error {
 		return err
 	}
 	s.db = db
-	if _, err := migrateEmbedded(db); err != nil {
-		return fmt.Errorf("filer: restore: %w", err)
-	}
 	return nil
 }
 
