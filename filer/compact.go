@@ -98,7 +98,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	if !fragmented(in, len(in.Slices), chunk) {
 		return nil
 	}
-	runs := dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk)
+	runs := dataRuns(PieceExtents(in.Slices, 0, in.Size), chunk)
 	if 2*len(runs) > len(in.Slices) {
 		// Scattered writes into a sparse file: its data is nearly as
 		// many runs as it has slices, so a rewrite would leave it as

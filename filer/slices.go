@@ -79,6 +79,57 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 	return merged
 }
 
+// PieceExtents is VisibleExtents for a list in the form the filer answers
+// (its pieces: in offset order, never overlapping): it finds the pieces
+// covering the range by binary search, so a read of a range costs
+// O(log n + pieces in it) however many slices the file has. Offsets no
+// piece covers are holes.
+func PieceExtents(pieces []Slice, off, length uint64) []Extent {
+	if length == 0 {
+		return nil
+	}
+	end := off + length
+	if end < off {
+		end = ^uint64(0)
+	}
+	// The first piece ending after off.
+	i, _ := slices.BinarySearchFunc(pieces, off, func(p Slice, off uint64) int {
+		if p.end() <= off {
+			return -1
+		}
+		return 1
+	})
+	var out []Extent
+	at := off
+	for ; i < len(pieces) && pieces[i].Off < end; i++ {
+		p := pieces[i]
+		if p.Off > at {
+			out = append(out, Extent{Off: at, Len: p.Off - at})
+			at = p.Off
+		}
+		hi := min(p.end(), end)
+		if p.Fid == "" {
+			out = append(out, Extent{Off: at, Len: hi - at})
+		} else {
+			out = append(out, Extent{Off: at, Len: hi - at, Fid: p.Fid, NeedleOff: p.NeedleOff + (at - p.Off)})
+		}
+		at = hi
+	}
+	if at < end {
+		out = append(out, Extent{Off: at, Len: end - at})
+	}
+	// Merge neighbouring holes, as VisibleExtents does.
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Fid == "" && merged[n-1].Fid == "" && merged[n-1].Off+merged[n-1].Len == e.Off {
+			merged[n-1].Len += e.Len
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
+
 // visiblePieces returns what a list of slices (later ones winning where
 // they overlap) reads as, in the form the filer stores a file's slices: the
 // maximal runs of each slice that are visible, in offset order, never

@@ -65,6 +65,9 @@ func TestVisibleExtentsRandom(t *testing.T) {
 				t.Fatalf("iter %d: pieces change byte %d: %+v vs %+v", iter, b, a, k)
 			}
 		}
+		if got, want := PieceExtents(pieces, off, length), VisibleExtents(sl, off, length); !slices.Equal(got, want) {
+			t.Fatalf("iter %d: PieceExtents(%+v, %d, %d) = %+v, want %+v", iter, pieces, off, length, got, want)
+		}
 	}
 }
 

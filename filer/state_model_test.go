@@ -801,8 +801,12 @@ func (r *modelRun) compare() {
 			if in.Size != uint64(len(n.data)) {
 				t.Fatalf("file %d: size %d, model %d", ino, in.Size, len(n.data))
 			}
+			exts := VisibleExtents(in.Slices, 0, in.Size)
+			if pe := PieceExtents(in.Slices, 0, in.Size); !slices.Equal(pe, exts) {
+				t.Fatalf("file %d: PieceExtents %+v, VisibleExtents %+v", ino, pe, exts)
+			}
 			got := make([]uint64, in.Size)
-			for _, e := range VisibleExtents(in.Slices, 0, in.Size) {
+			for _, e := range exts {
 				for i := range e.Len {
 					if e.Fid != "" {
 						got[e.Off+i] = r.fids[e.Fid]<<32 | (e.NeedleOff + i)
