@@ -264,12 +264,72 @@ func (h *posHeap) pop() {
 // AppendSlices returns the slice list a CommitSlices (without Truncate)
 // of add leaves on a file whose list was old: the filer's own rule, so a
 // client that knows old can follow a commit without fetching the list.
-// When old is a list the filer answered, the result is exactly the list
-// the filer now holds. old is not modified.
+// When old is a list the filer answered (its pieces), the result is
+// exactly the list the filer now holds, and each slice of add is placed by
+// binary search, trimming what it covers, as the filer does. old is not
+// modified.
 func AppendSlices(old, add []Slice) []Slice {
-	all := make([]Slice, 0, len(old)+len(add))
-	all = append(append(all, old...), add...)
-	return visiblePieces(all)
+	if !isPieces(old) {
+		all := make([]Slice, 0, len(old)+len(add))
+		return visiblePieces(append(append(all, old...), add...))
+	}
+	out := make([]Slice, len(old), len(old)+2*len(add))
+	copy(out, old)
+	for _, s := range add {
+		out = placePiece(out, s)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// isPieces reports whether l is in the form the filer stores and answers:
+// data slices in offset order, not empty, never overlapping.
+func isPieces(l []Slice) bool {
+	for i, s := range l {
+		if s.Len == 0 || s.Fid == "" || s.end() < s.Off || i > 0 && l[i-1].end() > s.Off {
+			return false
+		}
+	}
+	return true
+}
+
+// placePiece writes s over the pieces ps: the pieces it covers are
+// removed, those crossing its ends trimmed (one covering all of it split),
+// and s itself, unless a hole, takes their place.
+func placePiece(ps []Slice, s Slice) []Slice {
+	if s.Len == 0 {
+		return ps
+	}
+	lo, hi := s.Off, s.end()
+	i, _ := slices.BinarySearchFunc(ps, lo, func(p Slice, lo uint64) int {
+		if p.end() <= lo {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for j < len(ps) && ps[j].Off < hi {
+		j++
+	}
+	var repl [3]Slice
+	n := 0
+	if i < j && ps[i].Off < lo {
+		repl[n] = ps[i]
+		repl[n].Len = lo - ps[i].Off
+		n++
+	}
+	if s.Fid != "" {
+		repl[n] = s
+		n++
+	}
+	if i < j && ps[j-1].end() > hi {
+		p := ps[j-1]
+		repl[n] = Slice{Off: hi, Len: p.end() - hi, Fid: p.Fid, NeedleOff: p.NeedleOff + (hi - p.Off)}
+		n++
+	}
+	return slices.Replace(ps, i, j, repl[:n]...)
 }
 
 // validateSlice checks a slice sent by a client.

@@ -126,6 +126,15 @@ func TestVisiblePiecesMatchesCoverage(t *testing.T) {
 			if got, want := AppendSlices(visiblePieces(sl[:n-1]), sl[n-1:]), visiblePieces(sl); !slices.Equal(got, want) {
 				t.Fatalf("iter %d: AppendSlices %+v, want %+v", iter, got, want)
 			}
+			k := rng.IntN(n)
+			if got, want := AppendSlices(visiblePieces(sl[:k]), sl[k:]), visiblePieces(sl); !slices.Equal(got, want) {
+				t.Fatalf("iter %d: AppendSlices of %d slices %+v, want %+v", iter, n-k, got, want)
+			}
+			// Any list, not only pieces (a client's list from an earlier
+			// version).
+			if got, want := AppendSlices(sl[:k], sl[k:]), visiblePieces(sl); !slices.Equal(got, want) {
+				t.Fatalf("iter %d: AppendSlices of a raw list %+v, want %+v", iter, got, want)
+			}
 		}
 	}
 }
