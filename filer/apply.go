@@ -74,7 +74,7 @@ func (t *txn) create(op *Create) *Result {
 		case in.IsDir():
 			return errnoResult(syscall.EISDIR)
 		}
-		return &Result{Inode: in}
+		return &Result{Inode: t.withSlices(in)}
 	}
 	if p.ReadOnly() {
 		return errnoResult(syscall.EROFS)
@@ -268,9 +268,7 @@ func (t *txn) setAttr(op *SetAttr) *Result {
 // cut, so a later extension reads zeros.
 func (t *txn) resize(in *Inode, size uint64) {
 	if size < in.Size {
-		kept, dropped := truncateSlices(in.Slices, size)
-		in.Slices = kept
-		t.dropSlices(dropped)
+		t.clearRange(in.Ino, size, MaxFileSize)
 	}
 	t.charge(in.QuotaRoot, int64(size)-int64(in.Size), 0)
 	in.Size = size

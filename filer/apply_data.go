@@ -1,7 +1,6 @@
 package filer
 
 import (
-	"slices"
 	"syscall"
 )
 
@@ -49,14 +48,11 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 		}
 		size = max(size, s.end())
 	}
-	t.addSlices(op.Slices)
+	t.addSlices(op.Slices) // before removing pieces: a needle in both never reaches zero
 	if op.Truncate {
-		old := in.Slices
-		in.Slices = append([]Slice(nil), op.Slices...)
-		t.dropSlices(old) // after adding, so a fid in both never reaches zero
-	} else {
-		in.Slices = append(in.Slices, op.Slices...)
+		t.clearRange(in.Ino, 0, MaxFileSize)
 	}
+	t.placeSlices(in.Ino, op.Slices)
 	t.setData(in, size)
 	in.Mtime = t.now
 	if op.Mtime != 0 {
@@ -65,19 +61,14 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 	in.Ctime = t.now
 	t.putInode(in)
 	if op.OmitSlices {
-		out := *in
-		out.Slices = nil
-		return &Result{Inode: &out}
+		return &Result{Inode: in}
 	}
-	return &Result{Inode: in} // in is not used after this
+	return &Result{Inode: t.withSlices(in)}
 }
 
-// setData finishes a change of in's slices: the size becomes size, slices
-// no longer visible are dropped, the generation is bumped.
+// setData finishes a change of in's data: the size becomes size and the
+// generation is bumped. The pieces are already changed.
 func (t *txn) setData(in *Inode, size uint64) {
-	kept, dropped := pruneShadowed(in.Slices)
-	in.Slices = kept
-	t.dropSlices(dropped)
 	t.charge(in.QuotaRoot, int64(size)-int64(in.Size), 0)
 	in.Size = size
 	in.Generation++
@@ -92,7 +83,7 @@ func (t *txn) punchHole(op *PunchHole) *Result {
 		return errnoResult(syscall.EINVAL)
 	}
 	if end := min(op.Off+op.Len, in.Size); op.Off < end {
-		in.Slices = append(in.Slices, Slice{Off: op.Off, Len: end - op.Off})
+		t.clearRange(in.Ino, op.Off, end)
 		t.setData(in, in.Size)
 	}
 	in.Mtime, in.Ctime = t.now, t.now
@@ -145,8 +136,8 @@ func (t *txn) replaceSlices(op *ReplaceSlices) *Result {
 		}
 	}
 	t.addSlices(op.NewSlices) // before dropping the old ones: they may share fids
-	t.dropSlices(in.Slices)
-	in.Slices = slices.Clone(op.NewSlices)
+	t.clearRange(in.Ino, 0, MaxFileSize)
+	t.placeSlices(in.Ino, op.NewSlices)
 	t.setData(in, in.Size)
 	t.putInode(in)
 	return t.okInode(in.Ino)

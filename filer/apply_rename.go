@@ -79,7 +79,7 @@ func (t *txn) rename(op *Rename) *Result {
 		return errnoResult(syscall.ENOTEMPTY)
 	}
 	if srcIno == dstIno {
-		return &Result{Inode: src}
+		return &Result{Inode: t.withSlices(src)}
 	}
 	if exchange {
 		t.exchange(op, op1, np, src, dst)

@@ -33,21 +33,30 @@ func BenchmarkCommandCodec(b *testing.B) {
 }
 
 // BenchmarkStateCommit applies 4 KiB random-write commits straight to the
-// state (no Raft), to a file that already has a few thousand slices, as
-// database files do.
+// state (no Raft) to a file that already has n slices (one per 4 KiB
+// page, as a database file written at random pages has), each commit
+// overwriting one of those pages, so the file keeps n slices.
 func BenchmarkStateCommit(b *testing.B) {
-	st := newTestState(b)
-	ino := st.ok(&Create{Parent: RootIno, Name: "f", Mode: 0o644}).Inode.Ino
-	r := rand.New(rand.NewPCG(1, 2))
-	for k := range 4000 {
-		st.ok(randomWrite(r, ino, uint64(k+1)))
-	}
-	b.ResetTimer()
-	for i := range b.N {
-		st.now += 1000
-		res, err := st.Apply(uint64(i+1), &Command{ClientID: "0123456789abcdef", Seq: uint64(i + 1), Time: st.now, Op: randomWrite(r, ino, uint64(5000+i))})
-		if err != nil || res.Errno != 0 {
-			b.Fatal(err, res)
-		}
+	for _, n := range []int{100, 4000, 50000} {
+		b.Run(fmt.Sprintf("slices=%d", n), func(b *testing.B) {
+			st := newTestState(b)
+			ino := st.ok(&Create{Parent: RootIno, Name: "f", Mode: 0o644}).Inode.Ino
+			pages := make([]Slice, n)
+			for k := range pages {
+				pages[k] = Slice{Off: uint64(k) * 4096, Len: 4096, Fid: fmt.Sprintf("7,%x00000001", k+1)}
+			}
+			st.ok(&CommitSlices{Ino: ino, Slices: pages, OmitSlices: true})
+			r := rand.New(rand.NewPCG(1, 2))
+			b.ResetTimer()
+			for i := range b.N {
+				st.now += 1000
+				op := &CommitSlices{Ino: ino, Mtime: 1, OmitSlices: true, Slices: []Slice{{
+					Off: r.Uint64N(uint64(n)) * 4096, Len: 4096, Fid: fmt.Sprintf("7,%x00000001", n+i+1)}}}
+				res, err := st.Apply(uint64(i+1), &Command{ClientID: "0123456789abcdef", Seq: uint64(i + 1), Time: st.now, Op: op})
+				if err != nil || res.Errno != 0 {
+					b.Fatal(err, res)
+				}
+			}
+		})
 	}
 }

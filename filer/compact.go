@@ -24,11 +24,11 @@ const (
 	compactScan = 10000
 )
 
-// fragmented reports whether a file has many more slices than its size
-// needs.
-func fragmented(in *Inode, chunk uint64) bool {
+// fragmented reports whether a file of n slices has many more than its
+// size needs.
+func fragmented(in *Inode, n int, chunk uint64) bool {
 	ideal := in.Size/chunk + 1
-	return in.IsRegular() && in.Snapshot == 0 && len(in.Slices) >= compactMinSlices && uint64(len(in.Slices)) > 4*ideal
+	return in.IsRegular() && in.Snapshot == 0 && n >= compactMinSlices && uint64(n) > 4*ideal
 }
 
 // FragmentedFiles returns up to limit regular files after inode after whose
@@ -49,7 +49,7 @@ func (s *State) FragmentedFiles(after uint64, chunk uint64, limit int) ([]uint64
 			if err := decodeInode(v, &in); err != nil {
 				return err
 			}
-			if fragmented(&in, chunk) {
+			if in.IsRegular() && in.Snapshot == 0 && fragmented(&in, t.sliceCount(in.Ino), chunk) {
 				out = append(out, in.Ino)
 			}
 		}
@@ -95,7 +95,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		return err
 	}
 	chunk := uint64(s.cfg.ChunkSize)
-	if !fragmented(in, chunk) {
+	if !fragmented(in, len(in.Slices), chunk) {
 		return nil
 	}
 	if time.Since(time.Unix(0, in.Ctime)) < s.cfg.CompactIdle {
@@ -105,7 +105,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		// compacts it once it is quiet.
 		return nil
 	}
-	runs := dataRuns(VisibleExtents(in.Slices, 0, in.Size), chunk)
+	runs := dataRuns(PieceExtents(in.Slices, 0, in.Size), chunk)
 	if 2*len(runs) > len(in.Slices) {
 		// Scattered writes into a sparse file: its data is nearly as
 		// many runs as it has slices, so a rewrite would leave it as

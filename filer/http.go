@@ -547,6 +547,7 @@ func (s *Server) httpMove(w http.ResponseWriter, r *http.Request, from, to strin
 }
 
 // fileReader reads a file's bytes from its slices (holes read as zeros).
+// in is an inode as the state answers it: its slices are its pieces.
 type fileReader struct {
 	ctx  context.Context
 	data *DataClient
@@ -559,7 +560,7 @@ func (f *fileReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := min(int64(len(p)), size-off)
-	for _, e := range VisibleExtents(f.in.Slices, uint64(off), uint64(n)) {
+	for _, e := range PieceExtents(f.in.Slices, uint64(off), uint64(n)) {
 		dst := p[int64(e.Off)-off : int64(e.Off)-off+int64(e.Len)]
 		if e.Fid == "" {
 			clear(dst)

@@ -1,7 +1,6 @@
 package filer
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"syscall"
@@ -28,7 +27,10 @@ type Inode struct {
 	// Parent is, for a directory, the directory holding its entry (itself
 	// for the root and for snapshot roots). Zero for other types.
 	Parent uint64 `json:"parent,omitempty"`
-	// Slices make up the data of a regular file; later ones win.
+	// Slices make up the data of a regular file, as the filer answers
+	// them: its visible pieces in offset order, never overlapping, holes
+	// left out. They are stored apart from the inode record (the slices
+	// bucket, slicestore.go) and filled in for answers.
 	Slices SliceList `json:"slices,omitempty"`
 	// Generation is bumped by every change of Slices or Size, so a
 	// compactor can swap the slice list only if the file is unchanged.
@@ -85,10 +87,8 @@ func dentryKey(parent uint64, name string) []byte {
 	return append(u64key(parent), name...)
 }
 
-// encodeInode gives the stored form of an inode: its JSON, with the slice
-// list (most of the bytes of a fragmented file) as the last member, written
-// directly rather than through json.Marshal, which would scan and copy the
-// list's encoding once more. Every data commit encodes the file's inode.
+// encodeInode gives the stored form of an inode: its JSON without the
+// slice list (a regular file's slices live in the slices bucket).
 func encodeInode(in *Inode) []byte {
 	head := *in
 	head.Slices = nil
@@ -96,40 +96,14 @@ func encodeInode(in *Inode) []byte {
 	if err != nil {
 		panic(err) // Inode has no unencodable fields
 	}
-	if len(in.Slices) == 0 {
-		return b
-	}
-	b = append(b[:len(b)-1], storedSlicesKey...)
-	b = in.Slices.appendBase64(b)
-	return append(b, '"', '}')
+	return b
 }
 
-// storedSlicesKey starts the slice list at the end of a stored inode. It
-// cannot occur inside a JSON string (the quotes would be escaped there).
-const storedSlicesKey = `,"slices":"`
-
-// decodeInode decodes a stored inode into in. An inode ending in its slice
-// list (what encodeInode writes) is decoded without scanning the list as
-// JSON; any other JSON form of an Inode (written by earlier versions, with
-// the list elsewhere or as an array) is decoded by encoding/json. v is not
-// modified (it may be the state file's read-only memory map).
+// decodeInode decodes a stored inode into in. A state of the current
+// format stores no slice list in an inode; one of the embedded format
+// (formatEmbedded) may, as a base64 string or an array of objects, which
+// SliceList decodes. v is not modified (it may be the state file's
+// read-only memory map).
 func decodeInode(v []byte, in *Inode) error {
-	i := bytes.LastIndex(v, []byte(storedSlicesKey))
-	if i < 0 || !bytes.HasSuffix(v, []byte(`"}`)) || i+len(storedSlicesKey) > len(v)-2 {
-		return json.Unmarshal(v, in)
-	}
-	b64 := v[i+len(storedSlicesKey) : len(v)-2]
-	if bytes.ContainsAny(b64, `"\`) {
-		return json.Unmarshal(v, in)
-	}
-	head := append(v[:i:i], '}') // a copy: v[:i:i] has no room to grow
-	if err := json.Unmarshal(head, in); err != nil {
-		return err
-	}
-	sl, err := decodeSliceListBase64(b64)
-	if err != nil {
-		return err
-	}
-	in.Slices = sl
-	return nil
+	return json.Unmarshal(v, in)
 }

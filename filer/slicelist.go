@@ -7,12 +7,12 @@ import (
 	"fmt"
 )
 
-// SliceList is the slice list of an inode. In JSON (the state file, Raft
-// snapshots, answers to clients) it is one base64 string of a compact
-// binary form, not an array of objects: an overwrite-heavy file holds
-// thousands of slices, every data commit decodes and re-encodes its inode,
-// and decoding JSON objects was most of the filer's CPU time per commit.
-// The array form written before is still read.
+// SliceList is the slice list of an inode. In JSON (answers to clients,
+// and the inode records of a state of the embedded format, which Restore
+// converts) it is one base64 string of a compact binary form, not an array
+// of objects: an overwrite-heavy file holds thousands of slices, and
+// decoding JSON objects costs several times more. The array form written
+// by early versions is still read.
 //
 // Binary form: the version byte 1, then per slice Off, Len, NeedleOff and
 // len(Fid) as unsigned varints followed by the bytes of Fid.

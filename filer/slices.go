@@ -79,18 +79,69 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 	return merged
 }
 
-// pruneShadowed drops the slices no byte of which is visible because later
-// slices cover them, and returns the kept list and the dropped slices (both
-// in list order).
+// PieceExtents is VisibleExtents for a list in the form the filer answers
+// (its pieces: in offset order, never overlapping): it finds the pieces
+// covering the range by binary search, so a read of a range costs
+// O(log n + pieces in it) however many slices the file has. Offsets no
+// piece covers are holes.
+func PieceExtents(pieces []Slice, off, length uint64) []Extent {
+	if length == 0 {
+		return nil
+	}
+	end := off + length
+	if end < off {
+		end = ^uint64(0)
+	}
+	// The first piece ending after off.
+	i, _ := slices.BinarySearchFunc(pieces, off, func(p Slice, off uint64) int {
+		if p.end() <= off {
+			return -1
+		}
+		return 1
+	})
+	var out []Extent
+	at := off
+	for ; i < len(pieces) && pieces[i].Off < end; i++ {
+		p := pieces[i]
+		if p.Off > at {
+			out = append(out, Extent{Off: at, Len: p.Off - at})
+			at = p.Off
+		}
+		hi := min(p.end(), end)
+		if p.Fid == "" {
+			out = append(out, Extent{Off: at, Len: hi - at})
+		} else {
+			out = append(out, Extent{Off: at, Len: hi - at, Fid: p.Fid, NeedleOff: p.NeedleOff + (at - p.Off)})
+		}
+		at = hi
+	}
+	if at < end {
+		out = append(out, Extent{Off: at, Len: end - at})
+	}
+	// Merge neighbouring holes, as VisibleExtents does.
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Fid == "" && merged[n-1].Fid == "" && merged[n-1].Off+merged[n-1].Len == e.Off {
+			merged[n-1].Len += e.Len
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
+
+// visiblePieces returns what a list of slices (later ones winning where
+// they overlap) reads as, in the form the filer stores a file's slices: the
+// maximal runs of each slice that are visible, in offset order, never
+// overlapping; holes (slices without a needle, and offsets no slice covers)
+// are left out. Writing the slices one by one over stored pieces, each
+// trimming or removing what it covers (placeSlices), gives the same list.
 //
 // It sweeps the slices' end points in offset order, keeping the slices that
 // cover the current point in a max-heap of list positions: between two
 // consecutive end points the top of the heap is the slice a read sees
-// there, and a slice is kept iff it is on top somewhere. That is
-// O(n log n); a file written at random offsets has thousands of slices and
-// every data commit prunes its list. A zero-length slice is never on top,
-// so it is dropped.
-func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
+// there. That is O(n log n). Zero-length slices are never on top.
+func visiblePieces(sl []Slice) []Slice {
 	edges := make([]edge, 0, 2*len(sl))
 	for i, s := range sl {
 		if s.Len > 0 {
@@ -98,9 +149,10 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 		}
 	}
 	edges = sortEdges(edges)
-	visible := make([]bool, len(sl))
 	ended := make([]bool, len(sl))
+	var out []Slice
 	var top posHeap
+	last := -1 // the slice the last piece of out comes from
 	for k := 0; k < len(edges); {
 		at := edges[k].at
 		for ; k < len(edges) && edges[k].at == at; k++ {
@@ -115,22 +167,20 @@ func pruneShadowed(sl []Slice) (kept, dropped []Slice) {
 		}
 		// A slice still open ends at a later edge, so [at, edges[k].at)
 		// is not empty and top[0] is what a read sees there.
-		if len(top) > 0 {
-			visible[top[0]] = true
+		if len(top) == 0 || sl[top[0]].Fid == "" {
+			last = -1
+			continue
 		}
-	}
-	kept = make([]Slice, 0, len(sl))
-	for i, s := range sl {
-		if visible[i] {
-			kept = append(kept, s)
-		} else {
-			dropped = append(dropped, s)
+		i, next := top[0], edges[k].at
+		if i == last {
+			out[len(out)-1].Len += next - at // on top again after an edge of a slice below it
+			continue
 		}
+		s := sl[i]
+		out = append(out, Slice{Off: at, Len: next - at, Fid: s.Fid, NeedleOff: s.NeedleOff + (at - s.Off)})
+		last = i
 	}
-	if len(kept) == 0 {
-		kept = nil
-	}
-	return kept, dropped
+	return out
 }
 
 // edge is where slice i of a list starts or ends.
@@ -214,29 +264,72 @@ func (h *posHeap) pop() {
 // AppendSlices returns the slice list a CommitSlices (without Truncate)
 // of add leaves on a file whose list was old: the filer's own rule, so a
 // client that knows old can follow a commit without fetching the list.
-// old is not modified.
+// When old is a list the filer answered (its pieces), the result is
+// exactly the list the filer now holds, and each slice of add is placed by
+// binary search, trimming what it covers, as the filer does. old is not
+// modified.
 func AppendSlices(old, add []Slice) []Slice {
-	all := make([]Slice, 0, len(old)+len(add))
-	all = append(append(all, old...), add...)
-	kept, _ := pruneShadowed(all)
-	return kept
+	if !isPieces(old) {
+		all := make([]Slice, 0, len(old)+len(add))
+		return visiblePieces(append(append(all, old...), add...))
+	}
+	out := make([]Slice, len(old), len(old)+2*len(add))
+	copy(out, old)
+	for _, s := range add {
+		out = placePiece(out, s)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
-// truncateSlices cuts the slices at size: those starting at or past it are
-// dropped, those crossing it are shortened.
-func truncateSlices(sl []Slice, size uint64) (kept, dropped []Slice) {
-	for _, s := range sl {
-		switch {
-		case s.Off >= size:
-			dropped = append(dropped, s)
-		case s.end() > size:
-			s.Len = size - s.Off
-			kept = append(kept, s)
-		default:
-			kept = append(kept, s)
+// isPieces reports whether l is in the form the filer stores and answers:
+// data slices in offset order, not empty, never overlapping.
+func isPieces(l []Slice) bool {
+	for i, s := range l {
+		if s.Len == 0 || s.Fid == "" || s.end() < s.Off || i > 0 && l[i-1].end() > s.Off {
+			return false
 		}
 	}
-	return kept, dropped
+	return true
+}
+
+// placePiece writes s over the pieces ps: the pieces it covers are
+// removed, those crossing its ends trimmed (one covering all of it split),
+// and s itself, unless a hole, takes their place.
+func placePiece(ps []Slice, s Slice) []Slice {
+	if s.Len == 0 {
+		return ps
+	}
+	lo, hi := s.Off, s.end()
+	i, _ := slices.BinarySearchFunc(ps, lo, func(p Slice, lo uint64) int {
+		if p.end() <= lo {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for j < len(ps) && ps[j].Off < hi {
+		j++
+	}
+	var repl [3]Slice
+	n := 0
+	if i < j && ps[i].Off < lo {
+		repl[n] = ps[i]
+		repl[n].Len = lo - ps[i].Off
+		n++
+	}
+	if s.Fid != "" {
+		repl[n] = s
+		n++
+	}
+	if i < j && ps[j-1].end() > hi {
+		p := ps[j-1]
+		repl[n] = Slice{Off: hi, Len: p.end() - hi, Fid: p.Fid, NeedleOff: p.NeedleOff + (hi - p.Off)}
+		n++
+	}
+	return slices.Replace(ps, i, j, repl[:n]...)
 }
 
 // validateSlice checks a slice sent by a client.

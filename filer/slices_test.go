@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -52,42 +53,48 @@ func TestVisibleExtentsRandom(t *testing.T) {
 				t.Fatalf("iter %d byte %d: %q, want %q (slices %+v)", iter, b, got[b], paint[b], sl)
 			}
 		}
-		kept, dropped := pruneShadowed(sl)
-		if len(kept)+len(dropped) != len(sl) {
-			t.Fatal("prune lost slices")
+		pieces := visiblePieces(sl)
+		for i, p := range pieces {
+			if p.Len == 0 || p.Fid == "" || i > 0 && pieces[i-1].end() > p.Off {
+				t.Fatalf("iter %d: pieces %+v of %+v are not sorted, disjoint, non-empty data", iter, pieces, sl)
+			}
 		}
 		for b := uint64(0); b < 64; b++ {
-			a, k := VisibleExtents(sl, b, 1), VisibleExtents(kept, b, 1)
+			a, k := VisibleExtents(sl, b, 1), VisibleExtents(pieces, b, 1)
 			if a[0] != k[0] {
-				t.Fatalf("iter %d: pruning changed byte %d: %+v vs %+v", iter, b, a, k)
+				t.Fatalf("iter %d: pieces change byte %d: %+v vs %+v", iter, b, a, k)
 			}
+		}
+		if got, want := PieceExtents(pieces, off, length), VisibleExtents(sl, off, length); !slices.Equal(got, want) {
+			t.Fatalf("iter %d: PieceExtents(%+v, %d, %d) = %+v, want %+v", iter, pieces, off, length, got, want)
 		}
 	}
 }
 
-// pruneShadowedByCoverage is the definition pruneShadowed must match
-// exactly (a different answer on the same list would make members of
-// different versions disagree): slice i is kept iff the slices after it do
-// not cover all of it.
-func pruneShadowedByCoverage(sl []Slice) (kept, dropped []Slice) {
-	visible := make([]bool, len(sl))
+// piecesByCoverage is the definition visiblePieces must match exactly
+// (members must store the same pieces, and a client following a commit
+// with AppendSlices must get the filer's list): the pieces of slice i are
+// the maximal ranges of it the slices after it do not cover.
+func piecesByCoverage(sl []Slice) []Slice {
+	var out []Slice
 	var cov byterange.Coverage
 	for i := len(sl) - 1; i >= 0; i-- {
 		s := sl[i]
-		visible[i] = !cov.Covers(s.Off, s.end())
+		if s.Len == 0 {
+			continue
+		}
+		if s.Fid != "" {
+			for _, iv := range cov.Uncovered(s.Off, s.end()) {
+				out = append(out, Slice{Off: iv.Lo, Len: iv.Hi - iv.Lo, Fid: s.Fid, NeedleOff: s.NeedleOff + iv.Lo - s.Off})
+			}
+		}
 		cov = cov.Add(s.Off, s.end())
 	}
-	for i, s := range sl {
-		if visible[i] {
-			kept = append(kept, s)
-		} else {
-			dropped = append(dropped, s)
-		}
-	}
-	return kept, dropped
+	slices.SortFunc(out, func(a, b Slice) int { return cmp.Compare(a.Off, b.Off) })
+	return out
 }
 
-func TestPruneShadowedMatchesCoverage(t *testing.T) {
+func TestVisiblePiecesMatchesCoverage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 8))
 	for iter := range 5000 {
 		n := rng.IntN(40)
@@ -102,21 +109,40 @@ func TestPruneShadowedMatchesCoverage(t *testing.T) {
 		}
 		var sl []Slice
 		for i := range n {
-			s := Slice{Off: base + rng.Uint64N(span), Len: rng.Uint64N(span/2 + 1), Fid: fmt.Sprintf("1,%02x00000000", i)}
+			s := Slice{Off: base + rng.Uint64N(span), Len: rng.Uint64N(span/2 + 1)}
+			if rng.IntN(6) != 0 {
+				s.Fid, s.NeedleOff = fmt.Sprintf("1,%02x00000000", i), rng.Uint64N(9)
+			}
 			s.Len = min(s.Len, MaxFileSize-s.Off)
 			sl = append(sl, s)
 		}
-		k1, d1 := pruneShadowed(sl)
-		k2, d2 := pruneShadowedByCoverage(sl)
-		if !slices.Equal(k1, k2) || !slices.Equal(d1, d2) {
-			t.Fatalf("iter %d: slices %+v\nkept %+v dropped %+v\nwant kept %+v dropped %+v", iter, sl, k1, d1, k2, d2)
+		got, want := visiblePieces(sl), piecesByCoverage(sl)
+		if !slices.Equal(got, want) {
+			t.Fatalf("iter %d: slices %+v\npieces %+v\nwant %+v", iter, sl, got, want)
+		}
+		// Following one more slice from the pieces gives the pieces of
+		// the whole list: a client's AppendSlices agrees with the filer.
+		if n > 0 {
+			if got, want := AppendSlices(visiblePieces(sl[:n-1]), sl[n-1:]), visiblePieces(sl); !slices.Equal(got, want) {
+				t.Fatalf("iter %d: AppendSlices %+v, want %+v", iter, got, want)
+			}
+			k := rng.IntN(n)
+			if got, want := AppendSlices(visiblePieces(sl[:k]), sl[k:]), visiblePieces(sl); !slices.Equal(got, want) {
+				t.Fatalf("iter %d: AppendSlices of %d slices %+v, want %+v", iter, n-k, got, want)
+			}
+			// Any list, not only pieces (a client's list from an earlier
+			// version).
+			if got, want := AppendSlices(sl[:k], sl[k:]), visiblePieces(sl); !slices.Equal(got, want) {
+				t.Fatalf("iter %d: AppendSlices of a raw list %+v, want %+v", iter, got, want)
+			}
 		}
 	}
 }
 
-// BenchmarkPruneShadowed is a file of 16384 pages after 5000 random 4 KiB
-// writes (a database file between compactions), plus one more write.
-func BenchmarkPruneShadowed(b *testing.B) {
+// BenchmarkAppendSlices is a client following one 4 KiB write to a file
+// of 16384 pages after 5000 random 4 KiB writes (a database file between
+// compactions).
+func BenchmarkAppendSlices(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var sl []Slice
 	for k := range 5000 {
@@ -125,6 +151,6 @@ func BenchmarkPruneShadowed(b *testing.B) {
 	b.Logf("%d slices", len(sl))
 	b.ResetTimer()
 	for range b.N {
-		pruneShadowed(append(sl[:len(sl):len(sl)], Slice{Off: rng.Uint64N(16384) * 4096, Len: 4096, Fid: "7,100000001"}))
+		AppendSlices(sl, []Slice{{Off: rng.Uint64N(16384) * 4096, Len: 4096, Fid: "7,100000001"}})
 	}
 }

@@ -2,7 +2,6 @@ package filer
 
 import (
 	"encoding/json"
-	"slices"
 	"syscall"
 )
 
@@ -39,12 +38,14 @@ func (t *txn) copyInode(src *Inode, snap, root uint64) *Inode {
 	c.Ino = t.nextIno()
 	c.Snapshot = snap
 	c.QuotaRoot = root
-	c.Slices = slices.Clone(src.Slices)
+	c.Slices = nil
 	c.Nlink = 1
 	if c.IsDir() {
 		c.Nlink = 2
 	}
-	t.addSlices(c.Slices)
+	if c.IsRegular() {
+		t.copyFileSlices(src.Ino, c.Ino)
+	}
 	for _, kv := range t.xattrList(src.Ino) {
 		t.must(t.xattrs.Put(append(u64key(c.Ino), kv[0]...), kv[1]))
 	}

@@ -26,16 +26,20 @@ var (
 	bucketSnapshots = []byte("snapshots") // snapshot id -> JSON SnapshotInfo
 	bucketOrphans   = []byte("orphans")   // ino -> empty: unlinked, kept while open
 	bucketUploads   = []byte("uploads")   // fid -> uint64 expiry ns: needle being uploaded, not yet referenced
+	bucketSlices    = []byte("slices")    // ino + file offset -> piece of a regular file (slicestore.go)
 	bucketMeta      = []byte("meta")      // keys below
 
 	allBuckets = [][]byte{bucketInodes, bucketDentries, bucketXattrs, bucketRefs, bucketDeleteQ,
-		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketUploads, bucketMeta}
+		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketUploads, bucketSlices, bucketMeta}
 
-	metaNextIno     = []byte("next_ino")
-	metaNextSnap    = []byte("next_snapshot")
-	metaApplyIndex  = []byte("apply_index")
-	metaFormat      = []byte("format")
-	formatVersion   = []byte("cairn-filer-1")
+	metaNextIno    = []byte("next_ino")
+	metaNextSnap   = []byte("next_snapshot")
+	metaApplyIndex = []byte("apply_index")
+	metaFormat     = []byte("format")
+	formatVersion  = []byte("cairn-filer-2")
+	// formatEmbedded is the format before the slices bucket: a regular
+	// file's slice list was stored inside its inode. Restore migrates it.
+	formatEmbedded  = []byte("cairn-filer-1")
 	errRollback     = errors.New("filer: rollback")
 	errNotFilerFile = errors.New("filer: not a filer state file")
 )
@@ -209,7 +213,9 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Restore replaces the state with the state file read from r (as written
-// by WriteTo).
+// by WriteTo, by this version or, in the embedded format, an earlier one,
+// which is converted first). A file that is not a filer state, or fails to
+// convert, leaves the state as it was.
 func (s *State) Restore(r io.Reader) error {
 	tmp := s.path + ".restore"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -222,6 +228,9 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	if err == nil {
 		err = checkStateFile(tmp)
+	}
+	if err == nil {
+		err = convertStateFile(tmp)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -250,13 +259,18 @@ func checkStateFile(path string) error {
 	}
 	defer db.Close()
 	return db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("%w: bucket %s missing", errNotFilerFile, bucketMeta)
+		}
+		embedded := bytes.Equal(meta.Get(metaFormat), formatEmbedded)
+		if !embedded && !bytes.Equal(meta.Get(metaFormat), formatVersion) {
+			return fmt.Errorf("%w: format %q, want %q or %q", errNotFilerFile, meta.Get(metaFormat), formatVersion, formatEmbedded)
+		}
 		for _, b := range allBuckets {
-			if tx.Bucket(b) == nil {
+			if tx.Bucket(b) == nil && !(embedded && bytes.Equal(b, bucketSlices)) {
 				return fmt.Errorf("%w: bucket %s missing", errNotFilerFile, b)
 			}
-		}
-		if !bytes.Equal(tx.Bucket(bucketMeta).Get(metaFormat), formatVersion) {
-			return errNotFilerFile
 		}
 		return nil
 	})
@@ -296,6 +310,9 @@ func (t *txn) replay(c *Command) *Result {
 			// Sessions keep only the inode number (a file's slice list can
 			// be long); the answer carries the inode as it is now.
 			if in := t.inode(s.Result.Inode.Ino); in != nil {
+				if cs, ok := c.Op.(*CommitSlices); !ok || !cs.OmitSlices {
+					in = t.withSlices(in)
+				}
 				s.Result.Inode = in
 			}
 		}

@@ -106,16 +106,12 @@ func (t *txn) check() []error {
 	}))
 
 	refs := map[string]uint64{}
+	errs = append(errs, t.checkPieces(inodes, refs)...)
 	type use struct{ bytes, inodes uint64 }
 	usage := map[uint64]*use{}
 	for _, ino := range inos {
 		in := inodes[ino]
 		errs = append(errs, t.checkInode(in, inodes, links[ino], dirEntry, subdirs[ino], snapRoots, orphans)...)
-		for _, s := range in.Slices {
-			if s.Fid != "" {
-				refs[s.Fid]++
-			}
-		}
 		if in.Snapshot == 0 {
 			u := usage[in.QuotaRoot]
 			if u == nil {
@@ -179,6 +175,39 @@ func (t *txn) check() []error {
 	return errs
 }
 
+// checkPieces checks the slices bucket: every piece belongs to a regular
+// file, lies within its size, has a needle and does not overlap the
+// previous piece of its file. It counts the references in refs.
+func (t *txn) checkPieces(inodes map[uint64]*Inode, refs map[string]uint64) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var prevIno, prevEnd uint64
+	t.must(t.pieces.ForEach(func(k, v []byte) error {
+		ino, s, err := decodePiece(k, v)
+		if err != nil {
+			bad("%v", err)
+			return nil
+		}
+		in := inodes[ino]
+		switch {
+		case in == nil || !in.IsRegular():
+			bad("slice %+v of inode %d, which is not a regular file", s, ino)
+		case s.Fid == "" || validateSlice(s) != 0:
+			bad("inode %d: bad slice %+v", ino, s)
+		case s.end() > in.Size:
+			bad("inode %d: slice %+v past the size %d", ino, s, in.Size)
+		case ino == prevIno && s.Off < prevEnd:
+			bad("inode %d: slice %+v overlaps the one before, which ends at %d", ino, s, prevEnd)
+		}
+		if s.Fid != "" {
+			refs[s.Fid]++
+		}
+		prevIno, prevEnd = ino, s.end()
+		return nil
+	}))
+	return errs
+}
+
 func (t *txn) checkInode(in *Inode, inodes map[uint64]*Inode, links uint32, dirEntry map[uint64]uint64,
 	subdirs uint32, snapRoots map[uint64]uint64, orphans map[uint64]bool) []error {
 	var errs []error
@@ -209,8 +238,8 @@ func (t *txn) checkInode(in *Inode, inodes map[uint64]*Inode, links uint32, dirE
 		if in.Nlink != 2+subdirs {
 			bad("directory nlink %d, want %d", in.Nlink, 2+subdirs)
 		}
-		if in.Size != 0 || len(in.Slices) != 0 {
-			bad("directory with size or slices")
+		if in.Size != 0 {
+			bad("directory with size")
 		}
 		if in.Snapshot == 0 {
 			want := in.Ino
@@ -250,18 +279,16 @@ func (t *txn) checkInode(in *Inode, inodes map[uint64]*Inode, links uint32, dirE
 	}
 	switch {
 	case in.IsSymlink():
-		if in.Size != uint64(len(in.Target)) || len(in.Slices) != 0 {
+		if in.Size != uint64(len(in.Target)) {
 			bad("symlink size %d for target of %d bytes", in.Size, len(in.Target))
 		}
 	case in.IsRegular():
 		if in.Size > MaxFileSize {
 			bad("size %d too large", in.Size)
 		}
-		for _, s := range in.Slices {
-			if validateSlice(s) != 0 || s.end() > in.Size {
-				bad("bad slice %+v for size %d", s, in.Size)
-			}
-		}
+	}
+	if len(in.Slices) != 0 {
+		bad("slice list stored in the inode record (its slices belong in the slices bucket)")
 	}
 	return errs
 }

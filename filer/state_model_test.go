@@ -23,6 +23,7 @@ type mnode struct {
 	target  string
 	xattrs  map[string]string
 	orphan  bool
+	snap    uint64 // snapshot the node belongs to (kept in model.snapNodes)
 }
 
 // model is a plain in-memory POSIX namespace, written for clarity, that
@@ -30,11 +31,18 @@ type mnode struct {
 type model struct {
 	nodes map[uint64]*mnode
 	next  uint64
+	// snapNodes are the read-only inodes of snapshots, snaps each
+	// snapshot's root, nextSnap the next snapshot id.
+	snapNodes map[uint64]*mnode
+	snaps     map[uint64]uint64
+	snapNames map[string]uint64
+	nextSnap  uint64
 }
 
 func newModel() *model {
 	root := &mnode{ino: RootIno, typ: syscall.S_IFDIR, nlink: 2, parent: RootIno, entries: map[string]uint64{}, xattrs: map[string]string{}}
-	return &model{nodes: map[uint64]*mnode{RootIno: root}, next: RootIno + 1}
+	return &model{nodes: map[uint64]*mnode{RootIno: root}, next: RootIno + 1,
+		snapNodes: map[uint64]*mnode{}, snaps: map[uint64]uint64{}, snapNames: map[string]uint64{}, nextSnap: 1}
 }
 
 func (m *model) dir(ino uint64) (*mnode, syscall.Errno) {
@@ -334,6 +342,174 @@ func (m *model) punch(ino, off, length uint64) syscall.Errno {
 	return 0
 }
 
+// commit is a CommitSlices of sl (holes included) with size and truncate.
+func (m *model) commit(ino uint64, sl []Slice, ids []uint64, size uint64, truncate bool) syscall.Errno {
+	n, e := m.regular(ino)
+	if e != 0 {
+		return e
+	}
+	if truncate {
+		n.data = make([]uint64, 0, size)
+	}
+	n.data = resizeBytes(n.data, max(uint64(len(n.data)), size))
+	for i, sc := range sl {
+		if uint64(len(n.data)) < sc.end() {
+			n.data = resizeBytes(n.data, sc.end())
+		}
+		for b := range sc.Len {
+			n.data[sc.Off+b] = 0
+			if sc.Fid != "" {
+				n.data[sc.Off+b] = ids[i]<<32 | (sc.NeedleOff + b)
+			}
+		}
+	}
+	return 0
+}
+
+func (m *model) fallocate(ino, off, length uint64, mode uint32) syscall.Errno {
+	switch mode {
+	case 0, FallocKeepSize:
+	case FallocPunchHole | FallocKeepSize:
+		return m.punch(ino, off, length)
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	n, e := m.regular(ino)
+	switch {
+	case e != 0:
+		return e
+	case length == 0:
+		return syscall.EINVAL
+	}
+	if mode == 0 && off+length > uint64(len(n.data)) {
+		n.data = resizeBytes(n.data, off+length)
+	}
+	return 0
+}
+
+// copyTree copies the tree at src as the State does (the same inode
+// numbers: the root, then each directory's children in name order, the
+// directory last pushed first), into snapshot snap (0: the namespace).
+// The root's parent is parent, or itself if 0.
+func (m *model) copyTree(src *mnode, snap, parent uint64) *mnode {
+	put := func(n *mnode) {
+		if snap != 0 {
+			m.snapNodes[n.ino] = n
+		} else {
+			m.nodes[n.ino] = n
+		}
+	}
+	cp := func(o *mnode) *mnode {
+		n := &mnode{ino: m.next, typ: o.typ, nlink: 1, data: slices.Clone(o.data), target: o.target,
+			xattrs: maps.Clone(o.xattrs), snap: snap}
+		m.next++
+		if o.typ == syscall.S_IFDIR {
+			n.nlink, n.entries = 2, map[string]uint64{}
+		}
+		put(n)
+		return n
+	}
+	get := func(ino uint64) *mnode {
+		if n := m.nodes[ino]; n != nil {
+			return n
+		}
+		return m.snapNodes[ino]
+	}
+	top := cp(src)
+	if src.typ != syscall.S_IFDIR {
+		return top
+	}
+	top.parent = parent
+	if parent == 0 {
+		top.parent = top.ino
+	}
+	type job struct{ old, new *mnode }
+	links := map[uint64]*mnode{}
+	stack := []job{{src, top}}
+	for len(stack) > 0 {
+		j := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, name := range slices.Sorted(maps.Keys(j.old.entries)) {
+			c := get(j.old.entries[name])
+			var nc *mnode
+			switch {
+			case c.typ == syscall.S_IFDIR:
+				nc = cp(c)
+				nc.parent = j.new.ino
+				j.new.nlink++
+				stack = append(stack, job{c, nc})
+			case links[c.ino] != nil:
+				nc = links[c.ino]
+				nc.nlink++
+			default:
+				nc = cp(c)
+				links[c.ino] = nc
+			}
+			j.new.entries[name] = nc.ino
+		}
+	}
+	return top
+}
+
+func (m *model) snapshot(src uint64, name string) syscall.Errno {
+	if e := ValidateName(name); e != 0 {
+		return e
+	}
+	d, e := m.dir(src)
+	if e != 0 {
+		return e
+	}
+	if _, ok := m.snapNames[name]; ok {
+		return syscall.EEXIST
+	}
+	id := m.nextSnap
+	m.nextSnap++
+	m.snaps[id] = m.copyTree(d, id, 0).ino
+	m.snapNames[name] = id
+	return 0
+}
+
+func (m *model) clone(src, snapID, parent uint64, name string) syscall.Errno {
+	var n *mnode
+	if snapID != 0 {
+		root, ok := m.snaps[snapID]
+		if !ok {
+			return syscall.ENOENT
+		}
+		n = m.snapNodes[root]
+	} else if n = m.nodes[src]; n == nil {
+		return syscall.ENOENT
+	}
+	p, e := m.prepCreate(parent, name)
+	if e != 0 {
+		return e
+	}
+	c := m.copyTree(n, 0, p.ino)
+	if c.typ == syscall.S_IFDIR {
+		p.nlink++
+	}
+	p.entries[name] = c.ino
+	return 0
+}
+
+func (m *model) deleteSnapshot(id uint64) syscall.Errno {
+	if _, ok := m.snaps[id]; !ok {
+		return syscall.ENOENT
+	}
+	for ino, n := range m.snapNodes {
+		if n.snap == id {
+			delete(m.snapNodes, ino)
+		}
+	}
+	delete(m.snaps, id)
+	for name, sid := range m.snapNames {
+		if sid == id {
+			delete(m.snapNames, name)
+		}
+	}
+	return 0
+}
+
 func (m *model) setXattr(ino uint64, name, val string, flags uint32) syscall.Errno {
 	n := m.nodes[ino]
 	if n == nil {
@@ -418,7 +594,7 @@ func (r *modelRun) ino(dirs bool) uint64 {
 func (r *modelRun) step() string {
 	var op Op
 	var want syscall.Errno
-	switch k := r.rng.IntN(100); {
+	switch k := r.rng.IntN(120); {
 	case k < 12:
 		p, n := r.ino(true), r.name()
 		op, want = &Mkdir{Parent: p, Name: n, Mode: 0o755}, r.m.mkdir(p, n)
@@ -463,15 +639,95 @@ func (r *modelRun) step() string {
 	case k < 96:
 		i := r.ino(false)
 		op, want = &ReleaseOrphan{Ino: i}, r.m.releaseOrphan(i)
-	default:
+	case k < 100:
 		return r.compact()
+	case k < 108:
+		op, want = r.commit()
+	case k < 111:
+		i, off, l := r.ino(false), uint64(r.rng.IntN(56)), uint64(r.rng.IntN(20))
+		mode := []uint32{0, 0, FallocKeepSize, FallocPunchHole | FallocKeepSize, FallocPunchHole}[r.rng.IntN(5)]
+		op, want = &Fallocate{Ino: i, Off: off, Len: l, Mode: mode}, r.m.fallocate(i, off, l, mode)
+	case k < 113:
+		i, n := r.ino(true), []string{"s1", "s2", "s3"}[r.rng.IntN(3)]
+		op, want = &Snapshot{SrcIno: i, Name: n}, r.m.snapshot(i, n)
+	case k < 117:
+		c := &Clone{DstParent: r.ino(true), Name: r.name()}
+		if r.rng.IntN(2) == 0 {
+			c.SnapshotID = uint64(1 + r.rng.IntN(int(r.m.nextSnap)))
+		} else {
+			c.SrcIno = r.ino(false)
+		}
+		op, want = c, r.m.clone(c.SrcIno, c.SnapshotID, c.DstParent, c.Name)
+	default:
+		id := uint64(1 + r.rng.IntN(int(r.m.nextSnap)))
+		op, want = &DeleteSnapshot{ID: id}, r.m.deleteSnapshot(id)
+	}
+	var before *Inode
+	if cs, ok := op.(*CommitSlices); ok {
+		before, _ = r.s.GetAttr(cs.Ino)
 	}
 	got := r.s.do(op)
 	desc := fmt.Sprintf("%s %+v -> %v", op.OpType(), op, got.Errno)
 	if got.Errno != want {
 		r.t.Fatalf("%s, model says %v", desc, want)
 	}
+	if cs, ok := op.(*CommitSlices); ok && got.Errno == 0 {
+		r.follow(cs, before, got.Inode)
+	}
 	return desc
+}
+
+// commit is a CommitSlices of one to three slices, some holes, some
+// sharing a needle, sometimes truncating, sometimes without the list in
+// the answer (as the mount sends it).
+func (r *modelRun) commit() (Op, syscall.Errno) {
+	i := r.ino(false)
+	var sl []Slice
+	var ids []uint64
+	for range 1 + r.rng.IntN(3) {
+		s := Slice{Off: uint64(r.rng.IntN(40)), Len: uint64(1 + r.rng.IntN(24))}
+		switch {
+		case r.rng.IntN(5) == 0: // a hole
+			ids = append(ids, 0)
+		case len(sl) > 0 && sl[len(sl)-1].Fid != "" && r.rng.IntN(2) == 0: // more of the same needle
+			s.Fid, s.NeedleOff = sl[len(sl)-1].Fid, sl[len(sl)-1].NeedleOff+sl[len(sl)-1].Len
+			ids = append(ids, ids[len(ids)-1])
+		default:
+			r.nextID++
+			s.Fid, s.NeedleOff = fmt.Sprintf("%d,%02x%08x", 1+r.nextID%7, r.nextID, 0xabcd), uint64(r.rng.IntN(3))
+			r.fids[s.Fid] = r.nextID
+			ids = append(ids, r.nextID)
+		}
+		sl = append(sl, s)
+	}
+	op := &CommitSlices{Ino: i, Slices: sl, Size: uint64(r.rng.IntN(48)), Truncate: r.rng.IntN(4) == 0, OmitSlices: r.rng.IntN(2) == 0}
+	return op, r.m.commit(i, sl, ids, op.Size, op.Truncate)
+}
+
+// follow checks a successful commit's answer and that a client following
+// it from the list it knew (AppendSlices, as the mount does) gets exactly
+// the list the filer now holds.
+func (r *modelRun) follow(cs *CommitSlices, before, res *Inode) {
+	t := r.t
+	after, err := r.s.GetAttr(cs.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case res.Generation != before.Generation+1 || res.Generation != after.Generation:
+		t.Fatalf("commit to %d: generation %d, was %d, now %d", cs.Ino, res.Generation, before.Generation, after.Generation)
+	case cs.OmitSlices && len(res.Slices) != 0:
+		t.Fatalf("commit to %d with OmitSlices answered %d slices", cs.Ino, len(res.Slices))
+	case !cs.OmitSlices && !slices.Equal(res.Slices, after.Slices):
+		t.Fatalf("commit to %d answered %+v, holds %+v", cs.Ino, res.Slices, after.Slices)
+	}
+	want := AppendSlices(before.Slices, cs.Slices)
+	if cs.Truncate {
+		want = visiblePieces(cs.Slices)
+	}
+	if !slices.Equal(after.Slices, want) {
+		t.Fatalf("commit %+v to %d: filer holds %+v, a client following from %+v gets %+v", cs.Slices, cs.Ino, after.Slices, before.Slices, want)
+	}
 }
 
 // compact swaps a file's slices for its visible extents: the bytes must
@@ -510,16 +766,18 @@ func (r *modelRun) compare() {
 		count = tx.inodes.Stats().KeyN
 		return nil
 	})
-	if count != len(r.m.nodes) {
-		t.Fatalf("state has %d inodes, model %d", count, len(r.m.nodes))
+	if count != len(r.m.nodes)+len(r.m.snapNodes) {
+		t.Fatalf("state has %d inodes, model %d live and %d in snapshots", count, len(r.m.nodes), len(r.m.snapNodes))
 	}
-	for _, ino := range slices.Sorted(maps.Keys(r.m.nodes)) {
-		n := r.m.nodes[ino]
+	all := maps.Clone(r.m.nodes)
+	maps.Copy(all, r.m.snapNodes)
+	for _, ino := range slices.Sorted(maps.Keys(all)) {
+		n := all[ino]
 		in, err := r.s.GetAttr(ino)
 		if err != nil {
 			t.Fatalf("inode %d: %v", ino, err)
 		}
-		if in.Type() != n.typ || in.Nlink != n.nlink {
+		if in.Type() != n.typ || in.Nlink != n.nlink || in.Snapshot != n.snap {
 			t.Fatalf("inode %d: type %o nlink %d, model %o %d", ino, in.Type(), in.Nlink, n.typ, n.nlink)
 		}
 		switch n.typ {
@@ -543,8 +801,12 @@ func (r *modelRun) compare() {
 			if in.Size != uint64(len(n.data)) {
 				t.Fatalf("file %d: size %d, model %d", ino, in.Size, len(n.data))
 			}
+			exts := VisibleExtents(in.Slices, 0, in.Size)
+			if pe := PieceExtents(in.Slices, 0, in.Size); !slices.Equal(pe, exts) {
+				t.Fatalf("file %d: PieceExtents %+v, VisibleExtents %+v", ino, pe, exts)
+			}
 			got := make([]uint64, in.Size)
-			for _, e := range VisibleExtents(in.Slices, 0, in.Size) {
+			for _, e := range exts {
 				for i := range e.Len {
 					if e.Fid != "" {
 						got[e.Off+i] = r.fids[e.Fid]<<32 | (e.NeedleOff + i)

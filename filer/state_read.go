@@ -12,7 +12,7 @@ import (
 func (s *State) GetAttr(ino uint64) (*Inode, error) {
 	var in *Inode
 	err := s.view(func(t *txn) error {
-		if in = t.inode(ino); in == nil {
+		if in = t.withSlices(t.inode(ino)); in == nil {
 			return syscall.ENOENT
 		}
 		return nil
@@ -34,7 +34,7 @@ func (s *State) Lookup(parent uint64, name string) (*Inode, error) {
 		if ino == 0 {
 			return syscall.ENOENT
 		}
-		in = t.inode(ino)
+		in = t.withSlices(t.inode(ino))
 		return nil
 	})
 	return in, err
@@ -177,6 +177,7 @@ func (s *State) Resolve(p string) (*Inode, error) {
 			}
 			in = t.inode(ino)
 		}
+		t.withSlices(in)
 		return nil
 	})
 	if err != nil {

@@ -15,6 +15,8 @@ type txn struct {
 	now int64 // command time, ns
 
 	inodes, dentries, xattrs, refs, deleteq, quotas, sessions, snapshots, orphans, uploads, meta *bolt.Bucket
+	// pieces is the slices bucket: the visible pieces of regular files.
+	pieces *bolt.Bucket
 
 	// usage accumulates quota usage changes per quota root; applied and
 	// checked against the limits by finishQuota.
@@ -34,6 +36,7 @@ func newTxn(tx *bolt.Tx, now int64) *txn {
 		deleteq: tx.Bucket(bucketDeleteQ), quotas: tx.Bucket(bucketQuotas),
 		sessions: tx.Bucket(bucketSessions), snapshots: tx.Bucket(bucketSnapshots),
 		orphans: tx.Bucket(bucketOrphans), uploads: tx.Bucket(bucketUploads), meta: tx.Bucket(bucketMeta),
+		pieces: tx.Bucket(bucketSlices),
 	}
 }
 
@@ -72,10 +75,9 @@ func (t *txn) inode(ino uint64) *Inode {
 	return in
 }
 
+// putInode stores in. Its Slices are not stored (a regular file's pieces
+// live in the slices bucket); they may hold an answer's copy.
 func (t *txn) putInode(in *Inode) {
-	if len(in.Slices) == 0 {
-		in.Slices = nil
-	}
 	t.must(t.inodes.Put(u64key(in.Ino), encodeInode(in)))
 }
 
@@ -169,7 +171,7 @@ func (t *txn) xattrList(ino uint64) [][2][]byte {
 // freeInode deletes an inode whose last link is gone: its xattrs, its
 // references to needles and its quota charge.
 func (t *txn) freeInode(in *Inode) {
-	t.dropSlices(in.Slices)
+	t.dropFileSlices(in.Ino)
 	t.deleteXattrs(in.Ino)
 	if in.QuotaRoot != 0 {
 		t.charge(in.QuotaRoot, -int64(in.chargedBytes()), -1)
@@ -239,7 +241,8 @@ func (t *txn) apply(op Op) *Result {
 	return r
 }
 
-// okInode is a success result carrying the current inode ino.
+// okInode is a success result carrying the current inode ino, with its
+// slice list.
 func (t *txn) okInode(ino uint64) *Result {
-	return &Result{Inode: t.inode(ino)}
+	return &Result{Inode: t.withSlices(t.inode(ino))}
 }
