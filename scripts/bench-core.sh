@@ -33,7 +33,9 @@ WORK=""
 FAILED=0
 SUMMARY=()
 
-log() { printf '== %s\n' "$*" >&2; }
+BENCH_NAME=bench-core
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 cleanup() {
 	local rc=$? pid i
@@ -57,14 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-die() {
-	printf 'bench-core: %s\n' "$*" >&2
-	exit 1
-}
-
-# add LABEL VALUE: one labelled figure for the summary.
-add() { SUMMARY+=("$(printf '%-58s %s' "$1:" "$2")"); }
 
 # ratio A B: A/B with two decimals, "n/a" if either is missing or B is 0.
 ratio() {
@@ -131,36 +125,6 @@ rm -f -- "$BASE/src"
 D=$WORK/data
 mkdir -p "$D/m" "$D/v1" "$D/v2" "$WORK/logs"
 
-# start NAME ARGS...: run the binary in the background, logging to logs/NAME.log.
-start() {
-	local name=$1
-	shift
-	"$BIN" "$@" >"$WORK/logs/$name.log" 2>&1 &
-	PIDS+=("$!")
-	log "started $name (pid $!): cairn $*"
-}
-
-# wait_for NAME URL PID [GREP]: poll URL until it answers (and its body
-# contains GREP, if given) or WAIT_LIMIT seconds pass or PID exits.
-wait_for() {
-	local name=$1 url=$2 pid=$3 want=${4:-} deadline body
-	deadline=$((SECONDS + WAIT_LIMIT))
-	while ((SECONDS < deadline)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 30 "$WORK/logs/$name.log" >&2 || true
-			die "$name exited before it was ready (log above)"
-		fi
-		if body=$(curl -sf --max-time 2 "$url" 2>/dev/null); then
-			if [[ -z $want || $body == *"$want"* ]]; then
-				return 0
-			fi
-		fi
-		sleep 0.2
-	done
-	tail -n 30 "$WORK/logs/$name.log" >&2 || true
-	die "$name not ready at $url after ${WAIT_LIMIT}s (log above)"
-}
-
 start master master --dir "$D/m" --ip "$IP" --port "$MPORT" --default-replication 000
 MPID=${PIDS[-1]}
 start volume1 volume --dir "$D/v1" --ip "$IP" --port "$V1PORT" --master "$MASTER" --max 20 --dc dc1 --rack r1
@@ -191,13 +155,6 @@ bench() {
 		FAILED=1
 		add "$name status" "FAILED (exit $rc)"
 	fi
-}
-
-# field NAME KEY: KEY's value in benchmark NAME's RESULT line, or n/a.
-field() {
-	local v
-	v=$(grep -h '^RESULT ' "$WORK/logs/$1.out" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p")
-	printf '%s\n' "${v:-n/a}"
 }
 
 bench small-000 -n "$BENCH_N" -c 16 --size 1024 --replication 000

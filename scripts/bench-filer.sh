@@ -39,7 +39,9 @@ WORK=""
 FAILED=0
 SUMMARY=()
 
-log() { printf '== %s\n' "$*" >&2; }
+BENCH_NAME=bench-filer
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 # stop_pid PID: SIGTERM, up to 10s grace, then SIGKILL.
 stop_pid() {
@@ -71,14 +73,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-die() {
-	printf 'bench-filer: %s\n' "$*" >&2
-	exit 1
-}
-
-# add LABEL VALUE: one labelled figure for the summary.
-add() { SUMMARY+=("$(printf '%-58s %s' "$1:" "$2")"); }
-
 [[ -x $BIN ]] || die "no cairn binary at $BIN (run make build first)"
 command -v curl >/dev/null || die "curl is needed to wait for the servers"
 [[ ${#META_CMD[@]} -gt 0 ]] || die "CAIRN_META_CMD is empty"
@@ -101,15 +95,6 @@ add "cairn" "${CAIRN_VERSION:-unknown}"
 add "scratch filesystem" "$FSTYPE"
 add "files per phase / entries listed" "$N / $LIST"
 
-# start NAME ARGS...: run the binary in the background, logging to logs/NAME.log.
-start() {
-	local name=$1
-	shift
-	"$BIN" "$@" >"$WORK/logs/$name.log" 2>&1 &
-	PIDS+=("$!")
-	log "started $name (pid $!): cairn $*"
-}
-
 # forget PID: stop a server and drop it from the cleanup list.
 forget() {
 	local pid=$1 p keep=()
@@ -118,25 +103,6 @@ forget() {
 		[[ $p == "$pid" ]] || keep+=("$p")
 	done
 	PIDS=("${keep[@]}")
-}
-
-# wait_for NAME URL PID: poll URL until it answers or WAIT_LIMIT seconds
-# pass or PID exits.
-wait_for() {
-	local name=$1 url=$2 pid=$3 deadline
-	deadline=$((SECONDS + WAIT_LIMIT))
-	while ((SECONDS < deadline)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 30 "$WORK/logs/$name.log" >&2 || true
-			die "$name exited before it was ready (log above)"
-		fi
-		if curl -sf --max-time 2 "$url" >/dev/null 2>&1; then
-			return 0
-		fi
-		sleep 0.2
-	done
-	tail -n 30 "$WORK/logs/$name.log" >&2 || true
-	die "$name not ready at $url after ${WAIT_LIMIT}s (log above)"
 }
 
 # bench NAME FILERS C: run the metadata benchmark; its report goes to
@@ -153,13 +119,6 @@ bench() {
 		FAILED=1
 		add "$name status" "FAILED (exit $rc)"
 	fi
-}
-
-# field NAME KEY: KEY's value in benchmark NAME's RESULT line, or n/a.
-field() {
-	local v
-	v=$(grep -h '^RESULT ' "$WORK/logs/$1.out" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p")
-	printf '%s\n' "${v:-n/a}"
 }
 
 # report NAME LABEL: the summary lines of benchmark NAME.

@@ -100,14 +100,11 @@ PG_DATA=""    # PGDATA of the running postgres, if any
 WORK=""
 FAILED=0
 SUMMARY=()
+
+BENCH_NAME=bench-mount
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 START=$SECONDS
-
-log() { printf '== %s\n' "$*" >&2; }
-
-die() {
-	printf 'bench-mount: %s\n' "$*" >&2
-	exit 1
-}
 
 # stop_pid PID: SIGTERM, up to 20s grace (a mount flushes first), then SIGKILL.
 stop_pid() {
@@ -170,9 +167,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# add LABEL VALUE: one labelled line for the summary.
-add() { SUMMARY+=("$(printf '%-58s %s' "$1:" "$2")"); }
 
 # ratio A B: A/B with two decimals, "n/a" if either is not a number or B is 0.
 ratio() {
@@ -249,7 +243,8 @@ add "cold reads" "$([[ $DROP == yes ]] && echo "page cache dropped before each r
 
 # ---- processes ----
 
-# start NAME ARGS...: run a server in the background, logging to logs/NAME.log.
+# start NAME ARGS...: run a server in the background, logging to logs/NAME.log
+# (this script's own: it also knows the mount processes, unlike bench-lib's).
 start() {
 	local name=$1
 	shift
@@ -271,27 +266,6 @@ forget() {
 	done
 	PIDS=("${keep[@]}")
 	MOUNT_PIDS=("${mkeep[@]}")
-}
-
-# wait_for NAME URL PID [GREP]: poll URL until it answers (and its body
-# contains GREP, if given) or WAIT_LIMIT seconds pass or PID exits.
-wait_for() {
-	local name=$1 url=$2 pid=$3 want=${4:-} deadline body
-	deadline=$((SECONDS + WAIT_LIMIT))
-	while ((SECONDS < deadline)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 30 "$WORK/logs/$name.log" >&2 || true
-			die "$name exited before it was ready (log above)"
-		fi
-		if body=$(curl -sf --max-time 2 "$url" 2>/dev/null); then
-			if [[ -z $want || $body == *"$want"* ]]; then
-				return 0
-			fi
-		fi
-		sleep 0.2
-	done
-	tail -n 30 "$WORK/logs/$name.log" >&2 || true
-	die "$name not ready at $url after ${WAIT_LIMIT}s (log above)"
 }
 
 # mount_start NAME MNT CMD...: run a FUSE server in the foreground of a
