@@ -81,7 +81,9 @@ func (t *txn) create(op *Create) *Result {
 	}
 	in := &Inode{Mode: syscall.S_IFREG | op.Mode&0o7777, Uid: op.Uid, Gid: op.Gid}
 	t.addEntry(p, op.Name, in)
-	return t.okInode(in.Ino)
+	res := t.okInode(in.Ino)
+	res.Created = true
+	return res
 }
 
 func (t *txn) symlink(op *Symlink) *Result {

@@ -172,6 +172,19 @@ func (c *Client) Lookup(ctx context.Context, parent uint64, name string) (*Inode
 	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "lookup", Parent: parent, Name: name}, &in)
 }
 
+// Attr returns inode ino without its slice list (Slices is nil).
+func (c *Client) Attr(ctx context.Context, ino uint64) (*Inode, error) {
+	var in Inode
+	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "attr", Ino: ino}, &in)
+}
+
+// LookupAttr returns the inode named name in directory parent without its
+// slice list (Slices is nil).
+func (c *Client) LookupAttr(ctx context.Context, parent uint64, name string) (*Inode, error) {
+	var in Inode
+	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "lookup_attr", Parent: parent, Name: name}, &in)
+}
+
 // Resolve returns the inode at an absolute path.
 func (c *Client) Resolve(ctx context.Context, path string) (*Inode, error) {
 	var in Inode

@@ -157,8 +157,12 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 	switch req.Op {
 	case "getattr":
 		return st.GetAttr(req.Ino)
+	case "attr":
+		return st.Attr(req.Ino)
 	case "lookup":
 		return st.Lookup(req.Parent, req.Name)
+	case "lookup_attr":
+		return st.LookupAttr(req.Parent, req.Name)
 	case "readdir":
 		limit := int(req.Limit)
 		if limit <= 0 || limit > 10000 {

@@ -119,7 +119,7 @@ func (m *metrics) observeOp(op string, r *Result, err error, d time.Duration) {
 // readOps are the read operations counted by name; others (bad requests)
 // count as "unknown", so clients cannot grow the label set.
 var readOps = map[string]bool{
-	"getattr": true, "lookup": true, "readdir": true, "readlink": true, "getxattr": true, "listxattr": true,
+	"getattr": true, "attr": true, "lookup": true, "lookup_attr": true, "readdir": true, "readlink": true, "getxattr": true, "listxattr": true,
 	"statfs": true, "resolve": true, "snapshots": true, "pending_deletes": true, "orphans": true,
 	"referenced": true, "uploads": true, "leases": true,
 }

@@ -54,6 +54,9 @@ type Result struct {
 	Inode *Inode `json:"inode,omitempty"`
 	// Snapshot is set by Snapshot.
 	Snapshot *SnapshotInfo `json:"snapshot,omitempty"`
+	// Created is set by a Create that made a new file (not one that found
+	// the name taken): the file has no xattrs and no data.
+	Created bool `json:"created,omitempty"`
 }
 
 func errnoResult(e syscall.Errno) *Result { return &Result{Errno: e} }

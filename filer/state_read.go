@@ -8,20 +8,39 @@ import (
 // syscall.Errno values (ENOENT, ENOTDIR, ...) or IO errors of the state
 // file.
 
-// GetAttr returns inode ino (orphans included).
-func (s *State) GetAttr(ino uint64) (*Inode, error) {
+// GetAttr returns inode ino (orphans included) with its slice list.
+func (s *State) GetAttr(ino uint64) (*Inode, error) { return s.getAttr(ino, true) }
+
+// Attr returns inode ino without its slice list: what a stat needs, at a
+// cost that does not grow with the file's fragmentation.
+func (s *State) Attr(ino uint64) (*Inode, error) { return s.getAttr(ino, false) }
+
+func (s *State) getAttr(ino uint64, withSlices bool) (*Inode, error) {
 	var in *Inode
 	err := s.view(func(t *txn) error {
-		if in = t.withSlices(t.inode(ino)); in == nil {
+		if in = t.inode(ino); in == nil {
 			return syscall.ENOENT
+		}
+		if withSlices {
+			in = t.withSlices(in)
 		}
 		return nil
 	})
 	return in, err
 }
 
-// Lookup returns the inode of entry name in directory parent.
+// Lookup returns the inode of entry name in directory parent, with its
+// slice list.
 func (s *State) Lookup(parent uint64, name string) (*Inode, error) {
+	return s.lookup(parent, name, true)
+}
+
+// LookupAttr is Lookup without the slice list.
+func (s *State) LookupAttr(parent uint64, name string) (*Inode, error) {
+	return s.lookup(parent, name, false)
+}
+
+func (s *State) lookup(parent uint64, name string, withSlices bool) (*Inode, error) {
 	var in *Inode
 	err := s.view(func(t *txn) error {
 		if e := ValidateName(name); e != 0 {
@@ -34,7 +53,9 @@ func (s *State) Lookup(parent uint64, name string) (*Inode, error) {
 		if ino == 0 {
 			return syscall.ENOENT
 		}
-		in = t.withSlices(t.inode(ino))
+		if in = t.inode(ino); in != nil && withSlices {
+			in = t.withSlices(in)
+		}
 		return nil
 	})
 	return in, err

@@ -3,6 +3,7 @@ package filer
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -276,4 +277,36 @@ func stripIndex(dump string) string {
 		out.WriteByte('\n')
 	}
 	return out.String()
+}
+
+// Attr and LookupAttr answer what GetAttr and Lookup do, without the slice
+// list.
+func TestAttrWithoutSlices(t *testing.T) {
+	st := newTestState(t)
+	ino := st.ok(&Create{Parent: RootIno, Name: "f", Mode: 0o644}).Inode.Ino
+	for i := range 10 {
+		st.ok(&CommitSlices{Ino: ino, Slices: []Slice{{Off: uint64(i) * 8192, Len: 4096, Fid: fmt.Sprintf("3,%x00000001", i+1)}}})
+	}
+	full, err := st.GetAttr(ino)
+	if err != nil || len(full.Slices) != 10 {
+		t.Fatalf("GetAttr: %d slices, %v", len(full.Slices), err)
+	}
+	for what, get := range map[string]func() (*Inode, error){
+		"Attr":       func() (*Inode, error) { return st.Attr(ino) },
+		"LookupAttr": func() (*Inode, error) { return st.LookupAttr(RootIno, "f") },
+	} {
+		in, err := get()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if in.Slices != nil || in.Ino != ino || in.Size != full.Size || in.Generation != full.Generation || in.Mtime != full.Mtime {
+			t.Fatalf("%s = %+v, want the attributes of %+v without slices", what, in, full)
+		}
+	}
+	if _, err := st.Attr(12345); err != syscall.ENOENT {
+		t.Fatalf("Attr of a missing inode: %v", err)
+	}
+	if _, err := st.LookupAttr(RootIno, "missing"); err != syscall.ENOENT {
+		t.Fatalf("LookupAttr of a missing name: %v", err)
+	}
 }

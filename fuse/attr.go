@@ -106,7 +106,9 @@ func (fs *fileSystem) fillAttrOut(in *filer.Inode, out *gofuse.AttrOut) {
 }
 
 // overlay applies the buffered writes of an open file to in: the size
-// includes dirty data and mtime is the time of the last write.
+// includes dirty data and mtime is the time of the last write. in may lack
+// its slice list (attributes only): a newer generation than the file's
+// only marks the file stale, and its next read fetches the list.
 func (fs *fileSystem) overlay(in *filer.Inode) {
 	if !in.IsRegular() {
 		return
@@ -117,8 +119,17 @@ func (fs *fileSystem) overlay(in *filer.Inode) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.refreshLocked(in)
-	in.Size = f.sizeLocked()
+	switch {
+	case in.Generation == f.gen:
+		f.size = in.Size
+		f.stale = false
+		in.Size = f.sizeLocked()
+	case in.Generation > f.gen:
+		f.stale = true
+		in.Size = f.sizeOverLocked(in.Size)
+	default:
+		in.Size = f.sizeLocked()
+	}
 	if f.mtime > in.Mtime && f.hasDirtyLocked() {
 		in.Mtime = f.mtime
 	}

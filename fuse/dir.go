@@ -23,7 +23,7 @@ const readDirPage = 1000
 // listDir returns the full listing of directory ino, "." and ".." first.
 func (fs *fileSystem) listDir(ctx context.Context, nodeID uint64) ([]gofuse.DirEntry, error) {
 	ino := fs.filerIno(nodeID)
-	self, err := fs.client.GetAttr(ctx, ino)
+	self, err := fs.client.Attr(ctx, ino)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out
 		e := entries[i]
 		var attr *filer.Inode
 		if e.Name != "." && e.Name != ".." {
-			a, err := fs.client.GetAttr(ctx, e.Ino)
+			a, err := fs.client.Attr(ctx, e.Ino)
 			if err == nil {
 				attr = a
 			}

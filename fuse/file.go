@@ -87,8 +87,11 @@ func (f *file) hasDirtyLocked() bool { return !f.dirty.empty() || f.flushing != 
 
 // sizeLocked is the size the application sees: the committed size or the
 // end of buffered data, whichever is larger.
-func (f *file) sizeLocked() uint64 {
-	s := max(f.size, f.dirty.end())
+func (f *file) sizeLocked() uint64 { return f.sizeOverLocked(f.size) }
+
+// sizeOverLocked is the size the application sees over a committed size.
+func (f *file) sizeOverLocked(committed uint64) uint64 {
+	s := max(committed, f.dirty.end())
 	if f.flushing != nil {
 		s = max(s, f.flushing.end())
 	}

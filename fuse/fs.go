@@ -137,11 +137,20 @@ func (fs *fileSystem) getattr(cancel <-chan struct{}, ino uint64) (*filer.Inode,
 	return in, errStatus(err)
 }
 
+// attr is getattr without the slice list, for answers that need only
+// attributes (a stat of a fragmented file would carry its whole list).
+func (fs *fileSystem) attr(cancel <-chan struct{}, ino uint64) (*filer.Inode, gofuse.Status) {
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	in, err := fs.client.Attr(ctx, ino)
+	return in, errStatus(err)
+}
+
 func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opLookup, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
-	in, err := fs.client.Lookup(ctx, fs.filerIno(h.NodeId), name)
+	in, err := fs.client.LookupAttr(ctx, fs.filerIno(h.NodeId), name)
 	if err != nil {
 		return errStatus(err)
 	}
@@ -155,7 +164,7 @@ func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
 	defer observe(opGetAttr, time.Now(), &st)
-	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
+	ino, st := fs.attr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
 	}
@@ -264,7 +273,7 @@ func (fs *fileSystem) openChild(cancel <-chan struct{}, parent uint64, name stri
 	}
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
-	in, err := fs.client.Lookup(ctx, parent, name)
+	in, err := fs.client.LookupAttr(ctx, parent, name)
 	if err != nil || fs.lookupFile(in.Ino) == nil {
 		return 0
 	}

@@ -151,6 +151,11 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 			return st
 		}
 	}
+	if res.Created {
+		// A new file has no xattrs: the kernel's security.capability
+		// query before its first write needs no filer round trip.
+		fs.noCaps.add(res.Inode.Ino)
+	}
 	out.Fh = fs.addHandle(res.Inode, in.Flags, 0)
 	fs.fillEntry(res.Inode, &out.EntryOut)
 	return gofuse.OK

@@ -73,3 +73,34 @@ func (fs *fileSystem) filerInoOf(t *testing.T, path string) uint64 {
 	}
 	return fs.filerIno(st.Ino)
 }
+
+// A file this mount created is known to have no security.capability, so
+// the kernel's query before each write is answered without the filer; a
+// file that existed before is asked for.
+func TestCreatedFileHasNoCaps(t *testing.T) {
+	_, dir := shared(t)
+	path := filepath.Join(dir, "newcaps.dat")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := sharedMount.fs.filerInoOf(t, path)
+	if !sharedMount.fs.noCaps.known(ino) {
+		t.Error("a file just created by this mount is not known to have no capabilities")
+	}
+	if _, err := f.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sharedMount.fs.noCaps.forget(ino)
+	f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644) // exists: not created
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if sharedMount.fs.noCaps.known(ino) {
+		t.Error("opening an existing file with O_CREAT marked it as having no capabilities without asking")
+	}
+}

@@ -126,7 +126,7 @@ func (x *FilerApplyResponse) GetIndex() uint64 {
 
 type FilerReadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"` // getattr, lookup, readdir, readlink, getxattr, listxattr, statfs, resolve, snapshots, pending_deletes, orphans, referenced, uploads (count)
+	Op            string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"` // getattr, attr (no slice list), lookup, lookup_attr (no slice list), readdir, readlink, getxattr, listxattr, statfs, resolve, snapshots, pending_deletes, orphans, referenced, uploads (count)
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Parent        uint64                 `protobuf:"varint,3,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
