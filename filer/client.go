@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,11 @@ type Client struct {
 	sessions []*clientSession
 	nsess    int
 	next     int // index into addrs of the filer to try first
+
+	// oldReads: a filer answered that it does not know the attribute-only
+	// reads (a version before them, during a rolling upgrade); Attr and
+	// LookupAttr use the full reads from then on.
+	oldReads atomic.Bool
 }
 
 type clientSession struct {
@@ -174,15 +180,34 @@ func (c *Client) Lookup(ctx context.Context, parent uint64, name string) (*Inode
 
 // Attr returns inode ino without its slice list (Slices is nil).
 func (c *Client) Attr(ctx context.Context, ino uint64) (*Inode, error) {
-	var in Inode
-	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "attr", Ino: ino}, &in)
+	return c.attrRead(ctx, &pb.FilerReadRequest{Op: "attr", Ino: ino}, &pb.FilerReadRequest{Op: "getattr", Ino: ino})
 }
 
 // LookupAttr returns the inode named name in directory parent without its
 // slice list (Slices is nil).
 func (c *Client) LookupAttr(ctx context.Context, parent uint64, name string) (*Inode, error) {
+	return c.attrRead(ctx, &pb.FilerReadRequest{Op: "lookup_attr", Parent: parent, Name: name},
+		&pb.FilerReadRequest{Op: "lookup", Parent: parent, Name: name})
+}
+
+// attrRead runs an attribute-only read, or its full form on a filer that
+// does not know it (EINVAL for an unknown operation; a request that is
+// invalid in itself gets its EINVAL again from the full form).
+func (c *Client) attrRead(ctx context.Context, req, full *pb.FilerReadRequest) (*Inode, error) {
 	var in Inode
-	return &in, c.Read(ctx, &pb.FilerReadRequest{Op: "lookup_attr", Parent: parent, Name: name}, &in)
+	if !c.oldReads.Load() {
+		err := c.Read(ctx, req, &in)
+		if err != syscall.EINVAL {
+			return &in, err
+		}
+	}
+	in = Inode{}
+	if err := c.Read(ctx, full, &in); err != nil {
+		return &in, err
+	}
+	c.oldReads.Store(true)
+	in.Slices = nil
+	return &in, nil
 }
 
 // Resolve returns the inode at an absolute path.
