@@ -69,6 +69,23 @@ func (f *file) setCommittedLocked(in *filer.Inode) {
 	f.taken++
 }
 
+// refreshIfStale fetches the file's slice list when the filer announced a
+// change (or a stat saw a newer generation) since f took it. A failed
+// fetch leaves f as it is: the read that follows reports what fails.
+func (f *file) refreshIfStale(ctx context.Context) {
+	f.mu.Lock()
+	stale := f.stale
+	f.mu.Unlock()
+	if !stale {
+		return
+	}
+	if in, err := f.fs.client.GetAttr(ctx, f.ino); err == nil {
+		f.mu.Lock()
+		f.refreshLocked(in)
+		f.mu.Unlock()
+	}
+}
+
 // refreshLocked takes the committed state from an inode read from the
 // filer, unless it is older than what f has. The same generation is the
 // same data: only the staleness is cleared (rebuilding the map of a
@@ -372,16 +389,7 @@ func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 }
 
 func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) {
-	f.mu.Lock()
-	stale := f.stale
-	f.mu.Unlock()
-	if stale {
-		if in, err := f.fs.client.GetAttr(ctx, f.ino); err == nil {
-			f.mu.Lock()
-			f.refreshLocked(in)
-			f.mu.Unlock()
-		}
-	}
+	f.refreshIfStale(ctx)
 	f.mu.Lock()
 	size := f.sizeLocked()
 	if off >= size {

@@ -345,6 +345,9 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 	if !st.Ok() {
 		return st
 	}
+	ctx, stop := fs.opCtx(cancel)
+	f.refreshIfStale(ctx)
+	stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	size := f.sizeLocked()
