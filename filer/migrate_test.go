@@ -200,22 +200,11 @@ func slicesEqualInode(a, b *Inode) bool {
 // conversion, and its needle, referenced nowhere else, is queued for
 // deletion in the same step.
 func TestRestoreEmbeddedShadowed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "old.state")
-	b, err := os.ReadFile(embeddedState)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, db := openEmbeddedCopy(t, "old.state")
 	const hidden = "5,0a00000001"
 	var ino uint64
 	var list []Slice
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketInodes).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			in := &Inode{}
@@ -285,18 +274,7 @@ func TestRestoreRefusesBadState(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "bad.state")
-			b, err := os.ReadFile(embeddedState)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			db, err := bolt.Open(path, 0o600, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			path, db := openEmbeddedCopy(t, "bad.state")
 			if err := db.Update(spoil); err != nil {
 				t.Fatal(err)
 			}
@@ -317,4 +295,23 @@ func TestRestoreRefusesBadState(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openEmbeddedCopy copies the state file the earlier version wrote to a
+// file named name in a temporary directory and opens it.
+func openEmbeddedCopy(t *testing.T, name string) (string, *bolt.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	b, err := os.ReadFile(embeddedState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, db
 }

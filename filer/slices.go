@@ -67,7 +67,12 @@ func VisibleExtents(sl []Slice, off, length uint64) []Extent {
 		out = append(out, Extent{Off: iv.Lo, Len: iv.Hi - iv.Lo})
 	}
 	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Off, b.Off) })
-	// Merge neighbouring holes so a range reads as few pieces as possible.
+	return mergeHoles(out)
+}
+
+// mergeHoles merges neighbouring holes of extents in file order, in place,
+// so a range reads as few pieces as possible.
+func mergeHoles(out []Extent) []Extent {
 	merged := out[:0]
 	for _, e := range out {
 		if n := len(merged); n > 0 && e.Fid == "" && merged[n-1].Fid == "" && merged[n-1].Off+merged[n-1].Len == e.Off {
@@ -118,16 +123,7 @@ func PieceExtents(pieces []Slice, off, length uint64) []Extent {
 	if at < end {
 		out = append(out, Extent{Off: at, Len: end - at})
 	}
-	// Merge neighbouring holes, as VisibleExtents does.
-	merged := out[:0]
-	for _, e := range out {
-		if n := len(merged); n > 0 && e.Fid == "" && merged[n-1].Fid == "" && merged[n-1].Off+merged[n-1].Len == e.Off {
-			merged[n-1].Len += e.Len
-			continue
-		}
-		merged = append(merged, e)
-	}
-	return merged
+	return mergeHoles(out)
 }
 
 // visiblePieces returns what a list of slices (later ones winning where
