@@ -33,10 +33,11 @@ type pipeline struct {
 	queue []*appended
 	// batches and bytes count the batches appended and not yet finished
 	// (queued or being synced), finished is the seq of the last finished.
-	batches  int
-	bytes    int64
-	finished uint64
-	stopping bool // the writer stops: the syncer exits once queue is empty
+	batches     int
+	bytes       int64
+	finished    uint64
+	stopping    bool // the writer stops: the syncer exits once queue is empty
+	writerWaits bool // the writer is blocked in waitRoom or drain
 }
 
 // start runs the syncer of v; the returned channel is closed when it exits
@@ -65,8 +66,10 @@ func (p *pipeline) push(b *appended) {
 func (p *pipeline) waitRoom() {
 	p.mu.Lock()
 	for p.batches >= maxUnsyncedBatches || p.bytes >= maxUnsyncedBytes {
+		p.writerWaits = true
 		p.cond.Wait()
 	}
+	p.writerWaits = false
 	p.mu.Unlock()
 }
 
@@ -74,8 +77,10 @@ func (p *pipeline) waitRoom() {
 func (p *pipeline) drain() {
 	p.mu.Lock()
 	for p.batches > 0 {
+		p.writerWaits = true
 		p.cond.Wait()
 	}
+	p.writerWaits = false
 	p.mu.Unlock()
 }
 
