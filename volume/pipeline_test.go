@@ -25,8 +25,16 @@ type syncGate struct {
 	others  atomic.Int64    // operations on other files while armed
 }
 
-func newSyncGate() *syncGate {
-	return &syncGate{writes: make(chan errorfs.Op, 100), entered: make(chan struct{}, 100), release: make(chan error)}
+// openGated opens volume 1 on m behind a disarmed syncGate. At cleanup,
+// before the volume closes, the gate lets every sync through.
+func openGated(t *testing.T, m *memfs.FS) (*syncGate, *Volume) {
+	g := &syncGate{writes: make(chan errorfs.Op, 100), entered: make(chan struct{}, 100), release: make(chan error)}
+	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	t.Cleanup(func() {
+		g.armed.Store(false)
+		close(g.release)
+	})
+	return g, v
 }
 
 func (g *syncGate) MaybeError(op errorfs.Op) error {
@@ -39,7 +47,10 @@ func (g *syncGate) MaybeError(op errorfs.Op) error {
 	}
 	switch op.Kind {
 	case errorfs.OpWrite:
-		g.writes <- op
+		select {
+		case g.writes <- op:
+		default: // a test that lost count failed already
+		}
 	case errorfs.OpSync:
 		g.syncs.Add(1)
 		g.entered <- struct{}{}
@@ -82,6 +93,26 @@ func writerWaits(t *testing.T, v *Volume) {
 	})
 }
 
+// refused runs op, which must fail with want without appending anything.
+func refused(t *testing.T, g *syncGate, what string, want error, op func() error) {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() { ch <- op() }()
+	select {
+	case err := <-ch:
+		if !errors.Is(err, want) {
+			t.Fatalf("%s: %v, want %v", what, err, want)
+		}
+	case <-g.writes:
+		t.Fatalf("%s: accepted and appended, want %v", what, want)
+	}
+}
+
+type delResult struct {
+	ns  uint64
+	err error
+}
+
 func pending(ch <-chan error) bool {
 	select {
 	case <-ch:
@@ -95,8 +126,7 @@ func pending(ch <-chan error) bool {
 // after an fdatasync that began after it was written; the writer appends
 // the next batch while the previous one syncs.
 func TestPipelineAcksOnlyAfterAFollowingSync(t *testing.T) {
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(newTestMemFS(t), g))
+	g, v := openGated(t, newTestMemFS(t))
 	mustWrite(t, v, 10, 1, []byte("earlier"))
 	before := v.Info().Size
 	g.armed.Store(true)
@@ -153,8 +183,7 @@ func TestPipelineAcksOnlyAfterAFollowingSync(t *testing.T) {
 // turns read-only and writes nothing more; nothing acknowledged is lost.
 func TestPipelineFailedSyncFailsEveryUnsyncedBatch(t *testing.T) {
 	m := newTestMemFS(t)
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	g, v := openGated(t, m)
 	for key := uint64(1); key <= 3; key++ {
 		mustWrite(t, v, key, 1, testPayload(key, 500))
 	}
@@ -169,8 +198,13 @@ func TestPipelineFailedSyncFailsEveryUnsyncedBatch(t *testing.T) {
 
 	g.release <- errorfs.ErrIO
 	for name, ch := range map[string]<-chan error{"a": a, "b": b, "c": c} {
-		if err := wait(t, ch, "result of "+name); err == nil {
-			t.Fatalf("write %s acknowledged after the fdatasync failed", name)
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Fatalf("write %s acknowledged after the fdatasync failed", name)
+			}
+		case <-g.entered:
+			t.Fatalf("fdatasync retried after a failure, for %s", name)
 		}
 	}
 	if n := g.syncs.Load(); n != 1 {
@@ -208,8 +242,7 @@ func TestPipelineFailedSyncFailsEveryUnsyncedBatch(t *testing.T) {
 // the index, and append times keep increasing across them.
 func TestPipelineStagesAgainstUnsyncedBatches(t *testing.T) {
 	m := newTestMemFS(t)
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	g, v := openGated(t, m)
 	mustWrite(t, v, 5, 5, []byte("old"))
 	ancient := EncodeRecord(&Needle{Key: 5, Cookie: 5, AppendNs: 1, Data: []byte("ancient")})
 	g.armed.Store(true)
@@ -224,32 +257,36 @@ func TestPipelineStagesAgainstUnsyncedBatches(t *testing.T) {
 	go func() { add <- v.Write(bgCtx, n6) }()
 	wait(t, g.writes, "append of needle 6")
 
-	if _, err := v.Delete(bgCtx, 5, 5); !errors.Is(err, ErrCookieMismatch) {
-		t.Fatalf("delete with the cookie the unsynced overwrite replaced: %v", err)
-	}
-	if _, err := v.Delete(bgCtx, 7, 7); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("delete of a key never written: %v", err)
-	}
-	type delResult struct {
-		ns  uint64
-		err error
-	}
+	refused(t, g, "delete with the cookie the unsynced overwrite replaced", ErrCookieMismatch,
+		func() error { _, err := v.Delete(bgCtx, 5, 5); return err })
+	refused(t, g, "delete of a key never written", ErrNotFound,
+		func() error { _, err := v.Delete(bgCtx, 7, 7); return err })
 	del := make(chan delResult, 1)
 	go func() { ns, err := v.Delete(bgCtx, 6, 6); del <- delResult{ns, err} }()
 	wait(t, g.writes, "append of the tombstone of 6") // 6 exists only unsynced
-	if _, err := v.Delete(bgCtx, 6, 6); !errors.Is(err, ErrDeleted) {
-		t.Fatalf("second delete of 6 while its tombstone is unsynced: %v", err)
-	}
+	refused(t, g, "second delete of 6 while its tombstone is unsynced", ErrDeleted,
+		func() error { _, err := v.Delete(bgCtx, 6, 6); return err })
 	old := make(chan error, 1)
 	go func() { old <- v.WriteRecord(bgCtx, ancient) }()
 	wait(t, g.writes, "append of the ancient record of 5")
 	if _, err := v.Read(5, 5); err != nil {
 		t.Fatalf("the synced needle 5 must read until the overwrite syncs: %v", err)
 	}
+	// A replica's record from the future, then a delete that must win over
+	// it: its append time follows the unsynced one.
+	futureNs := uint64(time.Now().Add(time.Hour).UnixNano())
+	future := make(chan error, 1)
+	go func() {
+		future <- v.WriteRecord(bgCtx, EncodeRecord(&Needle{Key: 8, Cookie: 8, AppendNs: futureNs, Data: []byte("future")}))
+	}()
+	wait(t, g.writes, "append of the record of 8")
+	del8 := make(chan delResult, 1)
+	go func() { ns, err := v.Delete(bgCtx, 8, 8); del8 <- delResult{ns, err} }()
+	wait(t, g.writes, "append of the tombstone of 8")
 
 	g.armed.Store(false)
 	g.release <- nil
-	for name, ch := range map[string]<-chan error{"overwrite": over, "write of 6": add, "ancient record": old} {
+	for name, ch := range map[string]<-chan error{"overwrite": over, "write of 6": add, "ancient record": old, "record of 8": future} {
 		if err := wait(t, ch, name); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -261,13 +298,18 @@ func TestPipelineStagesAgainstUnsyncedBatches(t *testing.T) {
 	if !(n5.AppendNs < n6.AppendNs && n6.AppendNs < d.ns) {
 		t.Fatalf("append times %d, %d, %d do not increase", n5.AppendNs, n6.AppendNs, d.ns)
 	}
+	if d8 := wait(t, del8, "delete of 8"); d8.err != nil || d8.ns <= futureNs {
+		t.Fatalf("delete of 8 = %d, %v; want an append time after %d", d8.ns, d8.err, futureNs)
+	}
 	check := func(v *Volume) {
 		t.Helper()
 		mustRead(t, v, 5, 55, []byte("new")) // the ancient record lost the merge
-		if _, err := v.Read(6, 6); !errors.Is(err, ErrDeleted) {
-			t.Fatalf("needle 6 after its delete: %v", err)
+		for _, key := range []uint64{6, 8} {
+			if _, err := v.Read(key, uint32(key)); !errors.Is(err, ErrDeleted) {
+				t.Fatalf("needle %d after its delete: %v", key, err)
+			}
 		}
-		if in := v.Info(); in.NeedleCount != 1 || in.DeletedCount != 1 {
+		if in := v.Info(); in.NeedleCount != 1 || in.DeletedCount != 2 {
 			t.Fatalf("Info = %+v", in)
 		}
 	}
@@ -279,8 +321,7 @@ func TestPipelineStagesAgainstUnsyncedBatches(t *testing.T) {
 // The writer stops appending while maxUnsyncedBatches batches wait for
 // their fdatasync, and hands-off wait meanwhile.
 func TestPipelineBoundsTheRunAhead(t *testing.T) {
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(newTestMemFS(t), g))
+	g, v := openGated(t, newTestMemFS(t))
 	g.armed.Store(true)
 	var results []<-chan error
 	for i := range maxUnsyncedBatches {
@@ -318,8 +359,7 @@ func TestPipelineBoundsTheRunAhead(t *testing.T) {
 // compacted.
 func TestPipelineVacuumDrains(t *testing.T) {
 	m := newTestMemFS(t)
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	g, v := openGated(t, m)
 	mustWrite(t, v, 1, 1, []byte("one"))
 	if _, err := v.Delete(bgCtx, 1, 1); err != nil {
 		t.Fatal(err)
@@ -357,8 +397,7 @@ func TestPipelineVacuumDrains(t *testing.T) {
 // durable.
 func TestPipelineCloseDrains(t *testing.T) {
 	m := newTestMemFS(t)
-	g := newSyncGate()
-	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	g, v := openGated(t, m)
 	g.armed.Store(true)
 	b := goWrite(v, 4, 1, "four")
 	wait(t, g.writes, "append of 4")
