@@ -25,11 +25,13 @@ type syncGate struct {
 	others  atomic.Int64    // operations on other files while armed
 }
 
-// openGated opens volume 1 on m behind a disarmed syncGate. At cleanup,
-// before the volume closes, the gate lets every sync through.
+// openGated opens volume 1 on m behind a disarmed syncGate, without the
+// hold of small batches. At cleanup, before the volume closes, the gate
+// lets every sync through.
 func openGated(t *testing.T, m *memfs.FS) (*syncGate, *Volume) {
 	g := &syncGate{writes: make(chan errorfs.Op, 100), entered: make(chan struct{}, 100), release: make(chan error)}
 	v := mustOpenVolume(t, errorfs.Wrap(m, g))
+	v.holdBytes = 0 // every batch is appended at once, small ones too
 	t.Cleanup(func() {
 		g.armed.Store(false)
 		close(g.release)
@@ -425,4 +427,39 @@ func TestPipelineCloseDrains(t *testing.T) {
 	}
 	v = mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
 	mustRead(t, v, 4, 1, []byte("four"))
+}
+
+// While a sync runs, a small batch is not appended: it waits for the sync
+// (to go to the next one whole) or until it grows to holdBytes, and is
+// then appended with the requests that made it grow.
+func TestPipelineHoldsSmallBatches(t *testing.T) {
+	m := newTestMemFS(t)
+	g, v := openGated(t, m)
+	v.holdBytes = holdBytes
+	g.armed.Store(true)
+	a := goWrite(v, 1, 1, "a")
+	wait(t, g.writes, "append of a")
+	wait(t, g.entered, "fdatasync of a")
+	b := goWrite(v, 2, 1, "small b")
+	writerWaits(t, v) // it took b and holds it
+	select {
+	case op := <-g.writes:
+		t.Fatalf("small batch appended while a sync ran: %+v", op)
+	default:
+	}
+	big := string(testPayload(3, holdBytes))
+	c := goWrite(v, 3, 1, big)
+	op := wait(t, g.writes, "append of b and c")
+	if want := recordSize(formatCurrent, 7) + recordSize(formatCurrent, holdBytes); int64(op.Len) != want {
+		t.Fatalf("appended %d bytes while a sync ran, want b and c together (%d)", op.Len, want)
+	}
+	g.armed.Store(false)
+	g.release <- nil
+	for name, ch := range map[string]<-chan error{"a": a, "b": b, "c": c} {
+		if err := wait(t, ch, "acknowledgement of "+name); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	mustRead(t, v, 2, 1, []byte("small b"))
+	mustRead(t, v, 3, 1, []byte(big))
 }

@@ -37,13 +37,16 @@ type pipeline struct {
 	bytes       int64
 	finished    uint64
 	stopping    bool // the writer stops: the syncer exits once queue is empty
-	writerWaits bool // the writer is blocked in waitRoom or drain
+	writerWaits bool // the writer is blocked in waitRoom or drain, or holds a batch (busy)
+	// idle gets a token when the syncer finished every batch (see busy).
+	idle chan struct{}
 }
 
 // start runs the syncer of v; the returned channel is closed when it exits
 // (after stop, once every batch is finished).
 func (p *pipeline) start(v *Volume) <-chan struct{} {
 	p.cond.L = &p.mu
+	p.idle = make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -56,6 +59,7 @@ func (p *pipeline) start(v *Volume) <-chan struct{} {
 func (p *pipeline) push(b *appended) {
 	p.mu.Lock()
 	p.queue = append(p.queue, b)
+	p.writerWaits = false
 	p.batches++
 	p.bytes += b.size
 	p.cond.Broadcast()
@@ -71,6 +75,19 @@ func (p *pipeline) waitRoom() {
 	}
 	p.writerWaits = false
 	p.mu.Unlock()
+}
+
+// busy reports whether an appended batch is not finished yet; if so, idle
+// receives a token once every batch is.
+func (p *pipeline) busy() bool {
+	select {
+	case <-p.idle: // from an earlier idle moment
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.writerWaits = p.batches > 0
+	return p.writerWaits
 }
 
 // drain waits until every appended batch is finished.
@@ -121,6 +138,12 @@ func (p *pipeline) done(group []*appended) {
 		p.bytes -= b.size
 	}
 	p.finished = group[len(group)-1].seq
+	if p.batches == 0 {
+		select {
+		case p.idle <- struct{}{}:
+		default:
+		}
+	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }

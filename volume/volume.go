@@ -87,8 +87,9 @@ type Volume struct {
 	commits        commitStats                 // group-commit latency and batch sizes
 	cache          atomic.Pointer[needleCache] // verified needles; nil: none
 
-	w    writerState // the writer goroutine's own
-	pipe pipeline    // from the writer goroutine to the syncer
+	w         writerState // the writer goroutine's own
+	pipe      pipeline    // from the writer goroutine to the syncer
+	holdBytes int         // holdBytes; tests lower it to 0 (no hold)
 
 	// mu guards the fields in it. Only the writer goroutine changes file
 	// (holding the write lock, with no batch in flight), and it may read it
@@ -133,13 +134,14 @@ func openVolume(fsys vfs.FS, dir string, sb superblock, create bool) (*Volume, e
 		return nil, err
 	}
 	v := &Volume{
-		fs:      fsys,
-		dir:     dir,
-		base:    fileBase(sb.collection, sb.id),
-		log:     slog.Default().With("volume", sb.id, "collection", sb.collection),
-		reqs:    make(chan *request),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		fs:        fsys,
+		dir:       dir,
+		base:      fileBase(sb.collection, sb.id),
+		log:       slog.Default().With("volume", sb.id, "collection", sb.collection),
+		reqs:      make(chan *request),
+		holdBytes: holdBytes,
+		quit:      make(chan struct{}),
+		stopped:   make(chan struct{}),
 	}
 	if err := v.removeLeftovers(); err != nil {
 		return nil, err

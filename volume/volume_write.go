@@ -21,6 +21,12 @@ const (
 	maxBatchBytes      = 16 << 20
 	maxUnsyncedBatches = 8
 	maxUnsyncedBytes   = 32 << 20
+	// holdBytes: a batch of fewer bytes is not appended while a sync
+	// runs; it keeps collecting requests until the sync returns (or it
+	// grows to holdBytes) and goes to the next sync whole, as without the
+	// pipeline. Writing it early would gain little (its write is short)
+	// and cost a sync of its own.
+	holdBytes = 1 << 20
 )
 
 type reqKind int
@@ -133,9 +139,12 @@ func (v *Volume) Delete(ctx context.Context, key uint64, cookie uint32) (appendN
 // advances the synced size and acknowledges them. So the disk syncs one
 // batch while the next is received and written, and a needle is
 // acknowledged and readable only after a sync that followed its write, as
-// before. A failed fdatasync turns the volume read-only and fails every
-// batch written since the last good one, unacknowledged; the writer writes
-// nothing more. Vacuum, a failed append's rollback and Close first wait
+// before. Only a batch of holdBytes or more is appended while a sync runs
+// (its write is worth overlapping); a smaller one keeps collecting
+// requests until the sync returns and goes to the next sync whole, so
+// small writes share fdatasyncs as they did before the pipeline. A failed
+// fdatasync turns the volume read-only and fails every batch written since
+// the last good one, unacknowledged; the writer writes nothing more. Vacuum, a failed append's rollback and Close first wait
 // until every appended batch is finished (drain).
 func (v *Volume) run() {
 	defer close(v.stopped)
@@ -166,17 +175,27 @@ func (v *Volume) run() {
 			var vac *request
 		collect:
 			for len(batch) < maxBatchWrites && size < maxBatchBytes {
+				var r *request
 				select {
-				case r := <-v.reqs:
-					if r.kind == reqVacuum {
-						vac = r
+				case r = <-v.reqs:
+				default:
+					// A batch smaller than holdBytes, whose write costs
+					// little, waits for more requests while a sync runs.
+					if size >= v.holdBytes || !v.pipe.busy() {
 						break collect
 					}
-					batch = append(batch, r)
-					size += len(r.rec)
-				default:
+					select {
+					case r = <-v.reqs:
+					case <-v.pipe.idle:
+						break collect
+					}
+				}
+				if r.kind == reqVacuum {
+					vac = r
 					break collect
 				}
+				batch = append(batch, r)
+				size += len(r.rec)
 			}
 			v.commit(batch)
 			if vac != nil {
