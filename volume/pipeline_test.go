@@ -23,6 +23,9 @@ type syncGate struct {
 	release chan error      // what a held sync returns
 	syncs   atomic.Int64    // syncs seen while armed
 	others  atomic.Int64    // operations on other files while armed
+	truncs  atomic.Int64    // truncations while armed
+	// failWrite makes the next append a short write.
+	failWrite atomic.Bool
 }
 
 // openGated opens volume 1 on m behind a disarmed syncGate, without the
@@ -53,6 +56,11 @@ func (g *syncGate) MaybeError(op errorfs.Op) error {
 		case g.writes <- op:
 		default: // a test that lost count failed already
 		}
+		if g.failWrite.CompareAndSwap(true, false) {
+			return errorfs.ShortWrite(op.Len / 2)
+		}
+	case errorfs.OpTruncate:
+		g.truncs.Add(1)
 	case errorfs.OpSync:
 		g.syncs.Add(1)
 		g.entered <- struct{}{}
@@ -462,4 +470,50 @@ func TestPipelineHoldsSmallBatches(t *testing.T) {
 	}
 	mustRead(t, v, 2, 1, []byte("small b"))
 	mustRead(t, v, 3, 1, []byte(big))
+}
+
+// A failed append waits until the batches before it are synced and
+// acknowledged, then truncates the file back to where it began; the
+// volume stays writable and keeps every acknowledged write.
+func TestPipelineFailedAppendRollsBackAfterEarlierBatches(t *testing.T) {
+	m := newTestMemFS(t)
+	g, v := openGated(t, m)
+	g.armed.Store(true)
+	a := goWrite(v, 1, 1, "a")
+	wait(t, g.writes, "append of a")
+	wait(t, g.entered, "fdatasync of a")
+	g.failWrite.Store(true)
+	b := goWrite(v, 2, 1, string(testPayload(2, 3000)))
+	wait(t, g.writes, "failing append of b")
+	writerWaits(t, v) // for a's batch, before undoing b's
+	if !pending(a) || !pending(b) || g.truncs.Load() != 0 {
+		t.Fatalf("b rolled back (%d truncations) before a's sync returned", g.truncs.Load())
+	}
+	g.release <- nil
+	wait(t, g.entered, "fdatasync after truncating b")
+	if err := wait(t, a, "acknowledgement of a"); err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	if n := g.truncs.Load(); n != 1 {
+		t.Fatalf("%d truncations, want 1", n)
+	}
+	g.armed.Store(false)
+	g.release <- nil
+	if err := wait(t, b, "failure of b"); err == nil || errors.Is(err, ErrNoSpace) {
+		t.Fatalf("short append of b: %v", err)
+	}
+	mustWrite(t, v, 3, 1, []byte("c"))
+	if in := v.Info(); in.ReadOnly || in.Size != uint64(len(fileBytes(t, m, datPath(1)))) {
+		t.Fatalf("Info %+v, file %d bytes", in, len(fileBytes(t, m, datPath(1))))
+	}
+	v.Close()
+	v = mustOpenVolume(t, m.CrashClone(memfs.CrashOptions{}))
+	mustRead(t, v, 1, 1, []byte("a"))
+	mustRead(t, v, 3, 1, []byte("c"))
+	if _, err := v.Read(2, 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rolled-back needle: %v", err)
+	}
+	if in := v.Info(); in.DamagedBytes != 0 || in.NeedleCount != 2 {
+		t.Fatalf("Info after reopen: %+v", in)
+	}
 }

@@ -144,8 +144,9 @@ func (v *Volume) Delete(ctx context.Context, key uint64, cookie uint32) (appendN
 // requests until the sync returns and goes to the next sync whole, so
 // small writes share fdatasyncs as they did before the pipeline. A failed
 // fdatasync turns the volume read-only and fails every batch written since
-// the last good one, unacknowledged; the writer writes nothing more. Vacuum, a failed append's rollback and Close first wait
-// until every appended batch is finished (drain).
+// the last good one, unacknowledged; the writer writes nothing more.
+// Vacuum, a failed append's rollback and Close first wait until every
+// appended batch is finished (drain).
 func (v *Volume) run() {
 	defer close(v.stopped)
 	v.w = writerState{end: v.mu.size, lastNs: v.mu.lastNs, overlay: make(map[uint64]stagedEntry)}
