@@ -94,12 +94,12 @@ func newStoreCollector(st *Store) *storeCollector {
 		needles: prometheus.NewDesc("cairn_volume_needles", "Live needles in the volume.", l, nil),
 		deleted: prometheus.NewDesc("cairn_volume_deleted_needles", "Deleted or overwritten needles not yet vacuumed.", l, nil),
 		ratio:   prometheus.NewDesc("cairn_volume_garbage_ratio", "Share of the data file that vacuum would reclaim.", l, nil),
-		syncs:   prometheus.NewDesc("cairn_volume_fsyncs_total", "fdatasync calls on the volume's data file (one per group-commit batch).", l, nil),
+		syncs:   prometheus.NewDesc("cairn_volume_fsyncs_total", "Successful fdatasyncs of the volume's data file (one per group commit, covering every batch written before it).", l, nil),
 		synced:  prometheus.NewDesc("cairn_volume_synced_records_total", "Records made durable; divided by fsyncs it is the mean group-commit batch size.", l, nil),
 		commitLatency: prometheus.NewDesc("cairn_volume_fsync_seconds",
-			"Time to write and fdatasync one group-commit batch, all volumes of this server.", nil, nil),
+			"Time from the start of the first write a group commit covers to the return of its fdatasync, all volumes of this server.", nil, nil),
 		commitSize: prometheus.NewDesc("cairn_volume_group_commit_records",
-			"Records per group-commit batch (one fdatasync), all volumes of this server.", nil, nil),
+			"Records per group commit (one fdatasync), all volumes of this server.", nil, nil),
 	}
 }
 
@@ -138,8 +138,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Group-commit statistics. Each volume keeps lock-free histograms of the
-// time to write and fdatasync a batch and of the batch's size; the
-// collector sums them over the server's volumes.
+// time to write and fdatasync the batches of one group commit and of their
+// records; the collector sums them over the server's volumes.
 var (
 	syncBounds  = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 	batchBounds = [...]float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
@@ -155,7 +155,7 @@ type commitStats struct {
 	sizeTotal atomic.Uint64
 }
 
-// record notes one batch of n records that took d to write and sync.
+// record notes one group commit of n records that took d to write and sync.
 func (c *commitStats) record(d time.Duration, n int) {
 	c.latency[sort.SearchFloat64s(syncBounds[:], d.Seconds())].Add(1)
 	c.latencyNs.Add(uint64(d.Nanoseconds()))

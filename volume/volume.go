@@ -65,10 +65,11 @@ func (e entry) size() int64 { return recordSize(e.format, e.dataLen) }
 // Volume is one append-only volume file and its in-memory index.
 //
 // All methods are safe for concurrent use. Write, WriteRecord, Delete and
-// Vacuum are serialized by one writer goroutine that appends and syncs
-// concurrent writes as a batch (group commit); Read, ReadRecord, Index, Info
-// and Verify run concurrently with them and see a record only after it is
-// on stable storage.
+// Vacuum are serialized by one writer goroutine that appends concurrent
+// writes as a batch, and a syncer goroutine makes the batches appended so
+// far durable with one fdatasync (group commit; see run); Read,
+// ReadRecord, Index, Info and Verify run concurrently with them and see a
+// record only after it is on stable storage.
 type Volume struct {
 	fs   vfs.FS
 	dir  string
@@ -86,15 +87,21 @@ type Volume struct {
 	commits        commitStats                 // group-commit latency and batch sizes
 	cache          atomic.Pointer[needleCache] // verified needles; nil: none
 
-	// mu guards the fields in it. The writer goroutine is the only one that
-	// changes file, size, index and lastNs (holding the write lock); it may
-	// read them without the lock.
+	w         writerState // the writer goroutine's own
+	pipe      pipeline    // from the writer goroutine to the syncer
+	holdBytes int         // holdBytes; tests lower it to 0 (no hold)
+
+	// mu guards the fields in it. Only the writer goroutine changes file
+	// (holding the write lock, with no batch in flight), and it may read it
+	// without the lock. size, index and lastNs cover synced records only:
+	// the syncer goroutine adds a batch to them once it is durable; the
+	// writer changes them in vacuum, with no batch in flight.
 	mu struct {
 		sync.RWMutex
 		file        vfs.File // nil once closed
-		size        int64
+		size        int64    // bytes of the file known durable
 		index       map[uint64]entry
-		lastNs      uint64 // highest AppendNs in the file
+		lastNs      uint64 // highest AppendNs in size
 		live, tombs uint64
 		corrupt     uint64
 		garbage     uint64 // bytes of superseded records
@@ -127,13 +134,14 @@ func openVolume(fsys vfs.FS, dir string, sb superblock, create bool) (*Volume, e
 		return nil, err
 	}
 	v := &Volume{
-		fs:      fsys,
-		dir:     dir,
-		base:    fileBase(sb.collection, sb.id),
-		log:     slog.Default().With("volume", sb.id, "collection", sb.collection),
-		reqs:    make(chan *request),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		fs:        fsys,
+		dir:       dir,
+		base:      fileBase(sb.collection, sb.id),
+		log:       slog.Default().With("volume", sb.id, "collection", sb.collection),
+		reqs:      make(chan *request),
+		holdBytes: holdBytes,
+		quit:      make(chan struct{}),
+		stopped:   make(chan struct{}),
 	}
 	if err := v.removeLeftovers(); err != nil {
 		return nil, err
@@ -426,14 +434,15 @@ func (v *Volume) Info() Info {
 	return in
 }
 
-// Stats returns the number of fdatasyncs of write batches and the number of
-// writes (Write, WriteRecord, Delete) they committed.
+// Stats returns the number of successful fdatasyncs of write batches and
+// the number of writes (Write, WriteRecord, Delete) they committed.
 func (v *Volume) Stats() (syncs, batchedWrites uint64) {
 	return v.syncs.Load(), v.batched.Load()
 }
 
-// SetBatchObserver registers f, called by the writer goroutine with the
-// number of writes of every committed batch (for metrics). f must be fast.
+// SetBatchObserver registers f, called by the syncer goroutine with the
+// number of writes every successful fdatasync committed (for metrics). f
+// must be fast.
 func (v *Volume) SetBatchObserver(f func(batch int)) { v.observer.Store(&f) }
 
 // SetReadOnly makes the volume reject writes with ErrReadOnly naming reason.

@@ -70,8 +70,8 @@ func powerLossOnce(t *testing.T, seed uint64) (torn bool) {
 	m := newTestMemFS(t)
 	h := &crashHistory{attempted: map[uint64][][]byte{}, acked: map[uint64][]byte{}, delTried: map[uint64]bool{}, delAcked: map[uint64]bool{}}
 	const writers, ops = 4, 12
-	// Odd seeds crash from inside the filesystem, at a random operation of
-	// the writer (often between an append and its fdatasync); even seeds
+	// Odd seeds crash from inside the filesystem, at a random append or
+	// fdatasync (often between an append and its fdatasync); even seeds
 	// crash from outside at a random moment.
 	var (
 		opCount, crashAtOp int
@@ -83,9 +83,12 @@ func powerLossOnce(t *testing.T, seed uint64) (torn bool) {
 	if seed%2 == 1 {
 		crashAtOp = 1 + rng.IntN(3*writers*ops/2)
 	}
+	var crashMu sync.Mutex // the writer (appends) and the syncer (fdatasyncs) both get here
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if crashAtOp > 0 && armed.Load() && clone == nil {
-			if opCount++; opCount == crashAtOp { // only the writer goroutine gets here
+		if crashAtOp > 0 && armed.Load() {
+			crashMu.Lock()
+			defer crashMu.Unlock()
+			if opCount++; opCount == crashAtOp {
 				acked, deleted = h.snapshot()
 				clone = m.CrashClone(memfs.CrashOptions{Rand: rng})
 			}

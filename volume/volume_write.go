@@ -7,12 +7,26 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/cairn-storage/cairn/internal/vfs"
 )
 
-// Limits of one group-commit batch.
+// Limits of one group-commit batch, and of how far the writer may run
+// ahead of the syncer: it appends a batch only while fewer than
+// maxUnsyncedBatches batches and maxUnsyncedBytes bytes wait for their
+// fdatasync. A failed fdatasync fails all of them, so the bound is also the
+// most work one disk error can refuse.
 const (
-	maxBatchWrites = 256
-	maxBatchBytes  = 16 << 20
+	maxBatchWrites     = 256
+	maxBatchBytes      = 16 << 20
+	maxUnsyncedBatches = 8
+	maxUnsyncedBytes   = 32 << 20
+	// holdBytes: a batch of fewer bytes is not appended while a sync
+	// runs; it keeps collecting requests until the sync returns (or it
+	// grows to holdBytes) and goes to the next sync whole, as without the
+	// pipeline. Writing it early would gain little (its write is short)
+	// and cost a sync of its own.
+	holdBytes = 1 << 20
 )
 
 type reqKind int
@@ -112,9 +126,35 @@ func (v *Volume) Delete(ctx context.Context, key uint64, cookie uint32) (appendN
 	return r.appendNs, nil
 }
 
-// run is the writer goroutine: it owns appends, syncs and vacuum.
+// run is the writer goroutine: it owns appends and vacuum, and runs the
+// syncer goroutine (see pipeline).
+//
+// Group commit is a pipeline of two goroutines. The writer collects the
+// queued requests into a batch, stages it (checks deletes, assigns append
+// times, lays the records out after the last batch written) and appends it
+// with one pwritev, then hands it to the syncer and goes on with the next
+// batch without waiting. The syncer takes every batch appended so far,
+// makes them durable with one fdatasync, which therefore started after
+// their bytes were written, and only then indexes them (in file order),
+// advances the synced size and acknowledges them. So the disk syncs one
+// batch while the next is received and written, and a needle is
+// acknowledged and readable only after a sync that followed its write, as
+// before. Only a batch of holdBytes or more is appended while a sync runs
+// (its write is worth overlapping); a smaller one keeps collecting
+// requests until the sync returns and goes to the next sync whole, so
+// small writes share fdatasyncs as they did before the pipeline. A failed
+// fdatasync turns the volume read-only and fails every batch written since
+// the last good one, unacknowledged; the writer writes nothing more.
+// Vacuum, a failed append's rollback and Close first wait until every
+// appended batch is finished (drain).
 func (v *Volume) run() {
 	defer close(v.stopped)
+	v.w = writerState{end: v.mu.size, lastNs: v.mu.lastNs, overlay: make(map[uint64]stagedEntry)}
+	syncerDone := v.pipe.start(v)
+	defer func() {
+		v.pipe.stop()
+		<-syncerDone
+	}()
 	for {
 		select {
 		case <-v.quit:
@@ -128,30 +168,85 @@ func (v *Volume) run() {
 			}
 		case r := <-v.reqs:
 			if r.kind == reqVacuum {
-				v.vacuum(r)
+				v.runVacuum(r)
 				continue
 			}
+			v.pipe.waitRoom()
 			batch, size := []*request{r}, len(r.rec)
 			var vac *request
 		collect:
 			for len(batch) < maxBatchWrites && size < maxBatchBytes {
+				var r *request
 				select {
-				case r := <-v.reqs:
-					if r.kind == reqVacuum {
-						vac = r
+				case r = <-v.reqs:
+				default:
+					// A batch smaller than holdBytes, whose write costs
+					// little, waits for more requests while a sync runs.
+					if size >= v.holdBytes || !v.pipe.busy() {
 						break collect
 					}
-					batch = append(batch, r)
-					size += len(r.rec)
-				default:
+					select {
+					case r = <-v.reqs:
+					case <-v.pipe.idle:
+						break collect
+					}
+				}
+				if r.kind == reqVacuum {
+					vac = r
 					break collect
 				}
+				batch = append(batch, r)
+				size += len(r.rec)
 			}
 			v.commit(batch)
 			if vac != nil {
-				v.vacuum(vac)
+				v.runVacuum(vac)
 			}
 		}
+	}
+}
+
+// runVacuum runs a vacuum once every appended batch is finished, and
+// starts the next batch at the end of the (new) file.
+func (v *Volume) runVacuum(r *request) {
+	v.pipe.drain()
+	v.vacuum(r)
+	v.w.end = v.mu.size
+	v.w.pruneSynced(v.pipe.finishedSeq())
+}
+
+// writerState is the writer goroutine's view of the file, which runs ahead
+// of the index by the batches appended but not yet synced. Only the writer
+// goroutine touches it.
+type writerState struct {
+	end    int64  // where the next batch goes: the file's length, synced or not
+	lastNs uint64 // highest AppendNs written
+	seq    uint64 // of the last batch appended
+	// overlay holds the latest entry of every key written by a batch that
+	// may not be indexed yet, so that staging sees it; unsynced lists those
+	// batches in order, to prune the overlay once the syncer is past them.
+	overlay  map[uint64]stagedEntry
+	unsynced []*appended
+}
+
+// stagedEntry is a key's entry in the overlay and the batch that wrote it.
+type stagedEntry struct {
+	e   entry
+	seq uint64
+}
+
+// pruneSynced drops the overlay entries of batches up to seq finished,
+// which the syncer indexed (or failed) before saying so.
+func (w *writerState) pruneSynced(seq uint64) {
+	for len(w.unsynced) > 0 && w.unsynced[0].seq <= seq {
+		b := w.unsynced[0]
+		for _, k := range b.keys {
+			if se, ok := w.overlay[k]; ok && se.seq == b.seq {
+				delete(w.overlay, k)
+			}
+		}
+		w.unsynced[0] = nil
+		w.unsynced = w.unsynced[1:]
 	}
 }
 
@@ -164,10 +259,12 @@ type staged struct {
 	keys     []uint64
 	entries  []entry
 	lastNs   uint64
+	pending  map[uint64]entry // per key, the entry it has once the batch is indexed
 }
 
-// commit appends the batch with one write and one fdatasync, then indexes
-// it. Every request is finished.
+// commit stages the batch and appends it with one write, then hands it to
+// the syncer. Rejected requests are finished now, the others by the
+// syncer or on a failed write.
 func (v *Volume) commit(batch []*request) {
 	v.mu.RLock()
 	roErr := v.writableErrLocked()
@@ -178,46 +275,45 @@ func (v *Volume) commit(batch []*request) {
 		}
 		return
 	}
-	start := v.mu.size // only the writer changes size
+	w := &v.w
+	w.pruneSynced(v.pipe.finishedSeq())
+	start := w.end
 	st := v.stage(batch, start)
 	if len(st.accepted) == 0 {
 		return
 	}
 	began := time.Now()
-	if err := v.append(start, st.recs, st.size); err != nil {
+	f := v.mu.file // only the writer changes it
+	if err := v.append(f, start, st.recs); err != nil {
 		for _, r := range st.accepted {
 			r.finish(err)
 		}
 		return
 	}
-	v.mu.Lock()
-	for i, e := range st.entries {
-		v.applyLocked(st.keys[i], e)
+	w.seq++
+	w.end = start + st.size
+	w.lastNs = st.lastNs
+	for k, e := range st.pending {
+		w.overlay[k] = stagedEntry{e, w.seq}
 	}
-	v.mu.size = start + st.size
-	v.mu.lastNs = st.lastNs
-	v.mu.Unlock()
-	v.syncs.Add(1)
-	v.batched.Add(uint64(len(st.accepted)))
-	v.commits.record(time.Since(began), len(st.accepted))
-	if f := v.observer.Load(); f != nil {
-		(*f)(len(st.accepted))
-	}
-	for _, r := range st.accepted {
-		r.finish(nil)
-	}
+	b := &appended{seq: w.seq, file: f, end: w.end, size: st.size, lastNs: st.lastNs, began: began,
+		reqs: st.accepted, keys: st.keys, entries: st.entries}
+	w.unsynced = append(w.unsynced, b)
+	v.pipe.push(b)
 }
 
-// stage checks deletes against the index (and earlier requests of the
-// batch), assigns AppendNs and lays the records out from offset start.
-// Rejected requests are finished.
+// stage checks deletes against the index (and the batches not yet indexed,
+// and earlier requests of the batch), assigns AppendNs and lays the
+// records out from offset start. Rejected requests are finished.
 func (v *Volume) stage(batch []*request, start int64) staged {
 	now := uint64(time.Now().UnixNano())
-	st := staged{lastNs: v.mu.lastNs}
-	pending := make(map[uint64]entry) // index overlay for this batch
+	st := staged{lastNs: v.w.lastNs, pending: make(map[uint64]entry)}
 	lookup := func(key uint64) (entry, bool) {
-		if e, ok := pending[key]; ok {
+		if e, ok := st.pending[key]; ok {
 			return e, true
+		}
+		if se, ok := v.w.overlay[key]; ok {
+			return se.e, true
 		}
 		v.mu.RLock()
 		defer v.mu.RUnlock()
@@ -254,7 +350,7 @@ func (v *Volume) stage(batch []*request, start int64) staged {
 		e := entry{off: start + st.size, format: h.format, dataLen: h.dataLen, cookie: h.cookie, appendNs: h.appendNs,
 			crc: h.dataCRC, deleted: h.flags&flagTombstone != 0}
 		if old, ok := lookup(h.key); !ok || e.appendNs >= old.appendNs {
-			pending[h.key] = e
+			st.pending[h.key] = e
 		}
 		st.recs = append(st.recs, r.rec)
 		st.size += int64(len(r.rec))
@@ -265,42 +361,35 @@ func (v *Volume) stage(batch []*request, start int64) staged {
 	return st
 }
 
-// append writes the records recs (size bytes in all) at start with one
-// write and fdatasyncs. On a failed write it truncates the file back to
-// start (a failure to do so turns the volume read-only); on a failed sync
-// the volume turns read-only: the state of the file is unknown and the
-// sync is never retried.
-func (v *Volume) append(start int64, recs [][]byte, size int64) error {
-	f := v.mu.file
-	buf := recs[0] // one record (a large needle, most often) is written as is
-	if len(recs) > 1 {
-		buf = make([]byte, 0, size)
-		for _, r := range recs {
-			buf = append(buf, r...)
-		}
+// append writes the records recs at start of f with one pwritev (a single
+// record, a large needle most often, is written as is either way). On a
+// failed write it waits until the syncer has finished every earlier batch,
+// so that nothing else syncs the file meanwhile, and truncates the file
+// back to start (a failure to do so turns the volume read-only; so does an
+// earlier batch's failed sync, after which nothing is undone).
+func (v *Volume) append(f vfs.File, start int64, recs [][]byte) error {
+	_, err := f.WritevAt(recs, start)
+	if err == nil {
+		return nil
 	}
-	if _, err := f.WriteAt(buf, start); err != nil {
-		if terr := v.truncateBack(start); terr != nil {
-			return fmt.Errorf("volume: append to %s failed (%w), and so did undoing it: %w", v.base, err, terr)
-		}
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("volume: append to %s: %w: %w", v.base, ErrNoSpace, err)
-		}
-		return fmt.Errorf("volume: append to %s: %w", v.base, err)
+	v.pipe.drain()
+	v.mu.RLock()
+	fatal := v.mu.fatal
+	v.mu.RUnlock()
+	if fatal != nil {
+		return fmt.Errorf("volume: append to %s failed after an earlier fdatasync failed, volume is read-only: %w", v.base, err)
 	}
-	if err := f.Sync(); err != nil {
-		err = fmt.Errorf("volume: fdatasync of %s failed, volume is now read-only: %w", v.path(extData), err)
-		v.mu.Lock()
-		v.mu.size = start + size
-		v.setFatalLocked(err)
-		v.mu.Unlock()
-		return err
+	if terr := v.truncateBack(start); terr != nil {
+		return fmt.Errorf("volume: append to %s failed (%w), and so did undoing it: %w", v.base, err, terr)
 	}
-	return nil
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("volume: append to %s: %w: %w", v.base, ErrNoSpace, err)
+	}
+	return fmt.Errorf("volume: append to %s: %w", v.base, err)
 }
 
 // truncateBack removes a failed append; if that fails the volume turns
-// read-only.
+// read-only. No batch may be in flight.
 func (v *Volume) truncateBack(start int64) error {
 	f := v.mu.file
 	err := f.Truncate(start)

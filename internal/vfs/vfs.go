@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +20,10 @@ import (
 type File interface {
 	io.ReaderAt
 	io.WriterAt
+	// WritevAt writes the concatenation of bufs at off, like WriteAt with
+	// one buffer (pwritev: the buffers need not be copied into one). It
+	// returns the bytes written; fewer than the total comes with an error.
+	WritevAt(bufs [][]byte, off int64) (int, error)
 	// Sync makes the file's data and size durable (fdatasync). After a
 	// failed Sync the durability of earlier writes is unknown; callers
 	// must not retry it into success.
@@ -135,4 +140,50 @@ func (f osFile) Size() (int64, error) {
 		return 0, err
 	}
 	return fi.Size(), nil
+}
+
+// iovMax is the most buffers one pwritev takes (IOV_MAX on Linux).
+const iovMax = 1024
+
+func (f osFile) WritevAt(bufs [][]byte, off int64) (int, error) {
+	rc, err := f.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	bufs = slices.Clone(bufs) // advanced below after a partial write
+	total := 0
+	for len(bufs) > 0 {
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+			continue
+		}
+		var n int
+		var werr error
+		if cerr := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), bufs[:min(len(bufs), iovMax)], off)
+			return true
+		}); cerr != nil {
+			return total, &os.PathError{Op: "pwritev", Path: f.f.Name(), Err: cerr}
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return total, &os.PathError{Op: "pwritev", Path: f.f.Name(), Err: werr}
+		}
+		if n == 0 {
+			return total, &os.PathError{Op: "pwritev", Path: f.f.Name(), Err: io.ErrShortWrite}
+		}
+		total += n
+		off += int64(n)
+		for n > 0 {
+			if n < len(bufs[0]) {
+				bufs[0] = bufs[0][n:]
+				break
+			}
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+	}
+	return total, nil
 }

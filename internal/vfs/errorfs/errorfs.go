@@ -179,19 +179,35 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (f *file) WriteAt(p []byte, off int64) (int, error) {
-	err := f.fs.inj.MaybeError(Op{Kind: OpWrite, Path: f.name, Offset: off, Len: len(p)})
+	return f.WritevAt([][]byte{p}, off)
+}
+
+// WritevAt is one write operation of the buffers' total length; a short
+// write keeps a prefix of their concatenation.
+func (f *file) WritevAt(bufs [][]byte, off int64) (int, error) {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	err := f.fs.inj.MaybeError(Op{Kind: OpWrite, Path: f.name, Offset: off, Len: total})
 	if err == nil {
-		return f.f.WriteAt(p, off)
+		return f.f.WritevAt(bufs, off)
 	}
 	var sw *ShortWriteError
 	if !errors.As(err, &sw) {
 		return 0, &os.PathError{Op: "write", Path: f.name, Err: fmt.Errorf("errorfs: injected: %w", err)}
 	}
-	keep := min(max(sw.Keep, 0), len(p))
-	if keep == len(p) && keep > 0 {
+	keep := min(max(sw.Keep, 0), total)
+	if keep == total && keep > 0 {
 		keep--
 	}
-	n, werr := f.f.WriteAt(p[:keep], off)
+	var prefix [][]byte
+	for rest := keep; rest > 0; bufs = bufs[1:] {
+		b := bufs[0][:min(rest, len(bufs[0]))]
+		prefix = append(prefix, b)
+		rest -= len(b)
+	}
+	n, werr := f.f.WritevAt(prefix, off)
 	if werr != nil {
 		return n, werr
 	}

@@ -112,3 +112,23 @@ func TestInjectorConcurrent(t *testing.T) {
 		t.Fatalf("armed switch: %v", err)
 	}
 }
+
+func TestShortWritevKeepsPrefix(t *testing.T) {
+	m := memfs.New()
+	e := Wrap(m, InjectorFunc(func(op Op) error {
+		if op.Kind == OpWrite && op.Len == 6 {
+			return ShortWrite(4)
+		}
+		return nil
+	}))
+	f, _ := e.OpenFile("/f", os.O_CREATE|os.O_RDWR, 0o644)
+	n, err := f.WritevAt([][]byte{[]byte("ab"), nil, []byte("cd"), []byte("ef")}, 0)
+	if n != 4 || !errors.Is(err, io.ErrShortWrite) {
+		t.Fatalf("short writev = %d, %v", n, err)
+	}
+	b := make([]byte, 10)
+	k, _ := f.ReadAt(b, 0)
+	if string(b[:k]) != "abcd" {
+		t.Fatalf("content %q", b[:k])
+	}
+}

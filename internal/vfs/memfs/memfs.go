@@ -383,6 +383,11 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (f *file) WriteAt(p []byte, off int64) (int, error) {
+	return f.WritevAt([][]byte{p}, off)
+}
+
+// WritevAt writes all of bufs or, on an error, nothing.
+func (f *file) WritevAt(bufs [][]byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if err := f.checkLocked("write", true); err != nil {
@@ -391,7 +396,11 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, pathErr("write", f.name, syscall.EINVAL)
 	}
-	end := off + int64(len(p))
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	end := off + int64(total)
 	if grow := end - int64(len(f.n.data)); grow > 0 && f.fs.capacity > 0 &&
 		f.fs.usedLocked()+grow > f.fs.capacity {
 		return 0, pathErr("write", f.name, syscall.ENOSPC)
@@ -399,8 +408,11 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	if end > int64(len(f.n.data)) {
 		f.n.data = append(f.n.data, make([]byte, end-int64(len(f.n.data)))...)
 	}
-	copy(f.n.data[off:], p)
-	return len(p), nil
+	at := off
+	for _, b := range bufs {
+		at += int64(copy(f.n.data[at:], b))
+	}
+	return total, nil
 }
 
 func (f *file) Sync() error {

@@ -59,6 +59,37 @@ func Test(t *testing.T, fsys vfs.FS, dir string) {
 		}
 	})
 
+	t.Run("WritevAt", func(t *testing.T) {
+		f, err := fsys.OpenFile(p("v"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("0123456789"), 0); err != nil {
+			t.Fatal(err)
+		}
+		bufs := [][]byte{[]byte("ab"), nil, []byte("cde"), {}, []byte("f")}
+		if n, err := f.WritevAt(bufs, 8); n != 6 || err != nil {
+			t.Fatalf("WritevAt = %d, %v; want 6, nil", n, err)
+		}
+		if string(bufs[0]) != "ab" || string(bufs[2]) != "cde" || len(bufs) != 5 {
+			t.Fatalf("WritevAt changed its argument: %q", bufs)
+		}
+		if n, err := f.WritevAt(nil, 3); n != 0 || err != nil {
+			t.Fatalf("WritevAt of nothing = %d, %v", n, err)
+		}
+		if n, _ := f.Size(); n != 14 {
+			t.Fatalf("Size = %d, want 14", n)
+		}
+		b := make([]byte, 14)
+		if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if want := "01234567abcdef"; string(b) != want {
+			t.Fatalf("content %q, want %q", b, want)
+		}
+	})
+
 	t.Run("OpenErrors", func(t *testing.T) {
 		if _, err := fsys.OpenFile(p("missing"), os.O_RDWR, 0); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("open missing: %v, want ErrNotExist", err)
