@@ -24,6 +24,11 @@ type Slice struct {
 
 func (s Slice) end() uint64 { return s.Off + s.Len }
 
+// tailFrom is the part of s from offset at on (s.Off < at < s.end()).
+func (s Slice) tailFrom(at uint64) Slice {
+	return Slice{Off: at, Len: s.end() - at, Fid: s.Fid, NeedleOff: s.NeedleOff + (at - s.Off)}
+}
+
 // Extent is a visible piece of a byte range: Len bytes at file offset Off
 // are read from needle Fid at NeedleOff, or are zeros when Fid is "".
 type Extent struct {
@@ -272,12 +277,23 @@ func AppendSlices(old, add []Slice) []Slice {
 	out := make([]Slice, len(old), len(old)+2*len(add))
 	copy(out, old)
 	for _, s := range add {
-		out = placePiece(out, s)
+		out = PlacePiece(out, s)
 	}
 	if len(out) == 0 {
 		return nil
 	}
 	return out
+}
+
+// Pieces returns list l (later slices winning where they overlap) in the
+// form the filer stores and answers: a copy of l when it already is in
+// that form (an answer of the filer), else its visible pieces. The result
+// is the caller's to change, with PlacePiece.
+func Pieces(l []Slice) []Slice {
+	if isPieces(l) {
+		return slices.Clone(l)
+	}
+	return visiblePieces(l)
 }
 
 // isPieces reports whether l is in the form the filer stores and answers:
@@ -291,10 +307,12 @@ func isPieces(l []Slice) bool {
 	return true
 }
 
-// placePiece writes s over the pieces ps: the pieces it covers are
-// removed, those crossing its ends trimmed (one covering all of it split),
-// and s itself, unless a hole, takes their place.
-func placePiece(ps []Slice, s Slice) []Slice {
+// PlacePiece writes s over the pieces ps, as a commit of s does on the
+// filer: the pieces it covers are removed, those crossing its ends trimmed
+// (one covering all of it split), and s itself, unless a hole, takes their
+// place. ps is changed in place (its array may be reused); the result is
+// the new list. O(log n + pieces covered), plus moving the tail.
+func PlacePiece(ps []Slice, s Slice) []Slice {
 	if s.Len == 0 {
 		return ps
 	}
@@ -321,8 +339,7 @@ func placePiece(ps []Slice, s Slice) []Slice {
 		n++
 	}
 	if i < j && ps[j-1].end() > hi {
-		p := ps[j-1]
-		repl[n] = Slice{Off: hi, Len: p.end() - hi, Fid: p.Fid, NeedleOff: p.NeedleOff + (hi - p.Off)}
+		repl[n] = ps[j-1].tailFrom(hi)
 		n++
 	}
 	return slices.Replace(ps, i, j, repl[:n]...)

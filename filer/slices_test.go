@@ -120,6 +120,14 @@ func TestVisiblePiecesMatchesCoverage(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("iter %d: slices %+v\npieces %+v\nwant %+v", iter, sl, got, want)
 		}
+		// Pieces gives the same for a raw list, and an equal copy for a
+		// list already in that form (an answer of the filer).
+		if p := Pieces(sl); !slices.Equal(p, want) {
+			t.Fatalf("iter %d: Pieces %+v, want %+v", iter, p, want)
+		}
+		if p := Pieces(want); !slices.Equal(p, want) || len(p) > 0 && &p[0] == &want[0] {
+			t.Fatalf("iter %d: Pieces of pieces %+v is not a copy of %+v", iter, p, want)
+		}
 		// Following one more slice from the pieces gives the pieces of
 		// the whole list: a client's AppendSlices agrees with the filer.
 		if n > 0 {
@@ -152,5 +160,21 @@ func BenchmarkAppendSlices(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		AppendSlices(sl, []Slice{{Off: rng.Uint64N(16384) * 4096, Len: 4096, Fid: "7,100000001"}})
+	}
+}
+
+// BenchmarkPlacePiece: following a 4 KiB commit on a file with 4,000
+// random pages and serving one read, as the mount does after every fsync
+// (in place, where AppendSlices copies the list).
+func BenchmarkPlacePiece(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ps []Slice
+	for k := range 4000 {
+		ps = PlacePiece(ps, Slice{Off: rng.Uint64N(16384) * 4096, Len: 4096, Fid: fmt.Sprintf("7,%x00000001", k+1)})
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		ps = PlacePiece(ps, Slice{Off: rng.Uint64N(16384) * 4096, Len: 4096, Fid: fmt.Sprintf("7,%x00000001", 5000+i)})
+		_ = PieceExtents(ps, rng.Uint64N(16384)*4096, 4096)
 	}
 }

@@ -133,7 +133,7 @@ func (t *txn) clearRange(ino, lo, hi uint64) {
 			left.Len = lo - p.Off
 			t.putPiece(ino, left)
 			if p.end() > hi {
-				right := Slice{Off: hi, Len: p.end() - hi, Fid: p.Fid, NeedleOff: p.NeedleOff + (hi - p.Off)}
+				right := p.tailFrom(hi)
 				t.putPiece(ino, right)
 				t.addSlices([]Slice{right})
 			}
@@ -144,7 +144,7 @@ func (t *txn) clearRange(ino, lo, hi uint64) {
 			t.dropSlices([]Slice{p})
 			continue
 		}
-		t.putPiece(ino, Slice{Off: hi, Len: p.end() - hi, Fid: p.Fid, NeedleOff: p.NeedleOff + (hi - p.Off)})
+		t.putPiece(ino, p.tailFrom(hi))
 	}
 }
 

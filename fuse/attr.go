@@ -119,15 +119,11 @@ func (fs *fileSystem) overlay(in *filer.Inode) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	switch {
-	case in.Generation == f.gen:
-		f.size = in.Size
-		f.stale = false
-		in.Size = f.sizeLocked()
-	case in.Generation > f.gen:
+	if in.Generation > f.gen {
 		f.stale = true
 		in.Size = f.sizeOverLocked(in.Size)
-	default:
+	} else {
+		f.refreshLocked(in) // the same generation: no list needed
 		in.Size = f.sizeLocked()
 	}
 	if f.mtime > in.Mtime && f.hasDirtyLocked() {

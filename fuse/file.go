@@ -30,17 +30,17 @@ type file struct {
 	// one (truncate, fallocate). Held across filer and volume calls.
 	flushMu sync.Mutex
 
-	mu       sync.Mutex // guards the fields below
-	progress sync.Cond  // on mu: a flush took the dirty set or ended, or the background flush stopped
-	lost     error      // buffered data lost (spill file failure): reported until the file is reopened
-	refs     int        // open handles
-	unlinked bool       // an unlink or rename removed a name while open
-	ext      extentMap  // the committed slices, by offset
-	size     uint64     // committed size
-	gen      uint64     // filer generation of slices and size
-	stale    bool       // the filer announced a change; refetch before reading
-	mixed    bool       // a read returned bytes older than gen: the kernel's pages may be stale
-	taken    uint64     // times the committed state was taken from the filer (setCommittedLocked)
+	mu       sync.Mutex    // guards the fields below
+	progress sync.Cond     // on mu: a flush took the dirty set or ended, or the background flush stopped
+	lost     error         // buffered data lost (spill file failure): reported until the file is reopened
+	refs     int           // open handles
+	unlinked bool          // an unlink or rename removed a name while open
+	pieces   []filer.Slice // the committed slices, as the filer's pieces (by offset)
+	size     uint64        // committed size
+	gen      uint64        // filer generation of slices and size
+	stale    bool          // the filer announced a change; refetch before reading
+	mixed    bool          // a read returned bytes older than gen: the kernel's pages may be stale
+	taken    uint64        // times the committed state was taken from the filer (setCommittedLocked)
 	dirty    *dirtySet
 	flushing *dirtySet // being uploaded; nil when no flush runs
 	mtime    int64     // ns, time of the last write
@@ -63,7 +63,7 @@ func (f *file) setCommittedLocked(in *filer.Inode) {
 	if in == nil {
 		return
 	}
-	f.ext = newExtentMap(in.Slices)
+	f.pieces = filer.Pieces(in.Slices)
 	f.size, f.gen = in.Size, in.Generation
 	f.stale = false
 	f.taken++
@@ -88,8 +88,7 @@ func (f *file) refreshIfStale(ctx context.Context) {
 
 // refreshLocked takes the committed state from an inode read from the
 // filer, unless it is older than what f has. The same generation is the
-// same data: only the staleness is cleared (rebuilding the map of a
-// fragmented file on every getattr would cost more than the read).
+// same data: only the staleness is cleared.
 func (f *file) refreshLocked(in *filer.Inode) {
 	switch {
 	case in.Generation == f.gen:
@@ -98,6 +97,13 @@ func (f *file) refreshLocked(in *filer.Inode) {
 	case in.Generation > f.gen:
 		f.setCommittedLocked(in)
 	}
+}
+
+// pagesCurrentLocked reports whether what the kernel caches of the file
+// may be kept past an open at f's generation: nothing announced or read
+// since from a change elsewhere, and no failed flush (see keepCache).
+func (f *file) pagesCurrentLocked() bool {
+	return !f.stale && !f.mixed && f.err == nil && f.lost == nil
 }
 
 func (f *file) hasDirtyLocked() bool { return !f.dirty.empty() || f.flushing != nil }
@@ -320,11 +326,11 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 
 // followCommit brings f's committed state past a CommitSlices of sl that
 // left inode in (without its slice list: the filer omits it). When the
-// commit came right after the generation f knows, f's map plus sl is the
+// commit came right after the generation f knows, f's pieces plus sl are the
 // filer's list, and f is updated in place (nil is returned); otherwise
 // someone else changed the file too, and the inode with its list is
 // fetched and returned. The data is durable either way: if the fetch
-// fails, f's map plus sl (which shows this mount's writes) is used and
+// fails, f's pieces plus sl (which show this mount's writes) are used and
 // marked stale, so the next read refetches.
 func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Slice) *filer.Inode {
 	f.mu.Lock()
@@ -350,10 +356,11 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 	return nil
 }
 
-// followLocked adds sl to f's map and takes size and generation from in.
+// followLocked places sl over f's pieces and takes size and generation
+// from in.
 func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
 	for _, s := range sl {
-		f.ext.add(s)
+		f.pieces = filer.PlacePiece(f.pieces, s)
 	}
 	f.size, f.gen = in.Size, in.Generation
 }
@@ -417,7 +424,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	}
 	var exts []filer.Extent
 	if f.size > off {
-		exts = f.ext.visible(off, min(end, f.size)-off)
+		exts = filer.PieceExtents(f.pieces, off, min(end, f.size)-off)
 	}
 	// A read far from where the previous one ended fetches small pieces: a
 	// random reader needs only what it asked for. (Near is within the
@@ -475,7 +482,7 @@ func (f *file) readAhead(off, end uint64) {
 		return
 	}
 	f.raEnd = to
-	exts := f.ext.visible(from, to-from)
+	exts := filer.PieceExtents(f.pieces, from, to-from)
 	f.mu.Unlock()
 	for _, e := range exts {
 		if e.Fid == "" {

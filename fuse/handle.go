@@ -119,7 +119,7 @@ func (fs *fileSystem) keepCache(in *filer.Inode) bool {
 	if f := fs.lookupFile(in.Ino); f != nil {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return f.gen == in.Generation && !f.stale && !f.mixed && f.err == nil && f.lost == nil
+		return f.gen == in.Generation && f.pagesCurrentLocked()
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -256,7 +256,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 		// The kernel's pages hold what was written; they may be kept
 		// at the next open only if all of it was stored.
 		delete(fs.mu.kept, ino)
-		if stored && !f.stale && !f.mixed && f.err == nil && f.lost == nil && !unlinked {
+		if stored && !unlinked && f.pagesCurrentLocked() {
 			if len(fs.mu.kept) >= maxKept {
 				clear(fs.mu.kept)
 			}
@@ -357,7 +357,7 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 	}
 	// Data: committed non-hole extents and every buffered range.
 	var data byterange.Coverage
-	for _, e := range f.ext.visible(off, size-off) {
+	for _, e := range filer.PieceExtents(f.pieces, off, size-off) {
 		if e.Fid != "" {
 			data = data.Add(e.Off, e.Off+e.Len)
 		}
