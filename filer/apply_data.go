@@ -43,16 +43,24 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 		if e := validateSlice(s); e != 0 {
 			return errnoResult(e)
 		}
-		if s.Fid != "" && t.deleteq.Get([]byte(s.Fid)) != nil {
-			return errnoResult(syscall.ESTALE)
+		if e := t.checkRef(s); e != 0 {
+			return errnoResult(e)
 		}
 		size = max(size, s.end())
 	}
-	t.addSlices(op.Slices) // before removing pieces: a needle in both never reaches zero
+	inl, e := checkInline(op.Inline)
+	if e != 0 {
+		return errnoResult(e)
+	}
+	for _, s := range inl {
+		size = max(size, s.end())
+	}
+	sl, fids := t.storeInlineSlices(op.Slices, op.Inline)
+	t.addSlices(sl) // before removing pieces: a needle in both never reaches zero
 	if op.Truncate {
 		t.clearRange(in.Ino, 0, MaxFileSize)
 	}
-	t.placeSlices(in.Ino, op.Slices)
+	t.placeSlices(in.Ino, sl)
 	t.setData(in, size)
 	in.Mtime = t.now
 	if op.Mtime != 0 {
@@ -61,9 +69,9 @@ func (t *txn) commitSlices(op *CommitSlices) *Result {
 	in.Ctime = t.now
 	t.putInode(in)
 	if op.OmitSlices {
-		return &Result{Inode: in}
+		return &Result{Inode: in, Fids: fids}
 	}
-	return &Result{Inode: t.withSlices(in)}
+	return &Result{Inode: t.withSlices(in), Fids: fids}
 }
 
 // setData finishes a change of in's data: the size becomes size and the
@@ -131,8 +139,8 @@ func (t *txn) replaceSlices(op *ReplaceSlices) *Result {
 		if s.end() > in.Size {
 			return errnoResult(syscall.EINVAL)
 		}
-		if s.Fid != "" && t.deleteq.Get([]byte(s.Fid)) != nil {
-			return errnoResult(syscall.ESTALE)
+		if e := t.checkRef(s); e != 0 {
+			return errnoResult(e)
 		}
 	}
 	t.addSlices(op.NewSlices) // before dropping the old ones: they may share fids

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -208,6 +209,27 @@ func (c *Client) attrRead(ctx context.Context, req, full *pb.FilerReadRequest) (
 	c.oldReads.Store(true)
 	in.Slices = nil
 	return &in, nil
+}
+
+// ReadInline returns up to n bytes of inline data id at off (inline.go).
+// It asks the member it reaches first without a leader check (inline
+// data never changes once made); a member that has not applied the
+// commit yet answers ENOENT, and then the leader is asked.
+func (c *Client) ReadInline(ctx context.Context, id string, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 {
+		return nil, fmt.Errorf("filer: inline read of %d bytes at %d: %w", n, off, syscall.EINVAL)
+	}
+	req := &pb.FilerReadRequest{Op: "inline", Name: id, Offset: uint64(off), Length: uint64(min(n, MaxInlineBytes)), StaleOk: true}
+	var b []byte
+	err := c.Read(ctx, req, &b)
+	if errors.Is(err, syscall.ENOENT) {
+		req.StaleOk = false
+		err = c.Read(ctx, req, &b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read inline data %s: %w", ErrData, id, err)
+	}
+	return b, nil
 }
 
 // Resolve returns the inode at an absolute path.

@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +12,28 @@ import (
 // command is not applied.
 var ErrBadCommand = errors.New("filer: bad raft command")
 
-// CommandVersion is the encoding version this filer writes and reads.
-const CommandVersion = 1
+// CommandVersion is the newest encoding version this filer writes and
+// reads. Version 1 is one JSON object. Version 2, written only for a
+// CommitSlices carrying inline data, is the byte binaryCommand, the length
+// of the JSON object as an unsigned varint, the JSON object (with "v":2
+// and each inline write's length but not its bytes), then the bytes of
+// the inline writes in order: the data is neither base64-encoded nor
+// scanned by the JSON decoder, and a filer that knows only version 1
+// refuses the command (it is not JSON) instead of dropping bytes it does
+// not know.
+const CommandVersion = 2
+
+// binaryCommand is the first byte of a version 2 command ('{' starts a
+// version 1 one).
+const binaryCommand = 0x02
+
+// inlineOf returns the inline writes of op, if it has any.
+func inlineOf(op Op) []InlineData {
+	if cs, ok := op.(*CommitSlices); ok {
+		return cs.Inline
+	}
+	return nil
+}
 
 // Command is one mutation of the namespace, the payload of one Raft log
 // entry. ClientID and Seq identify it for at-most-once execution: the state
@@ -43,7 +64,8 @@ type wireCommand struct {
 	Op       json.RawMessage `json:"op"`
 }
 
-// Encode returns the JSON encoding of c.
+// Encode returns the encoding of c: version 1 (JSON) unless it carries
+// inline data.
 func (c *Command) Encode() ([]byte, error) {
 	if c.Op == nil {
 		return nil, fmt.Errorf("%w: no operation", ErrBadCommand)
@@ -52,18 +74,49 @@ func (c *Command) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filer: encode %s command: %w", c.Op.OpType(), err)
 	}
-	return json.Marshal(wireCommand{V: CommandVersion, Type: c.Op.OpType(), ClientID: c.ClientID, Seq: c.Seq, Time: c.Time, Op: op})
+	inline := inlineOf(c.Op)
+	v := 1
+	if len(inline) > 0 {
+		v = 2
+	}
+	js, err := json.Marshal(wireCommand{V: v, Type: c.Op.OpType(), ClientID: c.ClientID, Seq: c.Seq, Time: c.Time, Op: op})
+	if v == 1 || err != nil {
+		return js, err
+	}
+	n := 0
+	for _, d := range inline {
+		n += len(d.Data)
+	}
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(js)+n)
+	b = append(b, binaryCommand)
+	b = binary.AppendUvarint(b, uint64(len(js)))
+	b = append(b, js...)
+	for _, d := range inline {
+		b = append(b, d.Data...)
+	}
+	return b, nil
 }
 
 // DecodeCommand decodes a Command encoded by Encode. It never panics; every
-// error wraps ErrBadCommand.
+// error wraps ErrBadCommand. The inline data of the command aliases b.
 func DecodeCommand(b []byte) (*Command, error) {
+	var data []byte // the bytes after the JSON object of a version 2 command
+	if len(b) > 0 && b[0] == binaryCommand {
+		n, k := binary.Uvarint(b[1:])
+		if k <= 0 || n > uint64(len(b)-1-k) {
+			return nil, fmt.Errorf("%w: truncated binary command", ErrBadCommand)
+		}
+		b, data = b[1+k:1+k+int(n)], b[1+k+int(n):]
+	}
 	var w wireCommand
 	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 	}
-	if w.V != CommandVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadCommand, w.V, CommandVersion)
+	switch {
+	case w.V < 1 || w.V > CommandVersion:
+		return nil, fmt.Errorf("%w: version %d, want 1 to %d", ErrBadCommand, w.V, CommandVersion)
+	case (w.V == 2) != (data != nil):
+		return nil, fmt.Errorf("%w: version %d in the wrong encoding", ErrBadCommand, w.V)
 	}
 	newOp, ok := opTypes[w.Type]
 	if !ok {
@@ -76,7 +129,29 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if err := json.Unmarshal(w.Op, op); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadCommand, w.Type, err)
 	}
+	if err := fillInline(inlineOf(op), data, w.V); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadCommand, w.Type, err)
+	}
 	return &Command{ClientID: w.ClientID, Seq: w.Seq, Time: w.Time, Op: op}, nil
+}
+
+// fillInline gives the inline writes of a decoded command of version v
+// their bytes from data, which they must use up exactly.
+func fillInline(inline []InlineData, data []byte, v int) error {
+	if (len(inline) > 0) != (v == 2) {
+		return fmt.Errorf("%d inline writes in a version %d command", len(inline), v)
+	}
+	for i := range inline {
+		n := inline[i].n
+		if n > uint64(len(data)) {
+			return fmt.Errorf("inline write %d of %d bytes runs past the command's data", i, n)
+		}
+		inline[i].Data, data = data[:n:n], data[n:]
+	}
+	if len(data) > 0 {
+		return fmt.Errorf("%d bytes after the inline writes", len(data))
+	}
+	return nil
 }
 
 var opTypes = map[string]func() Op{}
@@ -199,18 +274,52 @@ type SetAttr struct {
 // slices are dropped and its size becomes Size (or the end of the last new
 // slice if larger): a whole-file replacement in one atomic step.
 //
+// Inline carries small writes with their bytes (at most MaxInlineBytes in
+// all, in at most MaxInlineSlices pieces; E2BIG beyond), placed after
+// Slices: the filer stores them itself and the result's Fids name them,
+// in order (inline.go). A slice naming an inline fid that holds nothing
+// is refused with EINVAL.
+//
 // With OmitSlices the result's inode comes without its slice list: a
 // client that knows the list at the generation before (Generation-1 of
 // the result) rebuilds it with AppendSlices, and the filer neither
 // decodes the inode a second time nor ships a list that grows with every
 // small write (a database's data file holds thousands of slices).
 type CommitSlices struct {
-	Ino        uint64  `json:"ino"`
-	Slices     []Slice `json:"slices"`
-	Size       uint64  `json:"size,omitempty"`
-	Mtime      int64   `json:"mtime,omitempty"`
-	Truncate   bool    `json:"truncate,omitempty"`
-	OmitSlices bool    `json:"omit_slices,omitempty"`
+	Ino        uint64       `json:"ino"`
+	Slices     []Slice      `json:"slices"`
+	Size       uint64       `json:"size,omitempty"`
+	Mtime      int64        `json:"mtime,omitempty"`
+	Truncate   bool         `json:"truncate,omitempty"`
+	OmitSlices bool         `json:"omit_slices,omitempty"`
+	Inline     []InlineData `json:"inline,omitempty"`
+}
+
+// InlineData is a write of Data at file offset Off carried by a
+// CommitSlices. Its JSON holds the offset and the length; the bytes
+// follow the JSON object in the command's encoding.
+type InlineData struct {
+	Off  uint64
+	Data []byte
+	n    uint64 // decoded length, before the bytes are attached
+}
+
+type wireInline struct {
+	Off uint64 `json:"off"`
+	Len uint64 `json:"len"`
+}
+
+func (d InlineData) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wireInline{Off: d.Off, Len: uint64(len(d.Data))})
+}
+
+func (d *InlineData) UnmarshalJSON(b []byte) error {
+	var w wireInline
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*d = InlineData{Off: w.Off, n: w.Len}
+	return nil
 }
 
 // PunchHole makes [Off, Off+Len) read as zeros without changing the size;

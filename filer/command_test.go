@@ -2,6 +2,7 @@ package filer
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -18,7 +19,7 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %+v %v", typ, d, err)
 		}
 	}
-	for _, bad := range []string{``, `{}`, `{"v":2,"type":"mkdir","op":{}}`, `{"v":1,"type":"nope","op":{}}`,
+	for _, bad := range []string{``, `{}`, `{"v":3,"type":"mkdir","op":{}}`, `{"v":0,"type":"mkdir","op":{}}`, `{"v":1,"type":"nope","op":{}}`,
 		`{"v":1,"type":"mkdir"}`, `{"v":1,"type":"mkdir","op":null}`, `{"v":1,"type":"mkdir","op":{"parent":"x"}}`} {
 		if _, err := DecodeCommand([]byte(bad)); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("%q: %v", bad, err)
@@ -26,9 +27,37 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 }
 
+// TestInlineCommandVersion checks that only a commit carrying inline data
+// is written as version 2: a filer that knows only version 1 would decode
+// it without the data (a hole where bytes were acknowledged), and must
+// refuse it instead.
+func TestInlineCommandVersion(t *testing.T) {
+	plain, _ := (&Command{Op: &CommitSlices{Ino: 2, Slices: []Slice{{Len: 1, Fid: "1,0100000001"}}}}).Encode()
+	inline, _ := (&Command{Op: &CommitSlices{Ino: 2, Inline: []InlineData{{Off: 4, Data: []byte("abc")}}}}).Encode()
+	if !bytes.Contains(plain, []byte(`"v":1,`)) || !bytes.Contains(inline, []byte(`"v":2,`)) {
+		t.Fatalf("versions: plain %s, inline %s", plain, inline)
+	}
+	if json.Valid(inline) || !bytes.HasSuffix(inline, []byte("abc")) {
+		t.Fatalf("inline command %q: want a non-JSON encoding ending in the raw bytes", inline)
+	}
+	for _, bad := range [][]byte{inline[:len(inline)-1], append(append([]byte{}, inline...), 'x'), inline[:5], plain[:0]} {
+		if _, err := DecodeCommand(bad); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	d, err := DecodeCommand(inline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := d.Op.(*CommitSlices); len(cs.Inline) != 1 || cs.Inline[0].Off != 4 || string(cs.Inline[0].Data) != "abc" {
+		t.Fatalf("decoded %+v", cs)
+	}
+}
+
 func FuzzDecodeCommand(f *testing.F) {
 	for _, op := range []Op{&Mkdir{Parent: 1, Name: "a"}, &CommitSlices{Ino: 2, Slices: []Slice{{Len: 1, Fid: "1,0100000001"}}},
-		&Rename{OldParent: 1, OldName: "a", NewParent: 1, NewName: "b", Flags: 1}, &DequeueDeleted{Fids: []string{"1,0100000001"}}} {
+		&Rename{OldParent: 1, OldName: "a", NewParent: 1, NewName: "b", Flags: 1},
+		&CommitSlices{Ino: 2, Inline: []InlineData{{Off: 1, Data: []byte("xy")}, {Off: 9, Data: []byte("z")}}}, &DequeueDeleted{Fids: []string{"1,0100000001"}}} {
 		b, _ := (&Command{ClientID: "c", Seq: 1, Op: op}).Encode()
 		f.Add(b)
 	}

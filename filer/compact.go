@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/cairn-storage/cairn/internal/fid"
 )
 
 // Slice compaction. Overwrite-heavy files (database pages) grow many
@@ -16,6 +18,11 @@ import (
 // never lost: the compaction is dropped instead (its needles were leased
 // uploads, and are deleted). The old needles lose their references in the
 // swap and go to the delete queue.
+//
+// A file holding inline data (inline.go) is compacted too, so the filer
+// keeps only recent small writes: when it is not fragmented, only the
+// runs of inline bytes are rewritten as needles and the rest of its
+// pieces are kept as they are.
 
 const (
 	// compactMinSlices is the slice count below which a file is left alone.
@@ -49,7 +56,10 @@ func (s *State) FragmentedFiles(after uint64, chunk uint64, limit int) ([]uint64
 			if err := decodeInode(v, &in); err != nil {
 				return err
 			}
-			if in.IsRegular() && in.Snapshot == 0 && fragmented(&in, t.sliceCount(in.Ino), chunk) {
+			if !in.IsRegular() || in.Snapshot != 0 {
+				continue
+			}
+			if n, inline := t.pieceStats(in.Ino); inline || fragmented(&in, n, chunk) {
 				out = append(out, in.Ino)
 			}
 		}
@@ -95,7 +105,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		return err
 	}
 	chunk := uint64(s.cfg.ChunkSize)
-	if !fragmented(in, len(in.Slices), chunk) {
+	if !fragmented(in, len(in.Slices), chunk) && !hasInline(in.Slices) {
 		return nil
 	}
 	if time.Since(time.Unix(0, in.Ctime)) < s.cfg.CompactIdle {
@@ -105,18 +115,15 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		// compacts it once it is quiet.
 		return nil
 	}
-	runs := dataRuns(PieceExtents(in.Slices, 0, in.Size), chunk)
-	if 2*len(runs) > len(in.Slices) {
-		// Scattered writes into a sparse file: its data is nearly as
-		// many runs as it has slices, so a rewrite would leave it as
-		// fragmented as it is, and the next pass would rewrite it again.
+	runs, keep := compactionPlan(in, chunk)
+	if len(runs) == 0 {
 		return nil
 	}
-	var fresh []Slice
+	fresh := keep
 	drop := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		for _, sl := range fresh {
+		for _, sl := range fresh[len(keep):] {
 			_ = s.data.Delete(dctx, sl.Fid) // an undeleted one is GCed when its lease ends
 		}
 	}
@@ -139,8 +146,51 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 		return err
 	}
 	s.met.compactions.Inc()
+	if keep != nil {
+		s.log.Info("moved a file's inline data to needles", "ino", ino, "runs", len(runs), "slices_after", len(fresh))
+		return nil
+	}
 	s.log.Info("compacted a fragmented file", "ino", ino, "slices_before", len(in.Slices), "slices_after", len(fresh), "bytes", in.Size)
 	return nil
+}
+
+// compactionPlan returns the runs of file in to rewrite as needles and the
+// pieces to keep as they are. A fragmented file is rewritten whole, unless
+// its data is scattered writes into a sparse file (nearly as many runs as
+// it has slices: a rewrite would leave it as fragmented as it is, and the
+// next pass would rewrite it again). Otherwise only the runs of inline
+// data are rewritten. No runs: nothing to do.
+func compactionPlan(in *Inode, chunk uint64) (runs []Extent, keep []Slice) {
+	exts := PieceExtents(in.Slices, 0, in.Size)
+	if fragmented(in, len(in.Slices), chunk) {
+		if runs := dataRuns(exts, chunk); 2*len(runs) <= len(in.Slices) {
+			return runs, nil
+		}
+	}
+	var inline []Extent
+	keep = []Slice{}
+	for _, e := range exts {
+		switch {
+		case fid.IsInline(e.Fid):
+			inline = append(inline, e)
+		case e.Fid != "":
+			keep = append(keep, Slice{Off: e.Off, Len: e.Len, Fid: e.Fid, NeedleOff: e.NeedleOff})
+		}
+	}
+	if len(inline) == 0 {
+		return nil, nil
+	}
+	return dataRuns(inline, chunk), keep
+}
+
+// hasInline reports whether any of sl is inline data.
+func hasInline(sl []Slice) bool {
+	for _, s := range sl {
+		if fid.IsInline(s.Fid) {
+			return true
+		}
+	}
+	return false
 }
 
 // dataRuns merges the extents that hold data (holes stay holes) into runs

@@ -36,6 +36,9 @@ type DataClient struct {
 	Batch  int
 	HTTP   *http.Client
 	Scheme string // "http" or "https"
+	// Inline, when set, reads inline data (fids of fid.InlineVolume, held
+	// by the filer: inline.go). Without it such a read fails.
+	Inline func(ctx context.Context, id string, off, n int64) ([]byte, error)
 	// Tokens, when set, signs the data-path tokens of deletes and reads
 	// (the filer holds the cluster key). Without it, writes carry the
 	// assign's token, reads the lookup's, and deletes none (a mount or the
@@ -174,6 +177,12 @@ func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte,
 	if err != nil {
 		return nil, err
 	}
+	if f.Inline() {
+		if d.Inline == nil {
+			return nil, fmt.Errorf("%w: %s is inline data, held by the filer, and this client cannot read it", ErrData, id)
+		}
+		return d.Inline(ctx, id, off, n)
+	}
 	var errs []string
 	for pass := range 2 {
 		// A second pass looks the volume up again, which also renews a
@@ -220,6 +229,9 @@ func (d *DataClient) Delete(ctx context.Context, id string) error {
 	f, err := fid.Parse(id)
 	if err != nil {
 		return err
+	}
+	if f.Inline() {
+		return fmt.Errorf("%w: %s is inline data, deleted by the filer with its last reference, not on a volume server", ErrData, id)
 	}
 	auth, err := d.Tokens.SignWrite(f, 1)
 	if err != nil {

@@ -3,6 +3,8 @@ package filer
 import (
 	"encoding/binary"
 	"syscall"
+
+	"github.com/cairn-storage/cairn/internal/fid"
 )
 
 // Needle reference counting. Every slice with a Fid in any inode (live,
@@ -12,6 +14,8 @@ import (
 // transaction. The GC worker reads PendingDeletes, deletes the needles on
 // the volume servers and then applies DequeueDeleted. A fid on the queue
 // can not be referenced again (ESTALE): its needle may already be gone.
+// Inline data (inline.go) is counted the same way but never queued: the
+// command that drops its last reference deletes it.
 
 func (t *txn) addSlices(sl []Slice) {
 	for _, s := range sl {
@@ -43,6 +47,11 @@ func (t *txn) dropSlices(sl []Slice) {
 			continue
 		}
 		t.must(t.refs.Delete(k))
+		if fid.IsInline(s.Fid) {
+			// Held by the filer itself: gone with its last reference.
+			t.must(t.inline.Delete(k))
+			continue
+		}
 		t.must(t.deleteq.Put(k, []byte{}))
 	}
 }

@@ -195,6 +195,11 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 		return st.ExpiredUploads(math.MaxInt64)
 	case "leases":
 		return st.Uploads()
+	case "inline":
+		if req.Length > MaxInlineBytes {
+			return nil, fmt.Errorf("filer: inline read of %d bytes, at most %d: %w", req.Length, MaxInlineBytes, syscall.EINVAL)
+		}
+		return st.ReadInline(req.Name, req.Offset, req.Length)
 	}
 	return nil, fmt.Errorf("filer: unknown read operation %q: %w", req.Op, syscall.EINVAL)
 }

@@ -24,6 +24,9 @@ func convertStateFile(path string) error {
 		return err
 	}
 	_, err = migrateEmbedded(db)
+	if err == nil {
+		err = migrateNoInline(db)
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -72,7 +75,7 @@ func migrateEmbedded(db *bolt.DB) (int, error) {
 				t.putInode(in)
 			}
 			files = len(embedded)
-			t.must(t.meta.Put(metaFormat, formatVersion))
+			t.must(t.meta.Put(metaFormat, formatNoInline))
 			return nil
 		})
 	})
@@ -84,4 +87,24 @@ func migrateEmbedded(db *bolt.DB) (int, error) {
 			"files", files)
 	}
 	return files, nil
+}
+
+// migrateNoInline converts a state of format formatNoInline (which the
+// embedded one becomes first) to the current format: it adds the empty
+// inline bucket. No data moves.
+func migrateNoInline(db *bolt.DB) error {
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if !bytes.Equal(meta.Get(metaFormat), formatNoInline) {
+			return nil
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketInline); err != nil {
+			return err
+		}
+		return meta.Put(metaFormat, formatVersion)
+	})
+	if err != nil {
+		return fmt.Errorf("filer: add the inline data bucket to a restored state: %w", err)
+	}
+	return nil
 }

@@ -128,6 +128,12 @@ func NewServer(cfg Config) (*Server, error) {
 	fsm.onApply = s.hub.publish
 	s.fsm = fsm
 	s.data = &DataClient{Assign: s.assign, Lookup: s.lookupVolume, Reserve: s.reserve, Batch: 8, HTTP: s.httpc, Scheme: httpx.Scheme(cfg.Security), Tokens: cfg.Tokens}
+	s.data.Inline = func(_ context.Context, id string, off, n int64) ([]byte, error) {
+		if off < 0 || n < 0 {
+			return nil, fmt.Errorf("%w: inline read of %d bytes at %d", ErrData, n, off)
+		}
+		return s.fsm.State().ReadInline(id, uint64(off), uint64(n))
+	}
 	s.met = newMetrics(s)
 	node, err := raftutil.Start(raftutil.Config{
 		Dir: filepath.Join(cfg.Dir, "raft"), ID: url, Peers: cfg.Peers,

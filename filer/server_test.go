@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/fid"
 	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/testutil"
 	"github.com/cairn-storage/cairn/master"
@@ -406,5 +407,79 @@ func commitPage(t *testing.T, n *node, data *filer.DataClient, ino uint64, off i
 	}
 	if _, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Slices: []filer.Slice{{Off: uint64(off), Len: uint64(len(b)), Fid: fid}}, Size: size}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInlineDataMovesToNeedles: small writes committed with their bytes
+// read back through the filer's API and a client's ReadInline; once the
+// file is quiet the compactor moves the inline bytes into needles (the
+// file's other pieces are kept as they are) and the filer drops its copy.
+func TestInlineDataMovesToNeedles(t *testing.T) {
+	n := startNodeCfg(t, filer.Config{CompactInterval: 100 * time.Millisecond, CompactIdle: time.Second})
+	ctx := context.Background()
+	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "wal", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := res.Inode.Ino
+	base := bytes.Repeat([]byte("b"), 20000)
+	commitPage(t, n, data, ino, 0, base, 0)
+	want := append([]byte{}, base...)
+	var fids []string
+	for i := range 10 {
+		page := bytes.Repeat([]byte{byte('0' + i)}, 700)
+		off := uint64(i * 1900)
+		r, err := n.client.Apply(ctx, &filer.CommitSlices{Ino: ino, Inline: []filer.InlineData{{Off: off, Data: page}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Fids) != 1 || !fid.IsInline(r.Fids[0]) {
+			t.Fatalf("commit %d: fids %v", i, r.Fids)
+		}
+		fids = append(fids, r.Fids[0])
+		copy(want[off:], page)
+	}
+	if b, err := n.client.ReadInline(ctx, fids[3], 100, 50); err != nil || !bytes.Equal(b, bytes.Repeat([]byte("3"), 50)) {
+		t.Fatalf("ReadInline: %q %v", b, err)
+	}
+	if code, body := n.do(t, http.MethodGet, "/wal", "", nil); code != 200 || body != string(want) {
+		t.Fatalf("content with inline data differs (HTTP %d, %d bytes)", code, len(body))
+	}
+	gapFid := func() string {
+		t.Helper()
+		in, err := n.client.GetAttr(ctx, ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range in.Slices {
+			if s.Off == 700 {
+				return s.Fid
+			}
+		}
+		t.Fatalf("no piece at 700: %+v", in.Slices)
+		return ""
+	}
+	gap := gapFid()
+	testutil.WaitFor(t, 60*time.Second, "the inline data to move to needles", func() error {
+		var refs []string
+		if err := n.client.Read(ctx, &pb.FilerReadRequest{Op: "referenced"}, &refs); err != nil {
+			return err
+		}
+		for _, f := range refs {
+			if fid.IsInline(f) {
+				return fmt.Errorf("still referenced: %s", f)
+			}
+		}
+		return nil
+	})
+	if _, err := n.client.ReadInline(ctx, fids[3], 0, 10); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("inline data still held after the move: %v", err)
+	}
+	if code, body := n.do(t, http.MethodGet, "/wal", "", nil); code != 200 || body != string(want) {
+		t.Fatalf("content after the move differs (HTTP %d, %d bytes)", code, len(body))
+	}
+	if got := gapFid(); got != gap {
+		t.Fatalf("the needle between the inline writes was rewritten too: %s, then %s", gap, got)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cairn-storage/cairn/internal/fid"
 )
 
 // The slices of regular files live in their own bucket, keyed by inode and
@@ -107,15 +109,16 @@ func (t *txn) slicesIn(ino, off, end uint64) []Slice {
 	return out
 }
 
-// sliceCount returns how many pieces file ino has, reading keys only.
-func (t *txn) sliceCount(ino uint64) int {
-	n := 0
+// pieceStats returns how many pieces file ino has and whether any of them
+// is inline data.
+func (t *txn) pieceStats(ino uint64) (n int, inline bool) {
 	prefix := u64key(ino)
 	c := t.pieces.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		n++
+		inline = inline || fid.IsInline(t.piece(k, v).Fid)
 	}
-	return n
+	return n, inline
 }
 
 func (t *txn) putPiece(ino uint64, s Slice) {

@@ -30,13 +30,16 @@ var (
 	bucketMeta      = []byte("meta")      // keys below
 
 	allBuckets = [][]byte{bucketInodes, bucketDentries, bucketXattrs, bucketRefs, bucketDeleteQ,
-		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketUploads, bucketSlices, bucketMeta}
+		bucketQuotas, bucketSessions, bucketSnapshots, bucketOrphans, bucketUploads, bucketSlices, bucketInline, bucketMeta}
 
 	metaNextIno    = []byte("next_ino")
 	metaNextSnap   = []byte("next_snapshot")
 	metaApplyIndex = []byte("apply_index")
 	metaFormat     = []byte("format")
-	formatVersion  = []byte("cairn-filer-2")
+	formatVersion  = []byte("cairn-filer-3")
+	// formatNoInline is the format before the inline bucket (inline.go).
+	// Restore adds the empty bucket.
+	formatNoInline = []byte("cairn-filer-2")
 	// formatEmbedded is the format before the slices bucket: a regular
 	// file's slice list was stored inside its inode. Restore migrates it.
 	formatEmbedded  = []byte("cairn-filer-1")
@@ -57,6 +60,9 @@ type Result struct {
 	// Created is set by a Create that made a new file (not one that found
 	// the name taken): the file has no xattrs and no data.
 	Created bool `json:"created,omitempty"`
+	// Fids are the fids a CommitSlices gave its inline slices (those
+	// with Data), in their order.
+	Fids []string `json:"fids,omitempty"`
 }
 
 func errnoResult(e syscall.Errno) *Result { return &Result{Errno: e} }
@@ -216,7 +222,7 @@ func (s *State) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Restore replaces the state with the state file read from r (as written
-// by WriteTo, by this version or, in the embedded format, an earlier one,
+// by WriteTo, by this version or, in an earlier format, an earlier one,
 // which is converted first). A file that is not a filer state, or fails to
 // convert, leaves the state as it was.
 func (s *State) Restore(r io.Reader) error {
@@ -266,12 +272,15 @@ func checkStateFile(path string) error {
 		if meta == nil {
 			return fmt.Errorf("%w: bucket %s missing", errNotFilerFile, bucketMeta)
 		}
-		embedded := bytes.Equal(meta.Get(metaFormat), formatEmbedded)
-		if !embedded && !bytes.Equal(meta.Get(metaFormat), formatVersion) {
-			return fmt.Errorf("%w: format %q, want %q or %q", errNotFilerFile, meta.Get(metaFormat), formatVersion, formatEmbedded)
+		format := meta.Get(metaFormat)
+		embedded := bytes.Equal(format, formatEmbedded)
+		noInline := embedded || bytes.Equal(format, formatNoInline)
+		if !noInline && !bytes.Equal(format, formatVersion) {
+			return fmt.Errorf("%w: format %q, want %q, %q or %q", errNotFilerFile, format, formatVersion, formatNoInline, formatEmbedded)
 		}
 		for _, b := range allBuckets {
-			if tx.Bucket(b) == nil && !(embedded && bytes.Equal(b, bucketSlices)) {
+			missingOK := embedded && bytes.Equal(b, bucketSlices) || noInline && bytes.Equal(b, bucketInline)
+			if tx.Bucket(b) == nil && !missingOK {
 				return fmt.Errorf("%w: bucket %s missing", errNotFilerFile, b)
 			}
 		}

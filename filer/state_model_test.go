@@ -555,6 +555,9 @@ type modelRun struct {
 	m      *model
 	fids   map[string]uint64 // fid -> write id
 	nextID uint64
+	// inlineIDs are the write ids of the inline writes of the commit
+	// being made, in order.
+	inlineIDs []uint64
 }
 
 var modelNames = []string{"a", "b", "c", "d", "e"}
@@ -672,7 +675,13 @@ func (r *modelRun) step() string {
 		r.t.Fatalf("%s, model says %v", desc, want)
 	}
 	if cs, ok := op.(*CommitSlices); ok && got.Errno == 0 {
-		r.follow(cs, before, got.Inode)
+		if len(got.Fids) != len(cs.Inline) {
+			r.t.Fatalf("%s: %d fids for %d inline writes", desc, len(got.Fids), len(cs.Inline))
+		}
+		for j, f := range got.Fids {
+			r.fids[f] = r.inlineIDs[j]
+		}
+		r.follow(cs, before, got)
 	}
 	return desc
 }
@@ -701,14 +710,26 @@ func (r *modelRun) commit() (Op, syscall.Errno) {
 		sl = append(sl, s)
 	}
 	op := &CommitSlices{Ino: i, Slices: sl, Size: uint64(r.rng.IntN(48)), Truncate: r.rng.IntN(4) == 0, OmitSlices: r.rng.IntN(2) == 0}
-	return op, r.m.commit(i, sl, ids, op.Size, op.Truncate)
+	// Sometimes small writes with their bytes (inline data), placed after
+	// the slices; the model names each by an id the answer's fids map to.
+	all := sl
+	r.inlineIDs = r.inlineIDs[:0]
+	for range r.rng.IntN(3) {
+		n := 1 + r.rng.IntN(24)
+		op.Inline = append(op.Inline, InlineData{Off: uint64(r.rng.IntN(40)), Data: make([]byte, n)})
+		r.nextID++
+		all = append(all, Slice{Off: op.Inline[len(op.Inline)-1].Off, Len: uint64(n), Fid: "inline"})
+		ids = append(ids, r.nextID)
+		r.inlineIDs = append(r.inlineIDs, r.nextID)
+	}
+	return op, r.m.commit(i, all, ids, op.Size, op.Truncate)
 }
 
 // follow checks a successful commit's answer and that a client following
 // it from the list it knew (AppendSlices, as the mount does) gets exactly
 // the list the filer now holds.
-func (r *modelRun) follow(cs *CommitSlices, before, res *Inode) {
-	t := r.t
+func (r *modelRun) follow(cs *CommitSlices, before *Inode, got *Result) {
+	t, res := r.t, got.Inode
 	after, err := r.s.GetAttr(cs.Ino)
 	if err != nil {
 		t.Fatal(err)
@@ -721,9 +742,13 @@ func (r *modelRun) follow(cs *CommitSlices, before, res *Inode) {
 	case !cs.OmitSlices && !slices.Equal(res.Slices, after.Slices):
 		t.Fatalf("commit to %d answered %+v, holds %+v", cs.Ino, res.Slices, after.Slices)
 	}
-	want := AppendSlices(before.Slices, cs.Slices)
+	sent := slices.Clone(cs.Slices)
+	for j, d := range cs.Inline {
+		sent = append(sent, Slice{Off: d.Off, Len: uint64(len(d.Data)), Fid: got.Fids[j]})
+	}
+	want := AppendSlices(before.Slices, sent)
 	if cs.Truncate {
-		want = visiblePieces(cs.Slices)
+		want = visiblePieces(sent)
 	}
 	if !slices.Equal(after.Slices, want) {
 		t.Fatalf("commit %+v to %d: filer holds %+v, a client following from %+v gets %+v", cs.Slices, cs.Ino, after.Slices, before.Slices, want)

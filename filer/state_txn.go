@@ -17,6 +17,8 @@ type txn struct {
 	inodes, dentries, xattrs, refs, deleteq, quotas, sessions, snapshots, orphans, uploads, meta *bolt.Bucket
 	// pieces is the slices bucket: the visible pieces of regular files.
 	pieces *bolt.Bucket
+	// inline holds the bytes of inline slices (inline.go).
+	inline *bolt.Bucket
 
 	// usage accumulates quota usage changes per quota root; applied and
 	// checked against the limits by finishQuota.
@@ -36,7 +38,7 @@ func newTxn(tx *bolt.Tx, now int64) *txn {
 		deleteq: tx.Bucket(bucketDeleteQ), quotas: tx.Bucket(bucketQuotas),
 		sessions: tx.Bucket(bucketSessions), snapshots: tx.Bucket(bucketSnapshots),
 		orphans: tx.Bucket(bucketOrphans), uploads: tx.Bucket(bucketUploads), meta: tx.Bucket(bucketMeta),
-		pieces: tx.Bucket(bucketSlices),
+		pieces: tx.Bucket(bucketSlices), inline: tx.Bucket(bucketInline),
 	}
 }
 

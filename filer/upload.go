@@ -31,7 +31,7 @@ func (*ExpireUploads) OpType() string { return "expire_uploads" }
 
 func (t *txn) beginUpload(op *BeginUpload) *Result {
 	for _, f := range op.Fids {
-		if e := validateSlice(Slice{Len: 1, Fid: f}); e != 0 || f == "" {
+		if e := validateSlice(Slice{Len: 1, Fid: f}); e != 0 || f == "" || isInlineFid(f) {
 			return errnoResult(syscall.EINVAL)
 		}
 		if t.refs.Get([]byte(f)) != nil || t.deleteq.Get([]byte(f)) != nil {

@@ -225,7 +225,7 @@ func (c *cluster) readThroughFiler(t *testing.T, path string) []byte {
 	ctx := context.Background()
 	client := filer.NewClient([]string{c.filer.URL()}, nil)
 	defer client.Close()
-	data := &filer.DataClient{Assign: client.Assign, Lookup: client.LookupVolume, HTTP: httpx.Client(nil, 30*time.Second), Scheme: "http"}
+	data := &filer.DataClient{Assign: client.Assign, Lookup: client.LookupVolume, Inline: client.ReadInline, HTTP: httpx.Client(nil, 30*time.Second), Scheme: "http"}
 	in, err := client.Resolve(ctx, path)
 	if err != nil {
 		t.Fatalf("resolve %s: %v", path, err)

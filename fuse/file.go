@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cairn-storage/cairn/filer"
 	"github.com/cairn-storage/cairn/internal/byterange"
 )
@@ -277,6 +280,9 @@ func (f *file) flushLocked(ctx context.Context) error {
 // It returns the inode to take the committed state from, or nil when f
 // already holds it.
 func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int64) (*filer.Inode, error) {
+	if in, done, err := f.commitInline(ctx, set, size, mtime); done {
+		return in, err
+	}
 	needles := set.pack(maxNeedle)
 	sem := make(chan struct{}, uploadParallel)
 	errs := make(chan error, len(needles))
@@ -321,7 +327,53 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 			"ino", f.ino, "bytes", set.bytes, "err", err)
 		return nil, err
 	}
+	mountFlushes.WithLabelValues("volumes").Inc()
 	return f.followCommit(ctx, res.Inode, sl), nil
+}
+
+// commitInline commits a small flush with its bytes to the filer (inline
+// data: the Raft log's fsync is its only durable step; filer/inline.go),
+// when set is within the mount's inline limit and the filer takes inline
+// data. done is false when set is for the volume servers instead.
+func (f *file) commitInline(ctx context.Context, set *dirtySet, size uint64, mtime int64) (in *filer.Inode, done bool, err error) {
+	limit := f.fs.inlineLimit()
+	if limit < 0 || set.bytes > uint64(limit) || len(set.spans) > filer.MaxInlineSlices {
+		return nil, false, nil
+	}
+	var inl []filer.InlineData
+	for _, n := range set.pack(limit) {
+		data, err := set.needleData(n)
+		if err != nil {
+			return nil, true, err
+		}
+		pos := 0
+		for _, p := range n.parts {
+			inl = append(inl, filer.InlineData{Off: p.fileOff, Data: data[pos : pos+p.n]})
+			pos += p.n
+		}
+	}
+	res, err := f.fs.client.Apply(ctx, &filer.CommitSlices{Ino: f.ino, Inline: inl, Size: size, Mtime: mtime, OmitSlices: true})
+	if status.Code(err) == codes.InvalidArgument && f.fs.noInline.CompareAndSwap(false, true) {
+		// A filer from before inline data refuses the command's
+		// version; nothing was applied. Store data on the volume
+		// servers from now on.
+		f.fs.log.Warn("the filer does not take inline data (an older version); small writes go to the volume servers first", "err", err)
+		return nil, false, nil
+	}
+	if err != nil {
+		f.fs.log.Error("committing file data to the filer failed; the data stays buffered and fsync/close report the error until a retry succeeds",
+			"ino", f.ino, "bytes", set.bytes, "err", err)
+		return nil, true, err
+	}
+	if len(res.Fids) != len(inl) {
+		return nil, true, fmt.Errorf("fuse: the filer named %d of %d inline writes of inode %d", len(res.Fids), len(inl), f.ino)
+	}
+	mountFlushes.WithLabelValues("filer").Inc()
+	sl := make([]filer.Slice, len(inl))
+	for i, d := range inl {
+		sl[i] = filer.Slice{Off: d.Off, Len: uint64(len(d.Data)), Fid: res.Fids[i]}
+	}
+	return f.followCommit(ctx, res.Inode, sl), true, nil
 }
 
 // followCommit brings f's committed state past a CommitSlices of sl that

@@ -41,6 +41,7 @@ type fileSystem struct {
 	spillWarned atomic.Bool
 	cache       *chunkCache // needle chunks read recently or ahead
 	noCaps      absentCaps  // inodes known to have no security.capability
+	noInline    atomic.Bool // the filer refused inline data (an older version)
 
 	mu struct {
 		sync.Mutex
@@ -98,6 +99,23 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 }
 
 func (fs *fileSystem) String() string { return "cairn" }
+
+// defaultInlineLimit is the most bytes of a flush committed with its bytes
+// to the filer when Config.InlineLimit is zero.
+const defaultInlineLimit = 64 << 10
+
+// inlineLimit is the most bytes of a flush committed as inline data; -1
+// when none is.
+func (fs *fileSystem) inlineLimit() int {
+	switch l := fs.cfg.InlineLimit; {
+	case l < 0 || fs.noInline.Load():
+		return -1
+	case l == 0:
+		return defaultInlineLimit
+	default:
+		return min(l, filer.MaxInlineBytes)
+	}
+}
 
 // Init is called by go-fuse's server (mounts made through fusermount3);
 // the mount's own serve loop sets server itself.

@@ -34,6 +34,10 @@ var (
 		Name: "cairn_mount_cache_misses_total",
 		Help: "Chunk reads that had to fetch the chunk from a volume server.",
 	})
+	mountFlushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_mount_flushes_total",
+		Help: "Flushes of buffered writes committed, by where the bytes went: filer (small flushes committed with their bytes, inline) or volumes (needles on the volume servers, then a commit).",
+	}, []string{"to"})
 	// dirtyTotal is the sum of fileSystem.dirtyBytes over the process.
 	dirtyTotal   atomic.Int64
 	mountDirties = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -47,7 +51,7 @@ var (
 // cairn server, the CSI mount service). They are shared by every mount in
 // the process; register them once per registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties}
+	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties, mountFlushes}
 }
 
 // Operation names, the values of the op label.

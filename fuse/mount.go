@@ -66,8 +66,13 @@ type Config struct {
 	// and 4 GiB.
 	CacheDir                string
 	SpillMemory, SpillLimit int64
-	Logger                  *slog.Logger
-	Security                *security.Config
+	// InlineLimit is the most bytes a flush may hold to be committed with
+	// its bytes to the filer (inline data: one durable step, the Raft
+	// log's, instead of a needle's and then the Raft log's). Zero: 64
+	// KiB; negative: never. At most filer.MaxInlineBytes.
+	InlineLimit int
+	Logger      *slog.Logger
+	Security    *security.Config
 }
 
 // Mounted is a mounted cairn file system, returned by Mount and Resume.
@@ -254,6 +259,7 @@ func newMount(ctx context.Context, cfg Config) (*fileSystem, *gofuse.MountOption
 	fs.data = &filer.DataClient{
 		Assign: client.Assign,
 		Lookup: client.LookupVolume,
+		Inline: client.ReadInline,
 		Reserve: func(ctx context.Context, fids []string) error {
 			_, err := client.Apply(ctx, &filer.BeginUpload{Fids: fids, Expires: time.Now().Add(uploadLease).UnixNano()})
 			return err

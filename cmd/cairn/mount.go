@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/cairn-storage/cairn/filer"
 	"github.com/cairn-storage/cairn/fuse"
 )
 
@@ -89,18 +90,23 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type cacheFlags struct {
 	dir          string
 	memMB, maxMB int
+	inlineKB     int
 }
 
 func (c *cacheFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dir, "cache-dir", "", "directory where buffered writes past --cache-memory-mb spill to local disk (one unlinked file; empty: writes are buffered in memory, at most 256 MiB)")
 	fs.IntVar(&c.memMB, "cache-memory-mb", 64, "with --cache-dir: MiB of buffered writes kept in memory before they spill")
 	fs.IntVar(&c.maxMB, "cache-max-mb", 4096, "with --cache-dir: most MiB of buffered writes in the spill file; past it writers wait for uploads")
+	fs.IntVar(&c.inlineKB, "inline-kb", 64, fmt.Sprintf("a flush of at most this many KiB (an fsync after small writes) is committed with its bytes to the filer, one durable step instead of two; 0: always store data on the volume servers first (at most %d)", filer.MaxInlineBytes>>10))
 }
 
 // check refuses bounds the mount cannot work with.
 func (c *cacheFlags) check() error {
 	if c.memMB < 1 || c.maxMB < 4 {
 		return fmt.Errorf("--cache-memory-mb must be at least 1 and --cache-max-mb at least 4 (one needle); got %d and %d", c.memMB, c.maxMB)
+	}
+	if c.inlineKB < 0 || c.inlineKB > filer.MaxInlineBytes>>10 {
+		return fmt.Errorf("--inline-kb must be between 0 and %d; got %d", filer.MaxInlineBytes>>10, c.inlineKB)
 	}
 	return nil
 }
@@ -110,4 +116,8 @@ func (c *cacheFlags) apply(cfg *fuse.Config) {
 	cfg.CacheDir = c.dir
 	cfg.SpillMemory = int64(c.memMB) << 20
 	cfg.SpillLimit = int64(c.maxMB) << 20
+	cfg.InlineLimit = c.inlineKB << 10
+	if c.inlineKB == 0 {
+		cfg.InlineLimit = -1
+	}
 }

@@ -67,7 +67,9 @@ func appMustRun(t *testing.T, timeout time.Duration, name string, args ...string
 
 // startAppMount mounts the whole tree of c and waits until a write+fsync
 // through it succeeds: right after a master is elected it refuses
-// assignments for a grace period, and the first fsyncs fail with EIO.
+// assignments for a grace period, and the first fsyncs fail with EIO. The
+// probe is larger than the mount commits inline, so it needs the volume
+// servers.
 func startAppMount(t *testing.T, c *testcluster.Cluster) *testcluster.Mount {
 	t.Helper()
 	m := c.StartMount(t, "/")
@@ -77,7 +79,7 @@ func startAppMount(t *testing.T, c *testcluster.Cluster) *testcluster.Mount {
 		if err != nil {
 			return err
 		}
-		_, err = f.WriteString("probe")
+		_, err = f.Write(make([]byte, 256<<10))
 		if err == nil {
 			err = f.Sync()
 		}

@@ -23,6 +23,17 @@ type FileID struct {
 	Cookie uint32
 }
 
+// InlineVolume is the volume id of data the filer holds itself (small
+// writes committed with their bytes): no volume server has it, and the
+// master never gives it out (volume ids start at 1).
+const InlineVolume uint32 = 0
+
+// Inline reports whether id names data held by the filer, not a needle.
+func (id FileID) Inline() bool { return id.Volume == InlineVolume }
+
+// IsInline reports whether s is a file id of data held by the filer.
+func IsInline(s string) bool { return strings.HasPrefix(s, "0,") }
+
 // String formats id as SeaweedFS does, e.g. "3,01637037d6".
 func (id FileID) String() string {
 	return strconv.FormatUint(uint64(id.Volume), 10) + "," + KeyCookie(id.Key, id.Cookie)

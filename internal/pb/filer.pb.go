@@ -126,7 +126,7 @@ func (x *FilerApplyResponse) GetIndex() uint64 {
 
 type FilerReadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"` // getattr, attr (no slice list), lookup, lookup_attr (no slice list), readdir, readlink, getxattr, listxattr, statfs, resolve, snapshots, pending_deletes, orphans, referenced, uploads (count)
+	Op            string                 `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"` // getattr, attr (no slice list), lookup, lookup_attr (no slice list), readdir, readlink, getxattr, listxattr, statfs, resolve, snapshots, pending_deletes, orphans, referenced, uploads (count), inline (bytes of inline data: fid in name, offset, length)
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Parent        uint64                 `protobuf:"varint,3,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
@@ -134,6 +134,8 @@ type FilerReadRequest struct {
 	Limit         int32                  `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	Path          string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`
 	StaleOk       bool                   `protobuf:"varint,8,opt,name=stale_ok,json=staleOk,proto3" json:"stale_ok,omitempty"` // serve from this member's state without a leader check
+	Offset        uint64                 `protobuf:"varint,9,opt,name=offset,proto3" json:"offset,omitempty"`                  // inline: where to start in the data
+	Length        uint64                 `protobuf:"varint,10,opt,name=length,proto3" json:"length,omitempty"`                 // inline: how many bytes at most
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +224,20 @@ func (x *FilerReadRequest) GetStaleOk() bool {
 		return x.StaleOk
 	}
 	return false
+}
+
+func (x *FilerReadRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FilerReadRequest) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
 }
 
 type FilerReadResponse struct {
@@ -536,7 +552,7 @@ const file_filer_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"B\n" +
 	"\x12FilerApplyResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xbb\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xeb\x01\n" +
 	"\x10FilerReadRequest\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
@@ -545,7 +561,10 @@ const file_filer_proto_rawDesc = "" +
 	"\x05after\x18\x05 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\x05R\x05limit\x12\x12\n" +
 	"\x04path\x18\a \x01(\tR\x04path\x12\x19\n" +
-	"\bstale_ok\x18\b \x01(\bR\astaleOk\"S\n" +
+	"\bstale_ok\x18\b \x01(\bR\astaleOk\x12\x16\n" +
+	"\x06offset\x18\t \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\n" +
+	" \x01(\x04R\x06length\"S\n" +
 	"\x11FilerReadResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04json\x18\x02 \x01(\fR\x04json\x12\x14\n" +

@@ -185,7 +185,8 @@ func readFilerRefs(ctx context.Context, fc *filer.Client, all bool) (*filerRefs,
 		return nil, err
 	}
 	for _, f := range refs {
-		if id, err := fid.Parse(f); err == nil {
+		// Inline data is held by the filer, not by volume servers.
+		if id, err := fid.Parse(f); err == nil && !id.Inline() {
 			r.referenced[needleRef{id.Volume, id.Key}] = f
 		}
 	}

@@ -90,7 +90,7 @@ func (e *Env) Data() (*filer.DataClient, error) {
 	defer e.mu.Unlock()
 	if e.data == nil {
 		e.data = &filer.DataClient{
-			Assign: fc.Assign, Lookup: fc.LookupVolume,
+			Assign: fc.Assign, Lookup: fc.LookupVolume, Inline: fc.ReadInline,
 			HTTP: httpx.Client(e.sec, 60*time.Second), Scheme: httpx.Scheme(e.sec),
 		}
 	}
