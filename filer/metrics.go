@@ -96,6 +96,12 @@ func newMetrics(s *Server) *metrics {
 		return 0
 	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_inline_bytes", Help: "Bytes of small writes held by the filer itself (inline data), not yet moved to needles by the compactor.",
+	}, func() float64 {
+		_, b, _ := s.fsm.State().InlineUsage()
+		return float64(b)
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cairn_filer_gc_pending_needles", Help: "Needles queued for deletion (first 10000 counted).",
 	}, func() float64 {
 		f, _ := s.fsm.State().PendingDeletes(10000)

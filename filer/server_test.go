@@ -461,6 +461,9 @@ func TestInlineDataMovesToNeedles(t *testing.T) {
 		return ""
 	}
 	gap := gapFid()
+	if _, body := n.do(t, http.MethodGet, "/metrics", "", nil); !strings.Contains(body, "\ncairn_filer_inline_bytes 7000\n") {
+		t.Fatal("/metrics does not count the 7000 bytes of inline data held")
+	}
 	testutil.WaitFor(t, 60*time.Second, "the inline data to move to needles", func() error {
 		var refs []string
 		if err := n.client.Read(ctx, &pb.FilerReadRequest{Op: "referenced"}, &refs); err != nil {
@@ -478,6 +481,9 @@ func TestInlineDataMovesToNeedles(t *testing.T) {
 	}
 	if code, body := n.do(t, http.MethodGet, "/wal", "", nil); code != 200 || body != string(want) {
 		t.Fatalf("content after the move differs (HTTP %d, %d bytes)", code, len(body))
+	}
+	if _, body := n.do(t, http.MethodGet, "/metrics", "", nil); !strings.Contains(body, "\ncairn_filer_inline_bytes 0\n") {
+		t.Fatal("/metrics still counts inline data after the move")
 	}
 	if got := gapFid(); got != gap {
 		t.Fatalf("the needle between the inline writes was rewritten too: %s, then %s", gap, got)
