@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/segment"
 )
 
 // The two on-disk forms of a member's Raft log and stable store (term,
@@ -81,7 +82,7 @@ func openLogStore(dir string, hcl hclog.Logger) (logStore, string, error) {
 	// raft-wal v0.4.1 and later: earlier versions could not read a log
 	// again after raft deleted its tail (a follower dropping entries a new
 	// leader replaced), see TestWALTailTruncateThenReopen.
-	w, err := wal.Open(walPath, wal.WithLogger(hcl.Named("wal")))
+	w, err := wal.Open(walPath, wal.WithLogger(hcl.Named("wal")), wal.WithSegmentFiler(segment.NewFiler(walPath, newWALVFS())))
 	if err != nil {
 		return nil, "", fmt.Errorf("raftutil: open raft log %s: %w", walPath, err)
 	}
