@@ -1,9 +1,32 @@
 package fuse
 
-import "sort"
+import (
+	"sort"
+	"sync"
+	"time"
+)
 
 // maxSpan bounds the bytes of one span grown by sequential writes.
 const maxSpan = maxNeedle
+
+// spanPool keeps the buffers of full-size spans (maxSpan bytes of
+// capacity) whose bytes were uploaded and committed, for the spans of the
+// writes that follow. A fresh 4 MiB buffer costs a clear of every byte and a
+// page fault per page before the first write is copied into it; behind a
+// sequential writer that was most of what buffering a write cost besides
+// the copy itself.
+var spanPool sync.Pool // of *[]byte, each of capacity maxSpan
+
+// newSpanBuf returns a buffer of n bytes (n <= maxSpan) and capacity
+// maxSpan, reused from spanPool when one is there. Its bytes are not
+// zeroed: the caller overwrites all n of them, and the bytes past n are
+// only ever reached by append.
+func newSpanBuf(n int) []byte {
+	if p, ok := spanPool.Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, maxSpan)
+}
 
 // span is written bytes at a file offset: in data, or, when spilled, in
 // a slot of the mount's spill file (data is nil then).
@@ -11,6 +34,64 @@ type span struct {
 	off  uint64
 	data []byte
 	slot *spillSlot
+	// pre is the upload of the span's bytes started before a flush took
+	// them (see file.preUploadLocked): only ever of a full span, and
+	// forgotten (detach) before the span's bytes change.
+	pre *preUpload
+}
+
+// preUpload is the upload of one full span's bytes, as a needle, started
+// while the span is still in the dirty set. It commits nothing: the flush
+// that takes the span waits for it and commits its file id with the rest
+// of the flush, or uploads the span again if it failed.
+type preUpload struct {
+	done chan struct{} // closed once the upload returned: fid and err are set
+	at   time.Time     // when it started
+	fid  string
+	err  error
+}
+
+// preUploadMaxAge bounds the age of an upload ahead of a flush that the
+// flush may still commit: well inside the lease of its file id
+// (uploadLease), after which the filer deletes an unreferenced needle.
+const preUploadMaxAge = 10 * time.Minute
+
+// usable reports whether a flush may commit the needle of p, which has
+// finished: it was stored, and recently enough.
+func (p *preUpload) usable() bool {
+	return p.err == nil && time.Since(p.at) < preUploadMaxAge
+}
+
+// finished reports whether the upload has returned (and so no longer reads
+// the span's bytes).
+func (p *preUpload) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// detach forgets s's upload ahead of a flush, before its bytes change.
+// While that upload may still read the bytes, they are copied to a buffer
+// of the span's own first; the upload goes on with the old one, and its
+// needle is never referenced (the filer deletes it when its lease ends).
+func (s *span) detach() {
+	if s.pre == nil {
+		return
+	}
+	if s.slot == nil && !s.pre.finished() {
+		var b []byte
+		if cap(s.data) == maxSpan {
+			b = newSpanBuf(len(s.data))
+		} else {
+			b = make([]byte, len(s.data), cap(s.data))
+		}
+		copy(b, s.data)
+		s.data = b
+	}
+	s.pre = nil
 }
 
 // size returns the bytes of s.
@@ -65,6 +146,7 @@ func (d *dirtySet) write(off uint64, data []byte) error {
 	j := i
 	var werr error
 	for ; j < len(d.spans) && d.spans[j].off < end; j++ {
+		d.spans[j].detach()
 		s := d.spans[j]
 		if s.off > pos {
 			ins = append(ins, span{off: pos, data: append([]byte(nil), data[pos-off:s.off-off]...)})
@@ -136,7 +218,12 @@ func (d *dirtySet) appendSeq(i int, off, end uint64, data []byte) bool {
 				c = maxSpan
 			}
 			c = min(c, maxSpan)
-			grown := make([]byte, len(prev.data), c)
+			var grown []byte
+			if c == maxSpan {
+				grown = newSpanBuf(len(prev.data))
+			} else {
+				grown = make([]byte, len(prev.data), c)
+			}
 			copy(grown, prev.data)
 			d.mem += uint64(c - cap(prev.data))
 			prev.data = grown
@@ -149,7 +236,7 @@ func (d *dirtySet) appendSeq(i int, off, end uint64, data []byte) bool {
 		return false
 	}
 	// The previous span is full and the stream goes on past the last span.
-	buf := make([]byte, len(data), maxSpan)
+	buf := newSpanBuf(len(data))
 	copy(buf, data)
 	d.spans = append(d.spans, span{off: off, data: buf})
 	d.bytes += n
@@ -191,6 +278,7 @@ func (d *dirtySet) truncate(size uint64) {
 				d.mem -= uint64(cap(s.data))
 			}
 		case s.end() > size:
+			s.detach()
 			cut := s.end() - size
 			d.bytes -= cut
 			if s.slot != nil {
@@ -209,6 +297,67 @@ func (d *dirtySet) truncate(size uint64) {
 // drop empties d, giving back its spill slots.
 func (d *dirtySet) drop() {
 	d.truncate(0)
+}
+
+// takeHead splits off the spans of d before a trailing partial span that
+// continues a full one (the span a sequential writer is filling), for a
+// background flush to take while that span stays in d to be filled. It
+// returns nil, leaving d as it is, when d does not end that way.
+func (d *dirtySet) takeHead() *dirtySet {
+	n := len(d.spans)
+	if n < 2 {
+		return nil
+	}
+	last, prev := d.spans[n-1], d.spans[n-2]
+	if last.slot != nil || len(last.data) >= maxSpan || prev.slot != nil || len(prev.data) != maxSpan || prev.end() != last.off {
+		return nil
+	}
+	head := &dirtySet{spans: d.spans[: n-1 : n-1], st: d.st}
+	for _, s := range head.spans {
+		head.bytes += s.size()
+		if s.slot == nil {
+			head.mem += uint64(cap(s.data))
+		}
+	}
+	d.spans = []span{last}
+	d.bytes -= head.bytes
+	d.mem -= head.mem
+	return head
+}
+
+// forgetPre forgets every upload ahead of a flush of d's spans, all of
+// which have finished (d is a set whose flush failed): the retry uploads
+// the spans again rather than commit needles stored before the failure.
+// hasPre reports whether any span of d was uploaded ahead of a flush (or
+// is being): its needle is to be committed, not its bytes again.
+func (d *dirtySet) hasPre() bool {
+	for i := range d.spans {
+		if d.spans[i].pre != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *dirtySet) forgetPre() {
+	for i := range d.spans {
+		d.spans[i].pre = nil
+	}
+}
+
+// recycle empties d like drop and gives the buffers of its full-size
+// in-memory spans to spanPool. Only for a set whose bytes nothing reads
+// any more: a flushed set once its needles are stored and committed (the
+// uploads have returned, and reads copy buffered bytes under the file's
+// mutex, which the caller holds).
+func (d *dirtySet) recycle() {
+	for _, s := range d.spans {
+		if s.slot == nil && cap(s.data) == maxSpan {
+			b := s.data[:0]
+			spanPool.Put(&b)
+		}
+	}
+	d.drop()
 }
 
 // under returns d with newer written over it (newer wins), consuming both.
@@ -264,6 +413,7 @@ type needle struct {
 	parts []piece
 	size  int // sum of the parts' n
 	fid   string
+	pre   *preUpload // the upload of its one span started before the flush, if any
 }
 
 // piece is one file range of a needle, n bytes at file offset fileOff,
@@ -286,6 +436,12 @@ func (d *dirtySet) pack(maxNeedle int) []*needle {
 	var cur *needle
 	for _, s := range d.spans {
 		size := int(s.size())
+		if s.pre != nil {
+			// Uploaded ahead, as a needle of its own.
+			out = append(out, &needle{parts: []piece{{fileOff: s.off, n: size, data: s.data, slot: s.slot}}, size: size, pre: s.pre})
+			cur = nil
+			continue
+		}
 		off := s.off
 		pos := 0
 		for pos < size {

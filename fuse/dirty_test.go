@@ -156,3 +156,31 @@ func TestDirtySetSequentialStream(t *testing.T) {
 		t.Fatalf("after drop: bytes %d mem %d", d.bytes, d.mem)
 	}
 }
+
+// TestDirtySetTakeHead: the head of a sequential stream is split off
+// before its partial last span, bytes and memory counted on each side;
+// any other shape is left whole.
+func TestDirtySetTakeHead(t *testing.T) {
+	d := newDirtySet(nil)
+	data := randBytes(2*maxSpan+1000, 61)
+	for pos := 0; pos < len(data); pos += 1 << 20 {
+		mustDirty(t, d.write(uint64(pos), data[pos:min(pos+1<<20, len(data))]))
+	}
+	bytes, mem := d.bytes, d.mem
+	head := d.takeHead()
+	if head == nil || len(head.spans) != 2 || head.bytes != 2*maxSpan || len(d.spans) != 1 || d.bytes != 1000 || d.spans[0].off != 2*maxSpan {
+		t.Fatalf("head %+v, tail %d spans of %d bytes", head, len(d.spans), d.bytes)
+	}
+	if head.bytes+d.bytes != bytes || head.mem+d.mem != mem {
+		t.Fatalf("bytes %d+%d mem %d+%d, want %d and %d", head.bytes, d.bytes, head.mem, d.mem, bytes, mem)
+	}
+	if again := d.takeHead(); again != nil {
+		t.Fatal("a single partial span was split")
+	}
+	e := newDirtySet(nil)
+	mustDirty(t, e.write(0, randBytes(maxSpan, 62)))
+	mustDirty(t, e.write(maxSpan+4096, randBytes(1000, 63))) // not continuing the full span
+	if e.takeHead() != nil {
+		t.Fatal("a set whose last span does not continue a full one was split")
+	}
+}

@@ -51,6 +51,12 @@ type file struct {
 	bgFlush  bool      // a background flush was started and has not ended
 	seqNext  uint64    // where the next read starts if the reader is sequential
 	raEnd    uint64    // file offset up to which chunks were read ahead
+
+	// preRunning counts the uploads ahead of a flush in flight (see
+	// preUploadLocked); preErr is the error of the last one that failed,
+	// which stops them until a flush succeeds. Guarded by mu.
+	preRunning int
+	preErr     error
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
@@ -176,6 +182,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 	if kick {
 		f.bgFlush = true
 	}
+	f.preUploadLocked()
 	f.mu.Unlock()
 	if kick {
 		go f.backgroundFlush()
@@ -190,7 +197,7 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 // first error, which sticks.
 func (f *file) backgroundFlush() {
 	for {
-		err := f.flush(f.fs.ctx)
+		err := f.flushFull(f.fs.ctx)
 		f.mu.Lock()
 		if err != nil || f.dirty.bytes < maxNeedle {
 			f.bgFlush = false
@@ -200,6 +207,56 @@ func (f *file) backgroundFlush() {
 		}
 		f.mu.Unlock()
 	}
+}
+
+// preUploadLocked starts uploading the full spans (a needle's worth, in
+// memory) near the end of the dirty set that no upload has taken yet, up
+// to uploadParallel at a time per file. A sequential writer's needles so
+// start uploading as soon as each is full, while the flush before them
+// still uploads or commits: the volume servers are never left idle
+// between two flushes, which commit in order as before. An upload ahead
+// commits nothing: the flush that takes the span waits for it and commits
+// its needle with the rest (or uploads the span again if it failed), so
+// fsync, close and the sticky error work as without it.
+func (f *file) preUploadLocked() {
+	if f.err != nil || f.lost != nil || f.preErr != nil {
+		return
+	}
+	spans := f.dirty.spans
+	for i := max(0, len(spans)-preUploadScan); i < len(spans) && f.preRunning < uploadParallel; i++ {
+		s := &spans[i]
+		if s.pre != nil || s.slot != nil || len(s.data) != maxSpan {
+			continue
+		}
+		p := &preUpload{done: make(chan struct{}), at: time.Now()}
+		s.pre = p
+		f.preRunning++
+		go f.preUpload(p, s.data)
+	}
+}
+
+// preUploadScan is how many spans from the end of the dirty set
+// preUploadLocked looks at: a sequential writer fills them in order, so a
+// span that became full is one of the last.
+const preUploadScan = 2 * uploadParallel
+
+// preUpload stores data, a full span's bytes, as a needle for p. The span
+// is not changed while it runs (see span.detach).
+func (f *file) preUpload(p *preUpload, data []byte) {
+	p.fid, p.err = f.fs.data.Write(f.fs.ctx, data, f.fs.cfg.Collection, f.fs.cfg.Replication)
+	close(p.done)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.preRunning--
+	if p.err != nil {
+		if f.preErr == nil {
+			f.fs.log.Warn("uploading file data ahead of a flush failed; the data stays buffered and the next flush uploads it again",
+				"ino", f.ino, "bytes", len(data), "err", p.err)
+		}
+		f.preErr = p.err
+		return
+	}
+	f.preUploadLocked()
 }
 
 // flush makes every byte written before the call durable, or returns why
@@ -224,18 +281,51 @@ func (f *file) flush(ctx context.Context) error {
 	return f.flushLocked(ctx)
 }
 
+// flushFull is the background flush's round: like flush, except that the
+// span a sequential writer is filling stays buffered (see takeHead), so
+// that it becomes one full needle rather than a short one cut off by the
+// round. Everything written before a flush or fsync is still flushed by
+// those.
+func (f *file) flushFull(ctx context.Context) error {
+	f.mu.Lock()
+	lost := f.lost
+	f.mu.Unlock()
+	if lost != nil {
+		return lost
+	}
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	return f.flushRound(ctx, true)
+}
+
 // flushLocked is flush with flushMu held.
 func (f *file) flushLocked(ctx context.Context) error {
+	return f.flushRound(ctx, false)
+}
+
+// flushRound takes the dirty set (all of it, or with keepTail its head,
+// see takeHead) and stores and commits it; flushMu is held.
+func (f *file) flushRound(ctx context.Context, keepTail bool) error {
 	f.mu.Lock()
 	if f.dirty.empty() {
 		f.err = nil
 		f.mu.Unlock()
 		return nil
 	}
-	set := f.dirty
-	f.dirty = newDirtySet(f.fs.spill)
+	var set *dirtySet
+	if keepTail {
+		set = f.dirty.takeHead()
+	}
+	whole := set == nil
+	if whole {
+		set = f.dirty
+		f.dirty = newDirtySet(f.fs.spill)
+	}
 	f.flushing = set
-	size := f.sizeLocked()
+	// With a tail kept, the size committed is what the taken spans reach
+	// (the span left behind is not stored yet); otherwise f.dirty is
+	// empty here and this is the size the application sees.
+	size := max(f.size, set.end())
 	mtime := f.mtime
 	f.progress.Broadcast()
 	f.mu.Unlock()
@@ -252,6 +342,7 @@ func (f *file) flushLocked(ctx context.Context) error {
 		before, setBytes := f.dirty.bytes, set.bytes
 		beforeMem, setMem := f.dirty.mem, set.mem
 		merged, uerr := set.under(f.dirty)
+		merged.forgetPre()
 		f.dirty = merged
 		f.fs.addDirty(int64(f.dirty.bytes)-int64(before)-int64(setBytes), int64(f.dirty.mem)-int64(beforeMem)-int64(setMem))
 		if uerr != nil {
@@ -266,13 +357,19 @@ func (f *file) flushLocked(ctx context.Context) error {
 		return err
 	}
 	f.fs.addDirty(-int64(set.bytes), -int64(set.mem))
-	set.drop()
+	set.recycle()
+	f.preErr = nil
 	if in != nil { // nil when followCommit updated f itself
 		stale := f.stale
 		f.setCommittedLocked(in)
 		f.stale = stale // a change announced meanwhile may postdate the fetch
 	}
-	f.err = nil
+	if whole {
+		// Every byte written before the round is stored. (A kept tail
+		// may hold bytes of a failed flush: its error stays until a
+		// flush stores them.)
+		f.err = nil
+	}
 	return nil
 }
 
@@ -289,9 +386,21 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 	var wg sync.WaitGroup
 	for _, n := range needles {
 		wg.Add(1)
-		sem <- struct{}{}
+		if n.pre == nil {
+			sem <- struct{}{}
+		}
 		go func() {
 			defer wg.Done()
+			if n.pre != nil {
+				// Uploaded ahead of this flush: its needle is
+				// committed below, unless the upload failed.
+				<-n.pre.done
+				if n.pre.usable() {
+					n.fid = n.pre.fid
+					return
+				}
+				sem <- struct{}{}
+			}
 			defer func() { <-sem }()
 			data, err := set.needleData(n)
 			if err != nil {
@@ -337,7 +446,7 @@ func (f *file) upload(ctx context.Context, set *dirtySet, size uint64, mtime int
 // data. done is false when set is for the volume servers instead.
 func (f *file) commitInline(ctx context.Context, set *dirtySet, size uint64, mtime int64) (in *filer.Inode, done bool, err error) {
 	limit := f.fs.inlineLimit()
-	if limit < 0 || set.bytes > uint64(limit) || len(set.spans) > filer.MaxInlineSlices {
+	if limit < 0 || set.bytes > uint64(limit) || len(set.spans) > filer.MaxInlineSlices || set.hasPre() {
 		return nil, false, nil
 	}
 	var inl []filer.InlineData

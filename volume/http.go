@@ -95,6 +95,9 @@ func readBody(r *http.Request, id fid.FileID) (*Needle, error) {
 		var k int
 		k, err = io.ReadFull(src, n.Data)
 		n.trim(k)
+		if err != nil {
+			n.recycle()
+		}
 	} else {
 		n = &Needle{Key: id.Key, Cookie: id.Cookie}
 		n.Data, err = io.ReadAll(io.LimitReader(src, MaxNeedleSize+1))
@@ -145,7 +148,11 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request, id fid.File
 		return
 	}
 	size := len(n.Data)
-	if err := s.replicatedWrite(r.Context(), v, n); err != nil {
+	err = s.replicatedWrite(r.Context(), v, n)
+	// Every replica has answered and the local writer is done with the
+	// record: its buffer goes back to the pool for the next body.
+	n.recycle()
+	if err != nil {
 		s.log.Warn("write failed", "fid", id.String(), "size", size, "err", err)
 		httpx.WriteError(w, writeStatus(err), err.Error())
 		return

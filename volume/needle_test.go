@@ -245,3 +245,44 @@ func TestWholeCRCFromBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordPoolReuse checks that a record built in a buffer reused from the
+// record pool, which holds an older record's bytes, is the record a fresh
+// buffer gives: header, block CRC table and padding are not left over.
+func TestRecordPoolReuse(t *testing.T) {
+	reused := 0
+	for i := range 100 {
+		// Sizes of one class, whose records end with padding.
+		size := poolMinRecord + 1 + i%7
+		old := make([]byte, recordSize(formatCurrent, uint32(size)), ((recordSize(formatCurrent, uint32(size))-1)/recordClass+1)*recordClass)
+		for j := range old {
+			old[j] = 0xff
+		}
+		putRecordBuf(old)
+		n := newRecord(uint64(i), 7, size)
+		if n.pooled != nil && &n.pooled[0] == &old[0] {
+			reused++
+		}
+		copy(n.Data, testPayload(uint64(i), size))
+		n.AppendNs = 99
+		rec := EncodeRecord(n)
+		want := encodeRecord(&Needle{Key: uint64(i), Cookie: 7, AppendNs: 99, Data: testPayload(uint64(i), size)}, formatCurrent)
+		if !bytes.Equal(rec, want) {
+			t.Fatalf("size %d: the record built in a pooled buffer differs from a fresh one", size)
+		}
+		if _, err := verifyRecord(rec); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		n.recycle()
+		if n.Data != nil || n.pooled != nil {
+			t.Fatalf("recycle left the needle pointing at the pooled buffer")
+		}
+	}
+	if reused == 0 {
+		t.Fatalf("no buffer was reused from the record pool in 100 tries")
+	}
+	// Small records are not pooled.
+	if n := newRecord(1, 1, 1000); n.pooled != nil {
+		t.Fatalf("a record of 1000 bytes came from the pool")
+	}
+}
