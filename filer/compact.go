@@ -119,27 +119,55 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	if len(runs) == 0 {
 		return nil
 	}
+	// Runs are packed into needles of up to chunk bytes, each run a
+	// slice at its place in the needle: scattered small runs (inline
+	// writes of a database's pages) become a few needles, not one each.
 	fresh := keep
+	var written []string
 	drop := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		for _, sl := range fresh[len(keep):] {
-			_ = s.data.Delete(dctx, sl.Fid) // an undeleted one is GCed when its lease ends
+		for _, f := range written {
+			_ = s.data.Delete(dctx, f) // an undeleted one is GCed when its lease ends
 		}
 	}
-	rd := &fileReader{ctx: ctx, data: s.data, in: in}
-	for _, run := range runs {
-		buf := make([]byte, run.Len)
-		if _, err := rd.ReadAt(buf, int64(run.Off)); err != nil && uint64(len(buf)) != run.Len {
-			drop()
-			return fmt.Errorf("read %d bytes at %d: %w", run.Len, run.Off, err)
+	var batch []Extent
+	var buf []byte
+	store := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
 		f, err := s.data.Write(ctx, buf, s.cfg.Collection, s.cfg.Replication)
 		if err != nil {
-			drop()
 			return err
 		}
-		fresh = append(fresh, Slice{Off: run.Off, Len: run.Len, Fid: f})
+		written = append(written, f)
+		pos := uint64(0)
+		for _, r := range batch {
+			fresh = append(fresh, Slice{Off: r.Off, Len: r.Len, Fid: f, NeedleOff: pos})
+			pos += r.Len
+		}
+		batch, buf = nil, nil
+		return nil
+	}
+	rd := &fileReader{ctx: ctx, data: s.data, in: in}
+	for _, run := range runs {
+		if uint64(len(buf))+run.Len > chunk {
+			if err := store(); err != nil {
+				drop()
+				return err
+			}
+		}
+		b := make([]byte, run.Len)
+		if _, err := rd.ReadAt(b, int64(run.Off)); err != nil && uint64(len(b)) != run.Len {
+			drop()
+			return fmt.Errorf("read %d bytes at %d: %w", run.Len, run.Off, err)
+		}
+		buf, batch = append(buf, b...), append(batch, run)
+	}
+	if err := store(); err != nil {
+		drop()
+		return err
 	}
 	if _, err := s.applyOp(ctx, &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fresh}); err != nil {
 		drop()
@@ -147,7 +175,7 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	}
 	s.met.compactions.Inc()
 	if keep != nil {
-		s.log.Info("moved a file's inline data to needles", "ino", ino, "runs", len(runs), "slices_after", len(fresh))
+		s.log.Info("moved a file's inline data to needles", "ino", ino, "runs", len(runs), "needles", len(written), "slices_after", len(fresh))
 		return nil
 	}
 	s.log.Info("compacted a fragmented file", "ino", ino, "slices_before", len(in.Slices), "slices_after", len(fresh), "bytes", in.Size)

@@ -488,4 +488,18 @@ func TestInlineDataMovesToNeedles(t *testing.T) {
 	if got := gapFid(); got != gap {
 		t.Fatalf("the needle between the inline writes was rewritten too: %s, then %s", gap, got)
 	}
+	// The ten scattered pages went into one needle, not one each.
+	in, err := n.client.GetAttr(ctx, ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := map[string]bool{}
+	for _, s := range in.Slices {
+		if s.Off%1900 == 0 && s.Len == 700 {
+			moved[s.Fid] = true
+		}
+	}
+	if len(moved) != 1 {
+		t.Fatalf("the inline pages moved to %d needles, want 1: %+v", len(moved), in.Slices)
+	}
 }
