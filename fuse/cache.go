@@ -102,6 +102,32 @@ func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64,
 	return n, nil
 }
 
+// view returns bytes [off, off+n) of needle fid as a slice of the cached
+// piece that holds them, fetching the piece as read would (whole chunks,
+// or small pieces when small is set); fewer than n bytes where the needle
+// ends. ok is false, and nothing is fetched, when the range spans two
+// pieces: then the caller copies with read. The slice is shared with the
+// cache and other readers: it must not be modified. It stays valid after
+// the piece is evicted (a chunk's data never changes).
+func (c *chunkCache) view(ctx, fetchCtx context.Context, fid string, off uint64, n int, small bool) (b []byte, ok bool, err error) {
+	key := bigKey(fid, off)
+	if small && !c.has(key) {
+		key = chunkKey{fid, pieceSize, off / pieceSize}
+	}
+	in := off - key.idx*key.size
+	if in+uint64(n) > key.size {
+		return nil, false, nil
+	}
+	ch, err := c.get(ctx, fetchCtx, key)
+	if err != nil {
+		return nil, true, err
+	}
+	if in >= uint64(len(ch.data)) {
+		return nil, true, nil // the needle ends before off
+	}
+	return ch.data[in:min(in+uint64(n), uint64(len(ch.data)))], true, nil
+}
+
 // has reports whether key is cached or being fetched.
 func (c *chunkCache) has(key chunkKey) bool {
 	c.mu.Lock()
@@ -177,19 +203,21 @@ func (c *chunkCache) evictLocked() {
 
 // startPrefetch fetches chunk key in the background unless it is cached or
 // in flight, or too many read-ahead fetches run already (read-ahead is a
-// guess: it never queues). Errors are dropped: the reader that needs the
-// chunk fetches it again and reports the error.
-func (c *chunkCache) startPrefetch(ctx context.Context, key chunkKey) {
+// guess: it never queues). It reports whether the chunk is cached, in
+// flight or now being fetched; false means no fetch could start. Errors
+// are dropped: the reader that needs the chunk fetches it again and
+// reports the error.
+func (c *chunkCache) startPrefetch(ctx context.Context, key chunkKey) bool {
 	c.mu.Lock()
 	if _, ok := c.mu.chunks[key]; ok {
 		c.mu.Unlock()
-		return
+		return true
 	}
 	select {
 	case c.prefetch <- struct{}{}:
 	default:
 		c.mu.Unlock()
-		return
+		return false
 	}
 	ch := &chunk{key: key, done: make(chan struct{})}
 	c.mu.chunks[key] = ch
@@ -198,6 +226,7 @@ func (c *chunkCache) startPrefetch(ctx context.Context, key chunkKey) {
 		defer func() { <-c.prefetch }()
 		c.load(ctx, ch)
 	}()
+	return true
 }
 
 // cachedBytes returns the bytes the loaded chunks hold.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -49,8 +51,10 @@ type file struct {
 	mtime    int64     // ns, time of the last write
 	err      error     // sticky error of the last failed flush
 	bgFlush  bool      // a background flush was started and has not ended
-	seqNext  uint64    // where the next read starts if the reader is sequential
+	seqNext  uint64    // the furthest end of a sequential read (or the end of the last far read)
 	raEnd    uint64    // file offset up to which chunks were read ahead
+	readEnds [8]uint64 // 1 + where the last reads ended (0: no read): a read starting at one of them is sequential
+	reads    uint64    // reads so far; readEnds[reads%8] is the next slot
 
 	// preRunning counts the uploads ahead of a flush in flight (see
 	// preUploadLocked); preErr is the error of the last one that failed,
@@ -534,7 +538,9 @@ func (f *file) stickyErr() error {
 }
 
 // read returns up to n bytes at off: buffered writes over committed data,
-// zeros in holes, short at the end of the file.
+// zeros in holes, short at the end of the file. The bytes may be the
+// chunk cache's own (see chunkCache.view): the caller must not modify
+// them.
 func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 	b, err := f.readOnce(ctx, off, n)
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -564,23 +570,30 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 		f.mu.Unlock()
 		return nil, nil
 	}
-	buf := make([]byte, min(uint64(n), size-off))
-	end := off + uint64(len(buf))
+	want := min(uint64(n), size-off)
+	end := off + want
+	// Nothing buffered over a committed range: the bytes may come
+	// straight from the chunk cache, without a copy (see below).
+	direct := end <= f.size && !f.bufferedLocked(off, end)
+	var buf []byte
 	// Copy the buffered bytes now; what they do not cover comes from the
 	// committed slices, which are immutable once listed.
 	var covered byterange.Coverage
-	for _, set := range []*dirtySet{f.flushing, f.dirty} {
-		if set == nil {
-			continue
-		}
-		cov, err := set.overlay(off, buf)
-		if err != nil {
-			f.mu.Unlock()
-			f.fs.log.Error("reading buffered data back from the spill file failed", "ino", f.ino, "err", err)
-			return nil, err
-		}
-		for _, s := range cov {
-			covered = covered.Add(s.off, s.end())
+	if !direct {
+		buf = make([]byte, want)
+		for _, set := range []*dirtySet{f.flushing, f.dirty} {
+			if set == nil {
+				continue
+			}
+			cov, err := set.overlay(off, buf)
+			if err != nil {
+				f.mu.Unlock()
+				f.fs.log.Error("reading buffered data back from the spill file failed", "ino", f.ino, "err", err)
+				return nil, err
+			}
+			for _, s := range cov {
+				covered = covered.Add(s.off, s.end())
+			}
 		}
 	}
 	var exts []filer.Extent
@@ -594,6 +607,28 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	taken := f.taken
 	f.mu.Unlock()
 
+	// The usual read of a sequential or random reader lies within one
+	// slice and one cached piece: hand out that piece's bytes as they are
+	// (the reply to the kernel copies them once), instead of allocating a
+	// buffer and copying them into it first.
+	if direct && len(exts) == 1 && exts[0].Fid != "" && exts[0].Off == off && exts[0].Len == want {
+		e := exts[0]
+		b, ok, err := f.fs.cache.view(ctx, f.fs.ctx, e.Fid, e.NeedleOff, int(want), random)
+		if err != nil {
+			f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
+			return nil, err
+		}
+		if ok {
+			if uint64(len(b)) != want {
+				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
+			}
+			f.readDone(taken, off, end)
+			return b, nil
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, want)
+	}
 	for _, e := range exts {
 		if e.Fid == "" {
 			continue // a hole: buf is zero there, or holds newer buffered bytes
@@ -610,6 +645,29 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			}
 		}
 	}
+	f.readDone(taken, off, end)
+	return buf, nil
+}
+
+// bufferedLocked reports whether buffered writes (being flushed or not)
+// cover any byte of [off, end).
+func (f *file) bufferedLocked(off, end uint64) bool {
+	for _, set := range []*dirtySet{f.flushing, f.dirty} {
+		if set == nil {
+			continue
+		}
+		i := sort.Search(len(set.spans), func(i int) bool { return set.spans[i].end() > off })
+		if i < len(set.spans) && set.spans[i].off < end {
+			return true
+		}
+	}
+	return false
+}
+
+// readDone ends a read of [off, end) that took the committed state at
+// taken: it notes a read of slices older than the file's (see mixed) and
+// starts read-ahead.
+func (f *file) readDone(taken, off, end uint64) {
 	f.mu.Lock()
 	if f.taken != taken {
 		// Read with slices the file had before a change that came
@@ -621,23 +679,32 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	}
 	f.mu.Unlock()
 	f.readAhead(off, end)
-	return buf, nil
 }
 
-// readAhead starts fetching the chunks of the readAhead bytes after end
-// when the read [off, end) continued the previous one, so a sequential
-// reader finds them cached.
+// readAhead keeps the chunks of the readAhead bytes past the furthest
+// point a sequential reader reached fetched or being fetched, so that it
+// finds them cached. A read is sequential when it starts where one of the
+// last few reads ended (or is the file's first read, at 0): the kernel's
+// read-ahead sends several reads at once and they may be served out of
+// order, so a read may arrive before the one it continues. A read further
+// than the kernel's window from the furthest point (a seek, or another
+// reader of the file) starts over from where it ends; a nearer one that
+// continues no recent read changes nothing.
 func (f *file) readAhead(off, end uint64) {
 	f.mu.Lock()
-	seq := off == f.seqNext
-	f.seqNext = end
+	seq := off == 0 && f.reads == 0 || slices.Contains(f.readEnds[:], off+1)
+	f.readEnds[f.reads%uint64(len(f.readEnds))] = end + 1
+	f.reads++
+	if off+kernelReadAhead < f.seqNext || off > f.seqNext+kernelReadAhead {
+		f.seqNext, f.raEnd = end, 0
+	}
 	if !seq {
-		f.raEnd = 0
 		f.mu.Unlock()
 		return
 	}
-	from := max(end, f.raEnd)
-	to := min(end+readAhead, f.size)
+	f.seqNext = max(f.seqNext, end)
+	from := max(f.seqNext, f.raEnd)
+	to := min(f.seqNext+readAhead, f.size)
 	if from >= to {
 		f.mu.Unlock()
 		return
@@ -652,7 +719,15 @@ func (f *file) readAhead(off, end uint64) {
 		first := e.NeedleOff / chunkSize
 		last := (e.NeedleOff + e.Len - 1) / chunkSize
 		for i := first; i <= last; i++ {
-			f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, chunkSize, i})
+			if !f.fs.cache.startPrefetch(f.fs.ctx, chunkKey{e.Fid, chunkSize, i}) {
+				// Every read-ahead fetch is busy: the next
+				// sequential read tries again from this chunk.
+				at := e.Off + max(i*chunkSize, e.NeedleOff) - e.NeedleOff
+				f.mu.Lock()
+				f.raEnd = min(f.raEnd, at)
+				f.mu.Unlock()
+				return
+			}
 		}
 	}
 }
@@ -661,10 +736,12 @@ var (
 	errShortNeedle = errors.New("short needle")
 )
 
-// seqSlack is how far from the end of the previous read a read may start
-// and still count as sequential for the size of what it fetches: the
-// kernel's read-ahead (up to 1 MiB here) sends reads that may be served
-// out of order.
+// seqSlack is how far from the furthest end of a sequential read a read
+// may start and still count as sequential for the size of what it
+// fetches: the kernel's read-ahead sends reads that may be served out of
+// order. (Reads further ahead in the kernel's window find their chunk
+// read ahead already.) Kept small: a random reader whose read lands this
+// near fetches a whole chunk.
 const seqSlack = 1 << 20
 
 // spillLocked moves the file's buffered spans to the spill file, as far

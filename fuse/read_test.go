@@ -1,0 +1,286 @@
+package fuse
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/testutil"
+)
+
+// readFixture is a file of committed needles served from memory, with the
+// mount state read and readAhead need and nothing else.
+type readFixture struct {
+	f      *file
+	n      *fakeNeedles
+	fids   []string
+	data   []byte // the file's bytes
+	needle uint64 // bytes per needle
+}
+
+// newReadFixture makes a file of count needles of size bytes each.
+func newReadFixture(t *testing.T, count int, size uint64, gate chan struct{}) *readFixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	x := &readFixture{n: &fakeNeedles{data: map[string][]byte{}, gate: gate}, needle: size}
+	var sl []filer.Slice
+	for i := range count {
+		fid := fmt.Sprintf("1,%02x", i+1)
+		d := randBytes(int(size), uint64(i+7))
+		x.n.data[fid] = d
+		x.fids = append(x.fids, fid)
+		x.data = append(x.data, d...)
+		sl = append(sl, filer.Slice{Off: uint64(i) * size, Len: size, Fid: fid})
+	}
+	fs := &fileSystem{ctx: ctx, log: slog.New(slog.DiscardHandler), cache: newChunkCache(64<<20, x.n.fetch)}
+	x.f = &file{fs: fs, ino: 2, dirty: newDirtySet(nil), pieces: filer.Pieces(sl), size: uint64(count) * size, gen: 1}
+	x.f.progress.L = &x.f.mu
+	return x
+}
+
+func (x *readFixture) read(t *testing.T, off uint64, n int) []byte {
+	t.Helper()
+	b, err := x.f.read(context.Background(), off, n)
+	if err != nil {
+		t.Fatalf("read %d bytes at %d: %v", n, off, err)
+	}
+	want := x.data[off:min(uint64(len(x.data)), off+uint64(n))]
+	if !bytes.Equal(b, want) {
+		t.Fatalf("read %d bytes at %d: got %d bytes that differ from the file's", n, off, len(b))
+	}
+	return b
+}
+
+// prefetched reports whether the chunk of needle i is cached or being
+// fetched.
+func (x *readFixture) prefetched(i int) bool { return x.f.fs.cache.has(bigKey(x.fids[i], 0)) }
+
+// settle waits until no read-ahead fetch is in flight, so that the next
+// read's read-ahead finds every fetch free whatever the machine's speed.
+func (x *readFixture) settle(t *testing.T) {
+	t.Helper()
+	testutil.WaitFor(t, 30*time.Second, "read-ahead fetches to end", cond(func() bool { return len(x.f.fs.cache.prefetch) == 0 }))
+}
+
+// cond turns a condition into what testutil.WaitFor waits on.
+func cond(ok func() bool) func() error {
+	return func() error {
+		if !ok() {
+			return errors.New("not yet")
+		}
+		return nil
+	}
+}
+
+func TestChunkCacheView(t *testing.T) {
+	big := randBytes(2*chunkSize+100, 3)
+	n := &fakeNeedles{data: map[string][]byte{"1,01": big}}
+	c := newChunkCache(8*chunkSize, n.fetch)
+	ctx := context.Background()
+
+	b, ok, err := c.view(ctx, ctx, "1,01", 1000, 5000, false)
+	if err != nil || !ok || !bytes.Equal(b, big[1000:6000]) {
+		t.Fatalf("view within a chunk: ok %v, err %v, equal %v", ok, err, bytes.Equal(b, big[1000:6000]))
+	}
+	// A range across two chunks is not viewed, and fetches nothing.
+	before := n.fetches.Load()
+	if _, ok, err := c.view(ctx, ctx, "1,01", chunkSize-10, 20, false); ok || err != nil {
+		t.Fatalf("view across chunks: ok %v, err %v; want not ok", ok, err)
+	}
+	if n.fetches.Load() != before {
+		t.Fatalf("a view across chunks fetched")
+	}
+	// The needle's end: fewer bytes; past it: none.
+	if b, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+90, 1000, false); !ok || err != nil || !bytes.Equal(b, big[2*chunkSize+90:]) {
+		t.Fatalf("view at the needle's end: %d bytes, ok %v, err %v", len(b), ok, err)
+	}
+	if b, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+200, 10, false); !ok || err != nil || len(b) != 0 {
+		t.Fatalf("view past the needle's end: %d bytes, ok %v, err %v", len(b), ok, err)
+	}
+	// A random reader gets a small piece unless the chunk is cached.
+	before = n.fetches.Load()
+	if b, ok, err := c.view(ctx, ctx, "1,01", chunkSize+pieceSize+5, 4096, true); !ok || err != nil || !bytes.Equal(b, big[chunkSize+pieceSize+5:][:4096]) {
+		t.Fatalf("small view: ok %v, err %v", ok, err)
+	}
+	if !c.has(chunkKey{"1,01", pieceSize, (chunkSize + pieceSize) / pieceSize}) || c.has(bigKey("1,01", chunkSize)) {
+		t.Fatalf("a random reader's view did not fetch a small piece")
+	}
+	if n.fetches.Load() != before+1 {
+		t.Fatalf("small view: %d fetches, want 1", n.fetches.Load()-before)
+	}
+}
+
+// Reads that lie in one chunk of one needle come from the cache without a
+// copy; reads across chunks or needles, and reads over buffered writes,
+// are copied: all of them return the file's bytes.
+func TestReadDirectAndCopied(t *testing.T) {
+	x := newReadFixture(t, 3, 2*chunkSize, nil) // needles of two chunks
+	b := x.read(t, 4096, 256<<10)
+	ch, err := x.f.fs.cache.get(context.Background(), context.Background(), bigKey(x.fids[0], 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &b[0] != &ch.data[4096] {
+		t.Errorf("a read within one chunk was copied")
+	}
+	x.read(t, chunkSize-1000, 256<<10)          // across two chunks of a needle
+	x.read(t, 2*chunkSize-1000, 256<<10)        // across two needles
+	x.read(t, uint64(len(x.data))-100, 256<<10) // the end of the file
+
+	// Buffered bytes over committed ones: the read shows them.
+	over := bytes.Repeat([]byte{0xAB}, 300)
+	x.f.mu.Lock()
+	if err := x.f.dirty.write(5000, over); err != nil {
+		x.f.mu.Unlock()
+		t.Fatal(err)
+	}
+	x.f.mu.Unlock()
+	copy(x.data[5000:], over)
+	x.read(t, 4096, 256<<10)
+	x.read(t, 4096, 100) // before the buffered bytes: still the needle's
+}
+
+// A sequential reader whose reads arrive out of order (the kernel's
+// read-ahead sends several at once) keeps read-ahead going.
+func TestReadAheadOutOfOrder(t *testing.T) {
+	x := newReadFixture(t, 16, chunkSize, nil)
+	const mib = 1 << 20
+	// Pairs of 1 MiB reads, each pair served in reverse order.
+	for i := uint64(0); i < 8; i += 2 {
+		x.read(t, (i+1)*mib, mib)
+		x.settle(t)
+		x.read(t, i*mib, mib)
+		x.settle(t)
+	}
+	// Read-ahead runs readAhead bytes past the furthest read (8 MiB).
+	testutil.WaitFor(t, 30*time.Second, "read-ahead of the chunks past the reader", cond(func() bool {
+		return x.prefetched(5) && x.prefetched(2)
+	}))
+}
+
+// Two sequential readers of one file far apart both get read-ahead.
+func TestReadAheadTwoReaders(t *testing.T) {
+	x := newReadFixture(t, 16, chunkSize, nil)
+	const mib = 1 << 20
+	for i := uint64(0); i < 3; i++ {
+		x.read(t, i*mib, mib)
+		x.settle(t)
+		x.read(t, (40+i)*mib, mib)
+		x.settle(t)
+	}
+	// Reader one is at 3 MiB, reader two at 43 MiB: each has the next
+	// chunks read ahead.
+	testutil.WaitFor(t, 30*time.Second, "read-ahead for both readers", cond(func() bool {
+		return x.prefetched(1) && x.prefetched(4) && x.prefetched(11) && x.prefetched(14)
+	}))
+}
+
+// When every read-ahead fetch is busy, the chunks that could not start are
+// read ahead by a later sequential read, not skipped.
+func TestReadAheadRetriesBusyChunks(t *testing.T) {
+	gate := make(chan struct{})
+	x := newReadFixture(t, 16, 2<<20, gate) // needles of 2 MiB: one chunk each
+	done := make(chan []byte, 1)
+	go func() {
+		b, _ := x.f.read(context.Background(), 0, 1<<20)
+		done <- b
+	}()
+	gate <- struct{}{} // lets the reader's own fetch of needle 0 through
+	if b := <-done; !bytes.Equal(b, x.data[:1<<20]) {
+		t.Fatal("the first read returned other bytes")
+	}
+	// Read-ahead of [1 MiB, 17 MiB) started needles 1 to 4 (they wait at
+	// the gate) and found no room for 5 to 8.
+	for i := 1; i <= 8; i++ {
+		if x.prefetched(i) != (i <= 4) {
+			t.Fatalf("needle %d read ahead: %v, want %v", i, x.prefetched(i), i <= 4)
+		}
+	}
+	close(gate)
+	x.settle(t)
+	x.read(t, 1<<20, 1<<20)
+	for i := 5; i <= 8; i++ {
+		if !x.prefetched(i) {
+			t.Fatalf("needle %d, busy at the first read-ahead, was not read ahead by the next read", i)
+		}
+	}
+}
+
+// A random reader starts no read-ahead (a read at 0 is sequential only as
+// the file's first read).
+func TestReadAheadNotForRandomReads(t *testing.T) {
+	x := newReadFixture(t, 16, chunkSize, nil)
+	for _, off := range []uint64{40 << 20, 0, 3 << 20, 61 << 20, 20 << 20, 9 << 20} {
+		x.read(t, off, 4096)
+	}
+	if got := x.n.fetches.Load(); got != 6 {
+		t.Fatalf("6 random reads made %d fetches, want 6 (no read-ahead)", got)
+	}
+	for i := range 16 {
+		if x.prefetched(i) {
+			t.Fatalf("chunk %d of needle %d was fetched whole for a random reader", 0, i)
+		}
+	}
+}
+
+// The mount sets the kernel's read-ahead window of its connection, and a
+// sequential read through the kernel with it returns the file's bytes.
+func TestMountReadAheadWindow(t *testing.T) {
+	_, dir := shared(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the read-ahead window is set only by a mount made as root")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(b)), fmt.Sprint(kernelReadAhead>>10); got != want {
+		t.Fatalf("%s is %s, want %s", p, got, want)
+	}
+
+	data := randBytes(24<<20+12345, 99)
+	path := filepath.Join(dir, "seq")
+	mustWrite(t, path, data)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Drop the kernel's pages of the file, so the reads below reach the
+	// mount through the kernel's read-ahead.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, len(data))
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := f.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("a sequential read returned %d bytes that differ from the %d written", len(got), len(data))
+	}
+}
