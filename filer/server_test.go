@@ -248,12 +248,8 @@ func TestQuotaThroughAPI(t *testing.T) {
 func TestCompaction(t *testing.T) {
 	n := startNode(t, 4096)
 	ctx := context.Background()
-	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
-	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "db", Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ino := res.Inode.Ino
+	data := n.dataClient()
+	ino := createFile(t, n, "db")
 	want := make([]byte, 10000)
 	for i := range 60 { // overlapping 500-byte page writes, and one hole left unwritten
 		off := (i * 151) % 9000
@@ -293,16 +289,12 @@ func TestCompaction(t *testing.T) {
 func TestCompactionSkipsScatteredWrites(t *testing.T) {
 	n := startNode(t, 4096)
 	ctx := context.Background()
-	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+	data := n.dataClient()
 	write := func(ino uint64, off int, b []byte, size uint64) {
 		t.Helper()
 		commitPage(t, n, data, ino, off, b, size)
 	}
-	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "sparse", Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sparse := res.Inode.Ino
+	sparse := createFile(t, n, "sparse")
 	for i := range 50 { // 10 bytes every 20: 50 separate runs of data
 		write(sparse, i*20, bytes.Repeat([]byte{byte(i + 1)}, 10), 0)
 	}
@@ -310,11 +302,7 @@ func TestCompactionSkipsScatteredWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err = n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "dense", Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dense := res.Inode.Ino
+	dense := createFile(t, n, "dense")
 	for i := range 60 {
 		write(dense, (i*151)%9000, bytes.Repeat([]byte{byte(i + 1)}, 500), 10000)
 	}
@@ -344,12 +332,8 @@ func TestCompactionSkipsScatteredWrites(t *testing.T) {
 func TestCompactionWaitsForQuiet(t *testing.T) {
 	n := startNodeCfg(t, filer.Config{ChunkSize: 4096, CompactInterval: 100 * time.Millisecond, CompactIdle: 5 * time.Second})
 	ctx := context.Background()
-	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
-	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "db", Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ino := res.Inode.Ino
+	data := n.dataClient()
+	ino := createFile(t, n, "db")
 	want := make([]byte, 10000)
 	write := func(i int) {
 		t.Helper()
@@ -396,6 +380,23 @@ func waitCompacted(t *testing.T, n *node, ino uint64, path string, want []byte) 
 	}
 }
 
+// dataClient stores and reads needles on node n's volume servers, for
+// tests that write file data themselves.
+func (n *node) dataClient() *filer.DataClient {
+	return &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
+}
+
+// createFile creates the regular file name in node n's root directory and
+// returns its inode.
+func createFile(t *testing.T, n *node, name string) uint64 {
+	t.Helper()
+	res, err := n.client.Apply(context.Background(), &filer.Create{Parent: filer.RootIno, Name: name, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Inode.Ino
+}
+
 // commitPage stores b as a needle and commits it at off of file ino, with
 // size as the file's size (0: unchanged or grown to cover b).
 func commitPage(t *testing.T, n *node, data *filer.DataClient, ino uint64, off int, b []byte, size uint64) {
@@ -417,12 +418,8 @@ func commitPage(t *testing.T, n *node, data *filer.DataClient, ino uint64, off i
 func TestInlineDataMovesToNeedles(t *testing.T) {
 	n := startNodeCfg(t, filer.Config{CompactInterval: 100 * time.Millisecond, CompactIdle: time.Second})
 	ctx := context.Background()
-	data := &filer.DataClient{Assign: n.client.Assign, Lookup: n.client.LookupVolume, HTTP: http.DefaultClient, Scheme: "http"}
-	res, err := n.client.Apply(ctx, &filer.Create{Parent: filer.RootIno, Name: "wal", Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ino := res.Inode.Ino
+	data := n.dataClient()
+	ino := createFile(t, n, "wal")
 	base := bytes.Repeat([]byte("b"), 20000)
 	commitPage(t, n, data, ino, 0, base, 0)
 	want := append([]byte{}, base...)

@@ -176,6 +176,24 @@ func (c *cluster) startVolume(t testing.TB) {
 	c.volCancel, c.volDone = cancel, done
 }
 
+// volumeDown stops the volume server and returns restart, which starts it
+// again and waits until it takes writes. Only the first call does
+// anything: a test calls restart where it wants the server back and also
+// defers it, so that a test failing while the server is down does not
+// leave it down for the next one.
+func (c *cluster) volumeDown(t testing.TB) (restart func()) {
+	c.stopVolume()
+	done := false
+	return func() {
+		if done {
+			return
+		}
+		done = true
+		c.startVolume(t)
+		c.waitWritable(t)
+	}
+}
+
 func (c *cluster) stopVolume() {
 	c.volMu.Lock()
 	defer c.volMu.Unlock()

@@ -33,14 +33,8 @@ func TestStickyFsyncError(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c.stopVolume()
-	restarted := false
-	defer func() {
-		if !restarted {
-			c.startVolume(t)
-			c.waitWritable(t)
-		}
-	}()
+	restart := c.volumeDown(t)
+	defer restart()
 	second := randBytes(200000, 12)
 	if _, err := f.WriteAt(second, 100000); err != nil {
 		t.Fatalf("buffered write: %v", err)
@@ -58,9 +52,7 @@ func TestStickyFsyncError(t *testing.T) {
 		t.Fatal("reads while down do not show the buffered data")
 	}
 
-	c.startVolume(t)
-	restarted = true
-	c.waitWritable(t)
+	restart()
 	if err := f.Sync(); err != nil {
 		t.Fatalf("fsync after the volume server is back: %v", err)
 	}
@@ -85,14 +77,8 @@ func TestWriterPastBoundGetsFlushError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c.stopVolume()
-	restarted := false
-	defer func() {
-		if !restarted {
-			c.startVolume(t)
-			c.waitWritable(t)
-		}
-	}()
+	restart := c.volumeDown(t)
+	defer restart()
 	const w = 1 << 20
 	// At most the bound plus one write buffered, and as much again in
 	// the flush that failed: more than that must be refused.
@@ -114,9 +100,7 @@ func TestWriterPastBoundGetsFlushError(t *testing.T) {
 	if written > most {
 		t.Fatalf("%d bytes accepted with the volume server down, at most %d may be buffered", written, most)
 	}
-	c.startVolume(t)
-	restarted = true
-	c.waitWritable(t)
+	restart()
 	if err := f.Sync(); err != nil {
 		t.Fatalf("fsync after the volume server is back: %v", err)
 	}

@@ -49,14 +49,8 @@ func TestInlineSmallFsync(t *testing.T) {
 		t.Fatalf("%v flushes went to the filer, want 2", got)
 	}
 
-	c.stopVolume()
-	restarted := false
-	defer func() {
-		if !restarted {
-			c.startVolume(t)
-			c.waitWritable(t)
-		}
-	}()
+	restart := c.volumeDown(t)
+	defer restart()
 	write(randBytes(5000, 4), 20000)
 	if err := f.Sync(); err != nil {
 		t.Fatalf("fsync of a small write with the volume servers down: %v", err)
@@ -70,9 +64,7 @@ func TestInlineSmallFsync(t *testing.T) {
 			t.Fatalf("fsync of a large write with the volume servers down: %v, want EIO", err)
 		}
 	}
-	c.startVolume(t)
-	restarted = true
-	c.waitWritable(t)
+	restart()
 	if err := f.Sync(); err != nil {
 		t.Fatalf("fsync after the volume servers are back: %v", err)
 	}

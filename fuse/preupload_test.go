@@ -148,14 +148,8 @@ func TestPreUploadFailureNotCommitted(t *testing.T) {
 		}
 	}
 
-	c.stopVolume()
-	restarted := false
-	defer func() {
-		if !restarted {
-			c.startVolume(t)
-			c.waitWritable(t)
-		}
-	}()
+	restart := c.volumeDown(t)
+	defer restart()
 	second := randBytes(2*maxSpan, 42)
 	writeDirect(t, f, uint64(len(first)), second)
 	failed := 0
@@ -184,9 +178,7 @@ func TestPreUploadFailureNotCommitted(t *testing.T) {
 		t.Fatal("second flush with the volume server down succeeded")
 	}
 
-	c.startVolume(t)
-	restarted = true
-	c.waitWritable(t)
+	restart()
 	if err := f.flush(ctx); err != nil {
 		t.Fatalf("flush after the volume server is back: %v", err)
 	}
