@@ -81,10 +81,7 @@ func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64,
 	n := 0
 	for n < len(dst) {
 		pos := off + uint64(n)
-		key := bigKey(fid, pos)
-		if small && !c.has(key) {
-			key = chunkKey{fid, pieceSize, pos / pieceSize}
-		}
+		key := c.keyFor(fid, pos, small)
 		ch, err := c.get(ctx, fetchCtx, key)
 		if err != nil {
 			return n, err
@@ -102,6 +99,17 @@ func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64,
 	return n, nil
 }
 
+// keyFor is the piece of needle fid that holds byte pos, as read and view
+// fetch it: the whole chunk, or for a small (random) read a small piece
+// unless the chunk is cached or being fetched already.
+func (c *chunkCache) keyFor(fid string, pos uint64, small bool) chunkKey {
+	key := bigKey(fid, pos)
+	if small && !c.has(key) {
+		key = chunkKey{fid, pieceSize, pos / pieceSize}
+	}
+	return key
+}
+
 // view returns bytes [off, off+n) of needle fid as a slice of the cached
 // piece that holds them, fetching the piece as read would (whole chunks,
 // or small pieces when small is set); fewer than n bytes where the needle
@@ -110,10 +118,7 @@ func (c *chunkCache) read(ctx, fetchCtx context.Context, fid string, off uint64,
 // cache and other readers: it must not be modified. It stays valid after
 // the piece is evicted (a chunk's data never changes).
 func (c *chunkCache) view(ctx, fetchCtx context.Context, fid string, off uint64, n int, small bool) (b []byte, ok bool, err error) {
-	key := bigKey(fid, off)
-	if small && !c.has(key) {
-		key = chunkKey{fid, pieceSize, off / pieceSize}
-	}
+	key := c.keyFor(fid, off, small)
 	in := off - key.idx*key.size
 	if in+uint64(n) > key.size {
 		return nil, false, nil
