@@ -115,10 +115,10 @@ func isInlineFid(s string) bool {
 	return err == nil && id.Inline()
 }
 
-// checkInline verifies the inline blobs against the references counted
+// checkInlineBlobs verifies the inline blobs against the references counted
 // from the pieces: each blob is referenced and intact, each referenced
 // inline fid has its blob, and no inline fid is queued for deletion.
-func (t *txn) checkInline(refs map[string]uint64) []error {
+func (t *txn) checkInlineBlobs(refs map[string]uint64) []error {
 	var errs []error
 	t.must(t.inline.ForEach(func(k, v []byte) error {
 		switch {

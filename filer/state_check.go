@@ -107,7 +107,7 @@ func (t *txn) check() []error {
 
 	refs := map[string]uint64{}
 	errs = append(errs, t.checkPieces(inodes, refs)...)
-	errs = append(errs, t.checkInline(refs)...)
+	errs = append(errs, t.checkInlineBlobs(refs)...)
 	type use struct{ bytes, inodes uint64 }
 	usage := map[uint64]*use{}
 	for _, ino := range inos {
