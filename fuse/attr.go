@@ -108,7 +108,9 @@ func (fs *fileSystem) fillAttrOut(in *filer.Inode, out *gofuse.AttrOut) {
 // overlay applies the buffered writes of an open file to in: the size
 // includes dirty data and mtime is the time of the last write. in may lack
 // its slice list (attributes only): a newer generation than the file's
-// only marks the file stale, and its next read fetches the list.
+// marks the file stale, and its next read fetches the list; the kernel's
+// pages of it are dropped unless the generation may be this mount's own
+// commit in flight (followCommit sees to that case).
 func (fs *fileSystem) overlay(in *filer.Inode) {
 	if !in.IsRegular() {
 		return
@@ -122,6 +124,11 @@ func (fs *fileSystem) overlay(in *filer.Inode) {
 	if in.Generation > f.gen {
 		f.stale = true
 		in.Size = f.sizeOverLocked(in.Size)
+		if f.flushing == nil {
+			// Not this mount's commit in flight: changed elsewhere,
+			// and the change event may be late or lost.
+			fs.dropPages(in.Ino)
+		}
 	} else {
 		f.refreshLocked(in) // the same generation: no list needed
 		in.Size = f.sizeLocked()

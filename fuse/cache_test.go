@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -288,5 +289,79 @@ func TestOpenKeepsUnchangedCache(t *testing.T) {
 	}
 	if reads() == before {
 		t.Fatal("a file changed by another mount was not read through the mount again")
+	}
+}
+
+// A file a database keeps open and writes with fsync keeps its cached
+// pages across a stat that shows its new mtime (the kernel would drop them
+// all under automatic invalidation), and still sees another mount's write
+// through the same descriptor once the change event arrives.
+func TestOwnWritesKeepPages(t *testing.T) {
+	c, dir := shared(t)
+	other := t.TempDir()
+	m2 := c.mount(t, Config{Root: "/"}, other)
+	t.Cleanup(func() { _ = m2.Unmount() })
+	path1 := filepath.Join(dir, "table.dat")
+	path2 := filepath.Join(other, filerPath(path1))
+	reads := func() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }
+
+	want := randBytes(64*4096, 31)
+	mustWrite(t, path1, want)
+	f, err := os.OpenFile(path1, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	readAll := func() []byte {
+		t.Helper()
+		got := make([]byte, len(want))
+		if _, err := f.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	readAll()
+	for i := range 3 {
+		page := randBytes(4096, uint64(32+i))
+		off := int64(i * 5 * 4096)
+		if _, err := f.WriteAt(page, off); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], page)
+		st, err := f.Stat() // a getattr: the write made the kernel forget the attributes
+		if err != nil || st.Size() != int64(len(want)) {
+			t.Fatalf("stat after fsync: %v, %v", st, err)
+		}
+		before := reads()
+		if got := readAll(); !bytes.Equal(got, want) {
+			t.Fatalf("round %d: read back other bytes than written", i)
+		}
+		if n := reads() - before; n != 0 {
+			t.Fatalf("round %d: reading the file after its own write, fsync and a stat sent %v reads to the mount; its pages were cached", i, n)
+		}
+	}
+
+	// Another mount rewrites a page; this descriptor sees it without a reopen.
+	page := randBytes(4096, 40)
+	g, err := os.OpenFile(path2, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(page, 8*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[8*4096:], page)
+	deadline := time.Now().Add(30 * time.Second)
+	for !bytes.Equal(readAll(), want) {
+		if time.Now().After(deadline) {
+			t.Fatal("an open descriptor still reads its cached page 30 s after another mount rewrote it")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

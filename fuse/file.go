@@ -510,6 +510,9 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 	if exact || known {
 		return nil
 	}
+	// Someone else changed the file too: the kernel's pages of it may
+	// hold their overwritten bytes.
+	f.fs.dropPages(f.ino)
 	full, err := f.fs.client.GetAttr(ctx, f.ino)
 	if err == nil && full.Generation >= in.Generation {
 		return full
@@ -556,6 +559,7 @@ func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 	if gerr != nil || in.Generation <= gen {
 		return nil, err
 	}
+	f.fs.dropPages(f.ino)
 	f.mu.Lock()
 	f.refreshLocked(in)
 	f.mu.Unlock()

@@ -305,7 +305,13 @@ func newMount(ctx context.Context, cfg Config) (*fileSystem, *gofuse.MountOption
 		MaxWrite:           1 << 20,
 		MaxReadAhead:       kernelReadAhead,
 		DisableReadDirPlus: true,
-		Logger:             slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// The kernel must not drop a file's cached pages because a stat
+		// shows a new mtime: that is this mount's own writes as often as
+		// anybody's, and a database lost its whole cache to every
+		// fsync-then-lseek. The mount drops pages itself when a file
+		// changed elsewhere (invalidate, dropPages, keepCache).
+		ExplicitDataCacheControl: true,
+		Logger:                   slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if cfg.ReadOnly {
 		opts.Options = append(opts.Options, "ro")

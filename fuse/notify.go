@@ -52,6 +52,21 @@ func (fs *fileSystem) invalidate(ino uint64, off int64) {
 	fs.mu.Lock()
 	delete(fs.mu.kept, ino)
 	fs.mu.Unlock()
+	fs.notifyKernel(ino, off)
+}
+
+// dropPages has the kernel drop its cached attributes and data of ino, from
+// another goroutine: the caller may be answering a request the kernel
+// holds the file's pages for. The kernel never drops them by itself (the
+// mount asks for explicit data cache control), so every change made
+// elsewhere must come here or to invalidate.
+func (fs *fileSystem) dropPages(ino uint64) {
+	if fs.server != nil {
+		go fs.notifyKernel(ino, 0)
+	}
+}
+
+func (fs *fileSystem) notifyKernel(ino uint64, off int64) {
 	if fs.server == nil {
 		return
 	}
