@@ -49,7 +49,7 @@ func (t *txn) dropSlices(sl []Slice) {
 		t.must(t.refs.Delete(k))
 		if fid.IsInline(s.Fid) {
 			// Held by the filer itself: gone with its last reference.
-			t.must(t.inline.Delete(k))
+			t.dropInline(k)
 			continue
 		}
 		t.must(t.deleteq.Put(k, []byte{}))

@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 	"syscall"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/cairn-storage/cairn/internal/fid"
 )
 
@@ -32,6 +34,10 @@ const (
 var (
 	bucketInline   = []byte("inline") // inline fid -> CRC32C (4 bytes, big endian) + data
 	metaNextInline = []byte("next_inline")
+	// The count and bytes of the blobs held, kept by the Apply that stores
+	// or drops one, so that the metric costs two reads, not a scan.
+	metaInlineCount = []byte("inline_count")
+	metaInlineBytes = []byte("inline_bytes")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -49,7 +55,67 @@ func (t *txn) storeInline(data []byte) string {
 	binary.BigEndian.PutUint32(v, crc32.Checksum(data, castagnoli))
 	copy(v[4:], data)
 	t.must(t.inline.Put([]byte(id), v))
+	t.addInlineUsage(1, int64(len(data)))
 	return id
+}
+
+// dropInline deletes inline blob k, whose last reference is gone.
+func (t *txn) dropInline(k []byte) {
+	if v := t.inline.Get(k); v != nil {
+		t.addInlineUsage(-1, -int64(len(v)-4))
+	}
+	t.must(t.inline.Delete(k))
+}
+
+// addInlineUsage changes the count and bytes of inline blobs held.
+func (t *txn) addInlineUsage(count, bytes int64) {
+	for _, d := range []struct {
+		key []byte
+		n   int64
+	}{{metaInlineCount, count}, {metaInlineBytes, bytes}} {
+		var v uint64
+		if b := t.meta.Get(d.key); b != nil {
+			v = keyU64(b)
+		}
+		t.must(t.meta.Put(d.key, u64key(uint64(int64(v)+d.n))))
+	}
+}
+
+// inlineUsage returns the count and bytes of inline blobs held, as kept.
+func (t *txn) inlineUsage() (count, bytes uint64) {
+	if b := t.meta.Get(metaInlineCount); b != nil {
+		count = keyU64(b)
+	}
+	if b := t.meta.Get(metaInlineBytes); b != nil {
+		bytes = keyU64(b)
+	}
+	return count, bytes
+}
+
+// scanInline counts the inline blobs held, one step per blob.
+func (t *txn) scanInline() (count, bytes uint64) {
+	t.must(t.inline.ForEach(func(_, v []byte) error {
+		count++
+		bytes += uint64(len(v) - 4)
+		return nil
+	}))
+	return count, bytes
+}
+
+// ensureInlineUsage stores the count and bytes of inline blobs when the
+// state does not keep them yet (made by a version that did not): every
+// member computes the same from the same state.
+func ensureInlineUsage(tx *bolt.Tx) error {
+	return catch(func() error {
+		t := newTxn(tx, 0)
+		if t.meta.Get(metaInlineBytes) != nil {
+			return nil
+		}
+		count, bytes := t.scanInline()
+		t.must(t.meta.Put(metaInlineCount, u64key(count)))
+		t.must(t.meta.Put(metaInlineBytes, u64key(bytes)))
+		return nil
+	})
 }
 
 // checkInline checks the inline writes of a CommitSlices and returns them
@@ -134,6 +200,10 @@ func (t *txn) checkInlineBlobs(refs map[string]uint64) []error {
 			errs = append(errs, fmt.Errorf("inline data %s is referenced but missing", f))
 		}
 	}
+	count, bytes := t.scanInline()
+	if kc, kb := t.inlineUsage(); kc != count || kb != bytes {
+		errs = append(errs, fmt.Errorf("inline data kept as %d blobs of %d bytes, but %d blobs of %d bytes are held", kc, kb, count, bytes))
+	}
 	t.must(t.deleteq.ForEach(func(k, _ []byte) error {
 		if isInlineFid(string(k)) {
 			errs = append(errs, fmt.Errorf("inline data %s is on the needle delete queue", k))
@@ -166,14 +236,12 @@ func (s *State) ReadInline(id string, off, n uint64) ([]byte, error) {
 	return out, err
 }
 
-// InlineUsage returns the count and bytes of inline blobs held.
+// InlineUsage returns the count and bytes of inline blobs held, in
+// constant time.
 func (s *State) InlineUsage() (count, bytes uint64, err error) {
 	err = s.view(func(t *txn) error {
-		return t.inline.ForEach(func(_, v []byte) error {
-			count++
-			bytes += uint64(len(v) - 4)
-			return nil
-		})
+		count, bytes = t.inlineUsage()
+		return nil
 	})
 	return count, bytes, err
 }

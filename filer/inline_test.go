@@ -237,3 +237,65 @@ func TestRestoreStateWithoutInline(t *testing.T) {
 		t.Fatalf("read %q", got)
 	}
 }
+
+// TestInlineUsageKept: the count and bytes of inline data are kept by the
+// commands that store and drop blobs (refusals leave them alone), agree
+// with a scan in every check, and are computed once for a state written
+// by a version that did not keep them.
+func TestInlineUsageKept(t *testing.T) {
+	s := newTestState(t)
+	usage := func(st *testState) [2]uint64 {
+		t.Helper()
+		n, b, err := st.InlineUsage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]uint64{n, b}
+	}
+	f := s.ok(&Create{Parent: RootIno, Name: "f"}).Inode
+	s.ok(&CommitSlices{Ino: f.Ino, Inline: []InlineData{{Off: 0, Data: []byte("hello")}, {Off: 10, Data: []byte("XY")}}})
+	if u := usage(s); u != [2]uint64{2, 7} {
+		t.Fatalf("after storing 5 and 2 bytes: %v", u)
+	}
+	s.fails(&CommitSlices{Ino: f.Ino + 100, Inline: []InlineData{{Off: 0, Data: []byte("nope")}}}, syscall.ENOENT)
+	if u := usage(s); u != [2]uint64{2, 7} {
+		t.Fatalf("a refused commit changed the usage: %v", u)
+	}
+	s.ok(&CommitSlices{Ino: f.Ino, Slices: []Slice{{Off: 10, Len: 2, Fid: "3,02637037d6"}}})
+	if u := usage(s); u != [2]uint64{1, 5} {
+		t.Fatalf("after the 2-byte blob was overwritten: %v", u)
+	}
+	s.mustCheck()
+
+	// A state without the kept figures gets them from a scan.
+	path := filepath.Join(t.TempDir(), "uncounted.state")
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteTo(out); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if err := m.Delete(metaInlineCount); err != nil {
+			return err
+		}
+		return m.Delete(metaInlineBytes)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestState(t)
+	restoreFile(t, st, path)
+	if u := usage(st); u != [2]uint64{1, 5} {
+		t.Fatalf("restored without kept figures: %v", u)
+	}
+	st.mustCheck()
+}
