@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/cairn-storage/cairn/internal/gcfloor"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -62,6 +64,9 @@ func main() {
 		usage(os.Stderr)
 		os.Exit(2)
 	}
+	// Servers with small heaps that allocate fast (the filer) would
+	// otherwise collect many times a second; GOGC in the environment wins.
+	gcfloor.Set(gcfloor.DefaultFloor)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cmd.run(ctx, os.Args[2:], os.Stdout, os.Stderr))
