@@ -102,16 +102,17 @@ func (t *txn) scanInline() (count, bytes uint64) {
 	return count, bytes
 }
 
-// ensureInlineUsage stores the count and bytes of inline blobs when the
-// state does not keep them yet (made by a version that did not): every
-// member computes the same from the same state.
-func ensureInlineUsage(tx *bolt.Tx) error {
+// countInline stores the count and bytes of the inline blobs held, from a
+// scan, when the state is opened or restored: a version that did not keep
+// them may have written the state (made it, or changed it after a
+// downgrade), and every member computes the same from the same state.
+func countInline(tx *bolt.Tx) error {
 	return catch(func() error {
 		t := newTxn(tx, 0)
-		if t.meta.Get(metaInlineBytes) != nil {
+		count, bytes := t.scanInline()
+		if kc, kb := t.inlineUsage(); kc == count && kb == bytes && t.meta.Get(metaInlineBytes) != nil {
 			return nil
 		}
-		count, bytes := t.scanInline()
 		t.must(t.meta.Put(metaInlineCount, u64key(count)))
 		t.must(t.meta.Put(metaInlineBytes, u64key(bytes)))
 		return nil

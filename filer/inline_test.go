@@ -240,8 +240,9 @@ func TestRestoreStateWithoutInline(t *testing.T) {
 
 // TestInlineUsageKept: the count and bytes of inline data are kept by the
 // commands that store and drop blobs (refusals leave them alone), agree
-// with a scan in every check, and are computed once for a state written
-// by a version that did not keep them.
+// with a scan in every check, and are computed again when a state written
+// by a version that did not keep them is restored (missing, or stale after
+// a downgrade).
 func TestInlineUsageKept(t *testing.T) {
 	s := newTestState(t)
 	usage := func(st *testState) [2]uint64 {
@@ -267,8 +268,8 @@ func TestInlineUsageKept(t *testing.T) {
 	}
 	s.mustCheck()
 
-	// A state without the kept figures gets them from a scan.
-	path := filepath.Join(t.TempDir(), "uncounted.state")
+	// A state with a wrong count and no bytes gets both from a scan.
+	path := filepath.Join(t.TempDir(), "miscounted.state")
 	out, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +284,7 @@ func TestInlineUsageKept(t *testing.T) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
-		if err := m.Delete(metaInlineCount); err != nil {
+		if err := m.Put(metaInlineCount, u64key(7)); err != nil {
 			return err
 		}
 		return m.Delete(metaInlineBytes)
@@ -295,7 +296,7 @@ func TestInlineUsageKept(t *testing.T) {
 	st := newTestState(t)
 	restoreFile(t, st, path)
 	if u := usage(st); u != [2]uint64{1, 5} {
-		t.Fatalf("restored without kept figures: %v", u)
+		t.Fatalf("restored with wrong kept figures: %v", u)
 	}
 	st.mustCheck()
 }

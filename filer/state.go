@@ -100,7 +100,7 @@ func OpenState(path string) (*State, error) {
 		db.Close()
 		return nil, fmt.Errorf("filer: initialize state %s: %w", path, err)
 	}
-	if err := db.Update(ensureInlineUsage); err != nil {
+	if err := db.Update(countInline); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("filer: count inline data in state %s: %w", path, err)
 	}
@@ -262,7 +262,7 @@ func (s *State) Restore(r io.Reader) error {
 		return err
 	}
 	s.db = db
-	if err := db.Update(ensureInlineUsage); err != nil {
+	if err := db.Update(countInline); err != nil {
 		return fmt.Errorf("filer: restore: count inline data: %w", err)
 	}
 	return nil
