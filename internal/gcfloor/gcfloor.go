@@ -5,7 +5,7 @@
 // only a few MiB; yet each commit allocates page buffers, copies of the
 // command and its data, and protobuf messages, a few hundred KiB under a
 // database's small fsyncs. With the default GOGC=100 the collector aims at
-// twice the live heap, and a filer under pgbench ran about 23 collections
+// twice the live heap, and a filer under pgbench ran 21 to 28 collections
 // a second, an eighth of its CPU. Set raises the heap goal to at least a
 // floor: after every collection it sets the GC percentage so that the next
 // one starts near the floor, or leaves it at 100 once the live heap is half
