@@ -124,9 +124,10 @@ func (fs *fileSystem) overlay(in *filer.Inode) {
 	if in.Generation > f.gen {
 		f.stale = true
 		in.Size = f.sizeOverLocked(in.Size)
-		if f.flushing == nil {
+		if f.flushing == nil && in.Generation > f.dropped {
 			// Not this mount's commit in flight: changed elsewhere,
 			// and the change event may be late or lost.
+			f.dropped = in.Generation
 			fs.dropPages(in.Ino)
 		}
 	} else {

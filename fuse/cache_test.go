@@ -365,3 +365,49 @@ func TestOwnWritesKeepPages(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A file open on one mount and rewritten on another: stats on the first
+// mount drop its cached pages once for the change, not at every stat, so
+// the kernel goes on caching the attributes between stats.
+func TestStatsAfterChangeElsewhereStayCached(t *testing.T) {
+	c, dir := shared(t)
+	other := t.TempDir()
+	m2 := c.mount(t, Config{Root: "/"}, other)
+	t.Cleanup(func() { _ = m2.Unmount() })
+	path1 := filepath.Join(dir, "watched.dat")
+	path2 := filepath.Join(other, filerPath(path1))
+	mustWrite(t, path1, randBytes(8*4096, 51))
+	f, err := os.Open(path1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mustWrite(t, path2, randBytes(16*4096, 52))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() == 16*4096 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first mount still reports %d bytes 30 s after the second wrote %d", st.Size(), 16*4096)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	getattrs := func() float64 { return metricValue(mountOps.WithLabelValues(opGetAttr, "ok")) }
+	before := getattrs()
+	for range 20 { // an application polling the file, 20 times in 0.2 s
+		if _, err := f.Stat(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The kernel caches attributes for 1 s: a slow machine may see it
+	// expire once or twice, never at every stat.
+	if n := getattrs() - before; n > 4 {
+		t.Fatalf("20 stats of a file changed elsewhere sent %v getattrs to the mount; the kernel should cache them", n)
+	}
+}

@@ -44,8 +44,12 @@ type file struct {
 	size     uint64        // committed size
 	gen      uint64        // filer generation of slices and size
 	stale    bool          // the filer announced a change; refetch before reading
-	mixed    bool          // a read returned bytes older than gen: the kernel's pages may be stale
-	taken    uint64        // times the committed state was taken from the filer (setCommittedLocked)
+	// dropped is the newest generation made elsewhere that a stat saw and
+	// dropped the kernel's pages for (overlay): once per change, so that
+	// stats do not keep the kernel's attributes from being cached.
+	dropped  uint64
+	mixed    bool   // a read returned bytes older than gen: the kernel's pages may be stale
+	taken    uint64 // times the committed state was taken from the filer (setCommittedLocked)
 	dirty    *dirtySet
 	flushing *dirtySet // being uploaded; nil when no flush runs
 	mtime    int64     // ns, time of the last write
