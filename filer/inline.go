@@ -45,10 +45,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // storeInline stores data as a new inline blob and returns its fid. The
 // key comes from a counter in the state, so every member names it alike.
 func (t *txn) storeInline(data []byte) string {
-	var n uint64 = 1
-	if v := t.meta.Get(metaNextInline); v != nil {
-		n = keyU64(v)
-	}
+	n := max(t.metaU64(metaNextInline), 1) // the first blob is 1
 	t.must(t.meta.Put(metaNextInline, u64key(n+1)))
 	id := fid.FileID{Volume: fid.InlineVolume, Key: n}.String()
 	v := make([]byte, 4+len(data))
@@ -69,27 +66,13 @@ func (t *txn) dropInline(k []byte) {
 
 // addInlineUsage changes the count and bytes of inline blobs held.
 func (t *txn) addInlineUsage(count, bytes int64) {
-	for _, d := range []struct {
-		key []byte
-		n   int64
-	}{{metaInlineCount, count}, {metaInlineBytes, bytes}} {
-		var v uint64
-		if b := t.meta.Get(d.key); b != nil {
-			v = keyU64(b)
-		}
-		t.must(t.meta.Put(d.key, u64key(uint64(int64(v)+d.n))))
-	}
+	t.must(t.meta.Put(metaInlineCount, u64key(uint64(int64(t.metaU64(metaInlineCount))+count))))
+	t.must(t.meta.Put(metaInlineBytes, u64key(uint64(int64(t.metaU64(metaInlineBytes))+bytes))))
 }
 
 // inlineUsage returns the count and bytes of inline blobs held, as kept.
 func (t *txn) inlineUsage() (count, bytes uint64) {
-	if b := t.meta.Get(metaInlineCount); b != nil {
-		count = keyU64(b)
-	}
-	if b := t.meta.Get(metaInlineBytes); b != nil {
-		bytes = keyU64(b)
-	}
-	return count, bytes
+	return t.metaU64(metaInlineCount), t.metaU64(metaInlineBytes)
 }
 
 // scanInline counts the inline blobs held, one step per blob.
@@ -187,7 +170,10 @@ func isInlineFid(s string) bool {
 // inline fid has its blob, and no inline fid is queued for deletion.
 func (t *txn) checkInlineBlobs(refs map[string]uint64) []error {
 	var errs []error
+	var count, bytes uint64
 	t.must(t.inline.ForEach(func(k, v []byte) error {
+		count++
+		bytes += uint64(len(v) - 4)
 		switch {
 		case refs[string(k)] == 0:
 			errs = append(errs, fmt.Errorf("inline data %s is referenced by no file", k))
@@ -201,7 +187,6 @@ func (t *txn) checkInlineBlobs(refs map[string]uint64) []error {
 			errs = append(errs, fmt.Errorf("inline data %s is referenced but missing", f))
 		}
 	}
-	count, bytes := t.scanInline()
 	if kc, kb := t.inlineUsage(); kc != count || kb != bytes {
 		errs = append(errs, fmt.Errorf("inline data kept as %d blobs of %d bytes, but %d blobs of %d bytes are held", kc, kb, count, bytes))
 	}

@@ -206,29 +206,12 @@ func TestRestoreStateWithoutInline(t *testing.T) {
 	old := newTestState(t)
 	f := old.ok(&Create{Parent: RootIno, Name: "f"}).Inode
 	old.ok(&CommitSlices{Ino: f.Ino, Slices: []Slice{{Off: 0, Len: 8, Fid: "3,01637037d6"}}})
-	path := filepath.Join(t.TempDir(), "v2.state")
-	out, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.WriteTo(out); err != nil {
-		t.Fatal(err)
-	}
-	out.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	path := editedStateFile(t, old, func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketInline); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(metaFormat, formatNoInline)
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	st := newTestState(t)
 	restoreFile(t, st, path)
 	st.mustCheck()
@@ -269,34 +252,47 @@ func TestInlineUsageKept(t *testing.T) {
 	s.mustCheck()
 
 	// A state with a wrong count and no bytes gets both from a scan.
-	path := filepath.Join(t.TempDir(), "miscounted.state")
-	out, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.WriteTo(out); err != nil {
-		t.Fatal(err)
-	}
-	out.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	path := editedStateFile(t, s, func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		if err := m.Put(metaInlineCount, u64key(7)); err != nil {
 			return err
 		}
 		return m.Delete(metaInlineBytes)
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	st := newTestState(t)
 	restoreFile(t, st, path)
 	if u := usage(st); u != [2]uint64{1, 5} {
 		t.Fatalf("restored with wrong kept figures: %v", u)
 	}
 	st.mustCheck()
+}
+
+// editedStateFile writes st's state to a file, changes it there with edit
+// (into what another version would have left) and returns its path.
+func editedStateFile(t *testing.T, st *testState, edit func(tx *bolt.Tx) error) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "edited.state")
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.WriteTo(out)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(edit)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

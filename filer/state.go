@@ -204,9 +204,7 @@ func (s *State) Apply(index uint64, c *Command) (*Result, error) {
 func (s *State) ApplyIndex() uint64 {
 	var idx uint64
 	_ = s.view(func(t *txn) error {
-		if v := t.meta.Get(metaApplyIndex); v != nil {
-			idx = keyU64(v)
-		}
+		idx = t.metaU64(metaApplyIndex)
 		return nil
 	})
 	return idx

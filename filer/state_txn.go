@@ -83,6 +83,15 @@ func (t *txn) putInode(in *Inode) {
 	t.must(t.inodes.Put(u64key(in.Ino), encodeInode(in)))
 }
 
+// metaU64 returns the number kept under key in the meta bucket, 0 when
+// there is none.
+func (t *txn) metaU64(key []byte) uint64 {
+	if v := t.meta.Get(key); v != nil {
+		return keyU64(v)
+	}
+	return 0
+}
+
 func (t *txn) nextIno() uint64 {
 	ino := keyU64(t.meta.Get(metaNextIno))
 	t.must(t.meta.Put(metaNextIno, u64key(ino+1)))
