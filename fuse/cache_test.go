@@ -190,11 +190,8 @@ func TestChunkCacheIsBounded(t *testing.T) {
 // sequential reader is served by read-ahead.
 func TestCloseToOpenAcrossMounts(t *testing.T) {
 	c, dir := shared(t)
-	other := t.TempDir()
-	m2 := c.mount(t, Config{Root: "/"}, other)
-	t.Cleanup(func() { _ = m2.Unmount() })
 	path1 := filepath.Join(dir, "shared.dat")
-	path2 := filepath.Join(other, filerPath(path1))
+	path2 := c.secondMount(t, path1)
 
 	v1 := randBytes(3*maxNeedle+1000, 11)
 	mustWrite(t, path1, v1)
@@ -261,33 +258,29 @@ func metricValue(c prometheus.Collector) float64 {
 // through the mount again once another mount changed it.
 func TestOpenKeepsUnchangedCache(t *testing.T) {
 	c, dir := shared(t)
-	other := t.TempDir()
-	m2 := c.mount(t, Config{Root: "/"}, other)
-	t.Cleanup(func() { _ = m2.Unmount() })
 	path1 := filepath.Join(dir, "kept.dat")
-	path2 := filepath.Join(other, filerPath(path1))
-	reads := func() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }
+	path2 := c.secondMount(t, path1)
 
 	v1 := randBytes(64*4096, 21)
 	mustWrite(t, path1, v1)
 	if got := mustRead(t, path1); !bytes.Equal(got, v1) {
 		t.Fatal("read back other bytes than written")
 	}
-	before := reads()
+	before := mountReads()
 	if got := mustRead(t, path1); !bytes.Equal(got, v1) {
 		t.Fatal("second read gives other bytes")
 	}
-	if n := reads() - before; n != 0 {
+	if n := mountReads() - before; n != 0 {
 		t.Fatalf("reopening an unchanged file sent %v reads to the mount; its pages were cached", n)
 	}
 
 	v2 := randBytes(64*4096, 22)
 	mustWrite(t, path2, v2)
-	before = reads()
+	before = mountReads()
 	if got := mustRead(t, path1); !bytes.Equal(got, v2) {
 		t.Fatal("the first mount serves its cached pages after another mount rewrote the file")
 	}
-	if reads() == before {
+	if mountReads() == before {
 		t.Fatal("a file changed by another mount was not read through the mount again")
 	}
 }
@@ -298,12 +291,8 @@ func TestOpenKeepsUnchangedCache(t *testing.T) {
 // through the same descriptor once the change event arrives.
 func TestOwnWritesKeepPages(t *testing.T) {
 	c, dir := shared(t)
-	other := t.TempDir()
-	m2 := c.mount(t, Config{Root: "/"}, other)
-	t.Cleanup(func() { _ = m2.Unmount() })
 	path1 := filepath.Join(dir, "table.dat")
-	path2 := filepath.Join(other, filerPath(path1))
-	reads := func() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }
+	path2 := c.secondMount(t, path1)
 
 	want := randBytes(64*4096, 31)
 	mustWrite(t, path1, want)
@@ -335,11 +324,11 @@ func TestOwnWritesKeepPages(t *testing.T) {
 		if err != nil || st.Size() != int64(len(want)) {
 			t.Fatalf("stat after fsync: %v, %v", st, err)
 		}
-		before := reads()
+		before := mountReads()
 		if got := readAll(); !bytes.Equal(got, want) {
 			t.Fatalf("round %d: read back other bytes than written", i)
 		}
-		if n := reads() - before; n != 0 {
+		if n := mountReads() - before; n != 0 {
 			t.Fatalf("round %d: reading the file after its own write, fsync and a stat sent %v reads to the mount; its pages were cached", i, n)
 		}
 	}
@@ -371,11 +360,8 @@ func TestOwnWritesKeepPages(t *testing.T) {
 // the kernel goes on caching the attributes between stats.
 func TestStatsAfterChangeElsewhereStayCached(t *testing.T) {
 	c, dir := shared(t)
-	other := t.TempDir()
-	m2 := c.mount(t, Config{Root: "/"}, other)
-	t.Cleanup(func() { _ = m2.Unmount() })
 	path1 := filepath.Join(dir, "watched.dat")
-	path2 := filepath.Join(other, filerPath(path1))
+	path2 := c.secondMount(t, path1)
 	mustWrite(t, path1, randBytes(8*4096, 51))
 	f, err := os.Open(path1)
 	if err != nil {
@@ -411,3 +397,6 @@ func TestStatsAfterChangeElsewhereStayCached(t *testing.T) {
 		t.Fatalf("20 stats of a file changed elsewhere sent %v getattrs to the mount; the kernel should cache them", n)
 	}
 }
+
+// mountReads counts the reads the mounts of the test process answered.
+func mountReads() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }

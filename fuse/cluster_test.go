@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -215,6 +216,17 @@ func (c *cluster) stop() {
 	for _, d := range c.tmpDirs {
 		os.RemoveAll(d)
 	}
+}
+
+// secondMount mounts the whole filer namespace again, on a directory of
+// its own for the rest of the test, and returns where path, a path under
+// the shared mount, is seen through it.
+func (c *cluster) secondMount(t *testing.T, path string) string {
+	t.Helper()
+	other := t.TempDir()
+	m := c.mount(t, Config{Root: "/"}, other)
+	t.Cleanup(func() { _ = m.Unmount() })
+	return filepath.Join(other, filerPath(path))
 }
 
 // mount mounts cfg (filers filled in) at dir.

@@ -17,15 +17,17 @@ const maxSpan = maxNeedle
 // the copy itself.
 var spanPool sync.Pool // of *[]byte, each of capacity maxSpan
 
-// newSpanBuf returns a buffer of n bytes (n <= maxSpan) and capacity
-// maxSpan, reused from spanPool when one is there. Its bytes are not
-// zeroed: the caller overwrites all n of them, and the bytes past n are
-// only ever reached by append.
-func newSpanBuf(n int) []byte {
-	if p, ok := spanPool.Get().(*[]byte); ok {
-		return (*p)[:n]
+// newSpanBuf returns a buffer of n bytes and capacity c (n <= c <=
+// maxSpan), reused from spanPool when c is maxSpan and one is there. Its
+// bytes are not zeroed: the caller overwrites all n of them, and the bytes
+// past n are only ever reached by append.
+func newSpanBuf(n, c int) []byte {
+	if c == maxSpan {
+		if p, ok := spanPool.Get().(*[]byte); ok {
+			return (*p)[:n]
+		}
 	}
-	return make([]byte, n, maxSpan)
+	return make([]byte, n, c)
 }
 
 // span is written bytes at a file offset: in data, or, when spilled, in
@@ -82,12 +84,7 @@ func (s *span) detach() {
 		return
 	}
 	if s.slot == nil && !s.pre.finished() {
-		var b []byte
-		if cap(s.data) == maxSpan {
-			b = newSpanBuf(len(s.data))
-		} else {
-			b = make([]byte, len(s.data), cap(s.data))
-		}
+		b := newSpanBuf(len(s.data), cap(s.data))
 		copy(b, s.data)
 		s.data = b
 	}
@@ -218,12 +215,7 @@ func (d *dirtySet) appendSeq(i int, off, end uint64, data []byte) bool {
 				c = maxSpan
 			}
 			c = min(c, maxSpan)
-			var grown []byte
-			if c == maxSpan {
-				grown = newSpanBuf(len(prev.data))
-			} else {
-				grown = make([]byte, len(prev.data), c)
-			}
+			grown := newSpanBuf(len(prev.data), c)
 			copy(grown, prev.data)
 			d.mem += uint64(c - cap(prev.data))
 			prev.data = grown
@@ -236,7 +228,7 @@ func (d *dirtySet) appendSeq(i int, off, end uint64, data []byte) bool {
 		return false
 	}
 	// The previous span is full and the stream goes on past the last span.
-	buf := newSpanBuf(len(data))
+	buf := newSpanBuf(len(data), maxSpan)
 	copy(buf, data)
 	d.spans = append(d.spans, span{off: off, data: buf})
 	d.bytes += n
@@ -325,9 +317,6 @@ func (d *dirtySet) takeHead() *dirtySet {
 	return head
 }
 
-// forgetPre forgets every upload ahead of a flush of d's spans, all of
-// which have finished (d is a set whose flush failed): the retry uploads
-// the spans again rather than commit needles stored before the failure.
 // hasPre reports whether any span of d was uploaded ahead of a flush (or
 // is being): its needle is to be committed, not its bytes again.
 func (d *dirtySet) hasPre() bool {
@@ -339,6 +328,9 @@ func (d *dirtySet) hasPre() bool {
 	return false
 }
 
+// forgetPre forgets every upload ahead of a flush of d's spans, all of
+// which have finished (d is a set whose flush failed): the retry uploads
+// the spans again rather than commit needles stored before the failure.
 func (d *dirtySet) forgetPre() {
 	for i := range d.spans {
 		d.spans[i].pre = nil

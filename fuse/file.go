@@ -269,7 +269,17 @@ func (f *file) preUpload(p *preUpload, data []byte) {
 
 // flush makes every byte written before the call durable, or returns why
 // it could not (then the bytes stay buffered and the error sticks).
-func (f *file) flush(ctx context.Context) error {
+func (f *file) flush(ctx context.Context) error { return f.flushWith(ctx, false) }
+
+// flushFull is the background flush's round: like flush, except that the
+// span a sequential writer is filling stays buffered (see takeHead), so
+// that it becomes one full needle rather than a short one cut off by the
+// round. Everything written before a flush or fsync is still flushed by
+// those.
+func (f *file) flushFull(ctx context.Context) error { return f.flushWith(ctx, true) }
+
+// flushWith is flush, or with keepTail flushFull.
+func (f *file) flushWith(ctx context.Context, keepTail bool) error {
 	// Nothing buffered, nothing being stored, no error to report: every
 	// byte written is durable already, and there is no need to wait
 	// behind another handle's flush (close of a file only read, or a
@@ -286,24 +296,7 @@ func (f *file) flush(ctx context.Context) error {
 	}
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
-	return f.flushLocked(ctx)
-}
-
-// flushFull is the background flush's round: like flush, except that the
-// span a sequential writer is filling stays buffered (see takeHead), so
-// that it becomes one full needle rather than a short one cut off by the
-// round. Everything written before a flush or fsync is still flushed by
-// those.
-func (f *file) flushFull(ctx context.Context) error {
-	f.mu.Lock()
-	lost := f.lost
-	f.mu.Unlock()
-	if lost != nil {
-		return lost
-	}
-	f.flushMu.Lock()
-	defer f.flushMu.Unlock()
-	return f.flushRound(ctx, true)
+	return f.flushRound(ctx, keepTail)
 }
 
 // flushLocked is flush with flushMu held.

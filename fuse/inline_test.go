@@ -69,10 +69,7 @@ func TestInlineSmallFsync(t *testing.T) {
 		t.Fatalf("fsync after the volume servers are back: %v", err)
 	}
 
-	other := t.TempDir()
-	m2 := c.mount(t, Config{Root: "/"}, other)
-	t.Cleanup(func() { _ = m2.Unmount() })
-	if got := mustRead(t, filepath.Join(other, filerPath(p))); !bytes.Equal(got, want) {
+	if got := mustRead(t, c.secondMount(t, p)); !bytes.Equal(got, want) {
 		t.Fatal("another mount reads other bytes than were written")
 	}
 	if got := c.readThroughFiler(t, filerPath(p)); !bytes.Equal(got, want) {
