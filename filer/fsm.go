@@ -73,6 +73,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 // memory map waits for Persist to finish.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.st.mu.RLock()
+	if err := f.st.flushLocked(); err != nil {
+		f.st.mu.RUnlock()
+		return nil, fmt.Errorf("filer: snapshot: %w", err)
+	}
 	tx, err := f.st.db.Begin(false)
 	if err != nil {
 		f.st.mu.RUnlock()

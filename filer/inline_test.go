@@ -181,7 +181,7 @@ func TestInlineChecksum(t *testing.T) {
 	s := newTestState(t)
 	f := s.ok(&Create{Parent: RootIno, Name: "f"}).Inode
 	id := s.ok(&CommitSlices{Ino: f.Ino, Inline: []InlineData{{Data: []byte("good")}}}).Fids[0]
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := rawUpdate(s.State, func(tx *bolt.Tx) error {
 		v := append([]byte{}, tx.Bucket(bucketInline).Get([]byte(id))...)
 		v[5] ^= 1
 		return tx.Bucket(bucketInline).Put([]byte(id), v)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,7 +44,6 @@ var (
 	// formatEmbedded is the format before the slices bucket: a regular
 	// file's slice list was stored inside its inode. Restore migrates it.
 	formatEmbedded  = []byte("cairn-filer-1")
-	errRollback     = errors.New("filer: rollback")
 	errNotFilerFile = errors.New("filer: not a filer state file")
 )
 
@@ -79,11 +79,20 @@ type session struct {
 // methods may be called concurrently with it and with each other and see a
 // consistent state. The file is a cache: OpenState recreates it empty and
 // the caller rebuilds it from the Raft snapshot and log, so it is opened
-// without fsync.
+// without fsync, and applied commands are committed to it in batches.
 type State struct {
 	path string
 	mu   sync.RWMutex // guards db: held for reading by every use, for writing by Restore and Close
 	db   *bolt.DB
+
+	// wmu guards the write transaction Apply leaves open (state_batch.go).
+	wmu    sync.Mutex
+	w      *batch // the open batch; nil when none
+	broken error  // a failed commit: the state no longer matches what was applied
+	// pending is set while w holds applied commands no reader sees yet.
+	pending atomic.Bool
+	// applied is the index of the last log entry applied, committed or not.
+	applied atomic.Uint64
 }
 
 // OpenState creates an empty state at path, replacing any file there.
@@ -147,13 +156,20 @@ func initBuckets(tx *bolt.Tx) error {
 func (s *State) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.wmu.Lock()
+	s.rollbackLocked() // a cache of the log: nothing pending needs keeping
+	s.wmu.Unlock()
 	return s.db.Close()
 }
 
-// view runs fn in a read transaction.
+// view runs fn in a read transaction that sees every command applied
+// before the call.
 func (s *State) view(fn func(t *txn) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if err := s.flushLocked(); err != nil {
+		return err
+	}
 	return s.db.View(func(tx *bolt.Tx) error {
 		return catch(func() error { return fn(newTxn(tx, 0)) })
 	})
@@ -162,58 +178,45 @@ func (s *State) view(fn func(t *txn) error) error {
 // Apply applies c as the log entry at index (0: not from a log; the apply
 // index is then left alone). The error is an IO error of the state file,
 // after which the state must not be trusted; a command the namespace
-// refuses is a Result with an Errno.
+// refuses is a Result with an Errno. The changes may stay in a write
+// transaction shared with the next commands (state_batch.go); every read
+// method commits them first, so it sees all commands applied before it.
 func (s *State) Apply(index uint64, c *Command) (*Result, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var res *Result
-	failed := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return catch(func() error {
-			t := newTxn(tx, c.Time)
-			if r := t.replay(c); r != nil {
-				res = r
-				t.setApplyIndex(index)
-				return nil
-			}
-			res = t.apply(c.Op)
-			if res.Errno != 0 {
-				failed = true
-				return errRollback
-			}
-			t.finish(index, c, res)
-			return nil
-		})
-	})
-	if failed {
-		// The mutation is rolled back; record only the session and index.
-		err = s.db.Update(func(tx *bolt.Tx) error {
-			return catch(func() error {
-				newTxn(tx, c.Time).finish(index, c, res)
-				return nil
-			})
-		})
-	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	res, err := s.applyBatched(index, c)
 	if err != nil {
 		return nil, fmt.Errorf("filer: apply %s at index %d: %w", c.Op.OpType(), index, err)
+	}
+	if index != 0 {
+		s.applied.Store(index)
 	}
 	return res, nil
 }
 
 // ApplyIndex returns the index of the last log entry applied.
-func (s *State) ApplyIndex() uint64 {
-	var idx uint64
-	_ = s.view(func(t *txn) error {
-		idx = t.metaU64(metaApplyIndex)
-		return nil
+func (s *State) ApplyIndex() uint64 { return s.applied.Load() }
+
+// loadApplyIndex sets the in-memory apply index from the state file (just
+// opened or restored). s.mu is held.
+func (s *State) loadApplyIndex() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return catch(func() error {
+			s.applied.Store(newTxn(tx, 0).metaU64(metaApplyIndex))
+			return nil
+		})
 	})
-	return idx
 }
 
 // WriteTo writes a consistent copy of the state file to w.
 func (s *State) WriteTo(w io.Writer) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if err := s.flushLocked(); err != nil {
+		return 0, err
+	}
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -249,6 +252,10 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.wmu.Lock()
+	s.rollbackLocked() // replaced by the snapshot
+	s.broken = nil
+	s.wmu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("filer: restore: close old state: %w", err)
 	}
@@ -263,7 +270,7 @@ func (s *State) Restore(r io.Reader) error {
 	if err := db.Update(countInline); err != nil {
 		return fmt.Errorf("filer: restore: count inline data: %w", err)
 	}
-	return nil
+	return s.loadApplyIndex()
 }
 
 func checkStateFile(path string) error {
@@ -365,10 +372,13 @@ func (t *txn) setApplyIndex(index uint64) {
 func (s *State) setApplyIndex(index uint64) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return catch(func() error {
-			newTxn(tx, 0).setApplyIndex(index)
-			return nil
-		})
-	})
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.applyBatched(index, nil); err != nil {
+		return err
+	}
+	if index != 0 {
+		s.applied.Store(index)
+	}
+	return nil
 }

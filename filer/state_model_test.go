@@ -1,6 +1,7 @@
 package filer
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -879,8 +880,48 @@ func TestModel(t *testing.T) {
 	}
 }
 
+// TestModelBatched is TestModel with reads of the state only now and then,
+// so that the commands between two reads share a transaction and a
+// command the namespace refuses rolls back and rebuilds those before it.
+// Each command also goes to a mirror state that commits after every
+// command, with the same results, and at the end both states are
+// identical.
+func TestModelBatched(t *testing.T) {
+	seeds, ops := envInt("CAIRN_FILER_SEEDS", 20), envInt("CAIRN_FILER_OPS", 500)
+	for seed := uint64(1001); seed < 1001+uint64(seeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			mirror := newTestState(t)
+			s := newTestState(t)
+			s.mirror, s.dupEvery = mirror.State, 16
+			runModelOn(t, seed, ops, s, 24)
+			var a, b bytes.Buffer
+			if err := s.Dump(&a); err != nil {
+				t.Fatal(err)
+			}
+			if err := mirror.Dump(&b); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a.Bytes(), b.Bytes()) {
+				t.Fatalf("the state differs from the one committed after every command:\n%s\n---\n%s", a.Bytes(), b.Bytes())
+			}
+			if s.ApplyIndex() != s.index || mirror.ApplyIndex() != s.index {
+				t.Fatalf("apply index %d and %d, want %d", s.ApplyIndex(), mirror.ApplyIndex(), s.index)
+			}
+		})
+	}
+}
+
 func runModel(t *testing.T, seed uint64, ops int) {
-	r := &modelRun{t: t, rng: rand.New(rand.NewPCG(seed, seed)), s: newTestState(t), m: newModel(), fids: map[string]uint64{}}
+	runModelOn(t, seed, ops, newTestState(t), 1)
+}
+
+// runModelOn runs ops random operations on s, checking and comparing it
+// with the model after 1 in readEvery operations on average (every one for
+// 1) and after the last.
+func runModelOn(t *testing.T, seed uint64, ops int, s *testState, readEvery int) {
+	r := &modelRun{t: t, rng: rand.New(rand.NewPCG(seed, seed)), s: s, m: newModel(), fids: map[string]uint64{}}
+	reads := rand.New(rand.NewPCG(seed, 7))
 	var history []string
 	defer func() {
 		if t.Failed() {
@@ -890,10 +931,13 @@ func runModel(t *testing.T, seed uint64, ops int) {
 	}()
 	for i := range ops {
 		history = append(history, r.step())
+		if readEvery > 1 && reads.IntN(readEvery) != 0 && i != ops-1 {
+			continue
+		}
 		if err := r.s.Check(); err != nil {
 			t.Fatalf("after %s: %v", history[len(history)-1], err)
 		}
-		if i%8 == 0 || i == ops-1 {
+		if readEvery > 1 || i%8 == 0 || i == ops-1 {
 			r.compare()
 		}
 	}

@@ -14,6 +14,14 @@ type testState struct {
 	*State
 	t   testing.TB
 	now int64
+	// mirror, when set, gets every command too, each committed before the
+	// next (the state under test keeps its transactions open until a read);
+	// commands then carry log indexes and a client session, and now and
+	// then arrive twice.
+	mirror   *State
+	index    uint64
+	seq      uint64
+	dupEvery int // with a mirror: 1 in dupEvery commands is applied twice
 }
 
 func newTestState(t testing.TB) *testState {
@@ -36,11 +44,60 @@ func newTestState(t testing.TB) *testState {
 func (s *testState) do(op Op) *Result {
 	s.t.Helper()
 	s.now += 1000
+	if s.mirror != nil {
+		s.seq++
+		r := s.doMirrored(&Command{ClientID: "model", Seq: s.seq, Time: s.now, Op: op})
+		if s.dupEvery > 0 && s.seq%uint64(s.dupEvery) == 0 {
+			again := s.doMirrored(&Command{ClientID: "model", Seq: s.seq, Time: s.now + 1, Op: op})
+			if a, b := mustJSON(s.t, r), mustJSON(s.t, again); a != b {
+				s.t.Fatalf("%s applied again: %s, first %s", op.OpType(), b, a)
+			}
+		}
+		return r
+	}
 	r, err := s.Apply(0, &Command{Time: s.now, Op: op})
 	if err != nil {
 		s.t.Fatalf("apply %s: %v", op.OpType(), err)
 	}
 	return r
+}
+
+// doMirrored applies c as the next log entry to the state and to its
+// mirror, each from its own decoding of c, commits the mirror's
+// transaction, and checks that both gave the same result.
+func (s *testState) doMirrored(c *Command) *Result {
+	s.t.Helper()
+	b, err := c.Encode()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.index++
+	var res [2]*Result
+	for i, st := range []*State{s.State, s.mirror} {
+		dc, err := DecodeCommand(b)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if res[i], err = st.Apply(s.index, dc); err != nil {
+			s.t.Fatalf("apply %s: %v", c.Op.OpType(), err)
+		}
+	}
+	if err := s.mirror.view(func(*txn) error { return nil }); err != nil {
+		s.t.Fatal(err)
+	}
+	if a, b := mustJSON(s.t, res[0]), mustJSON(s.t, res[1]); a != b {
+		s.t.Fatalf("%s at index %d: %s, committed each time %s", c.Op.OpType(), s.index, a, b)
+	}
+	return res[0]
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	s, err := jsonString(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // ok applies op and fails the test unless it succeeds.

@@ -1,0 +1,217 @@
+package filer
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Applied commands share bbolt write transactions: Apply leaves its
+// changes in the open transaction, and the next read of the state, a
+// snapshot, or the batch limit commits them. The state file is a cache of
+// the Raft log (it is never synced and is rebuilt at every start), so a
+// commit only makes the changes visible to readers; committing once per
+// batch instead of once per command saves bbolt's page writes, its
+// allocation and the opening of the buckets for every command but the
+// first. See "Applied commands share transactions" in docs/filer.md.
+const (
+	// maxBatchCommands and maxBatchBytes bound what an open transaction
+	// holds in memory: commands, and bytes of inline data.
+	maxBatchCommands = 64
+	maxBatchBytes    = 4 << 20
+)
+
+// batch is the open write transaction and what was applied in it, in
+// order, so that it can be rebuilt after a refused command is rolled back.
+type batch struct {
+	tx    *bolt.Tx
+	base  *txn // the buckets of tx
+	cmds  []batched
+	bytes int
+}
+
+// batched is one entry applied in a batch: a command, or (c nil) an
+// entry that only advanced the apply index.
+type batched struct {
+	index uint64
+	c     *Command
+}
+
+// txn returns a typed accessor of the batch's transaction for a command
+// of time now (the bucket handles are the batch's).
+func (b *batch) txn(now int64) *txn {
+	t := *b.base
+	t.now = now
+	return &t
+}
+
+// batchLocked returns the open batch, beginning a write transaction if
+// none is open. s.mu is held for reading and s.wmu held.
+func (s *State) batchLocked() (*batch, error) {
+	if s.broken != nil {
+		return nil, s.broken
+	}
+	if s.w == nil {
+		tx, err := s.db.Begin(true)
+		if err != nil {
+			return nil, err
+		}
+		s.w = &batch{tx: tx, base: newTxn(tx, 0)}
+	}
+	return s.w, nil
+}
+
+// commitLocked commits the open batch, if any. A failed commit leaves the
+// state without changes that were reported applied: it is marked broken,
+// and every later Apply and read fails until the process rebuilds the
+// state from the log. s.mu is held and s.wmu held.
+func (s *State) commitLocked() error {
+	if s.broken != nil {
+		return s.broken
+	}
+	if s.w == nil {
+		return nil
+	}
+	err := s.w.tx.Commit()
+	s.w = nil
+	s.pending.Store(false)
+	if err != nil {
+		s.broken = fmt.Errorf("filer: state file commit failed (restart the filer to rebuild it from the log): %w", err)
+		return s.broken
+	}
+	return nil
+}
+
+// rollbackLocked drops the open batch, if any. s.mu is held and s.wmu held.
+func (s *State) rollbackLocked() {
+	if s.w != nil {
+		s.w.tx.Rollback()
+		s.w = nil
+		s.pending.Store(false)
+	}
+}
+
+// flushLocked commits what Apply left pending, so that a read transaction
+// begun after it sees every command applied before it. s.mu is held.
+func (s *State) flushLocked() error {
+	if !s.pending.Load() {
+		s.wmu.Lock()
+		err := s.broken
+		s.wmu.Unlock()
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.commitLocked()
+}
+
+// applyBatched applies c (nil: only the index) as log entry index in the
+// open batch. A command the namespace refuses rolls back the whole
+// transaction, which is then rebuilt by applying the batch's earlier
+// commands again (Apply is deterministic, so they give the same results)
+// before the refused command's session and index are recorded and the
+// batch is committed. s.mu is held for reading and s.wmu held.
+func (s *State) applyBatched(index uint64, c *Command) (*Result, error) {
+	b, err := s.batchLocked()
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		ownInline(c)
+	}
+	var res *Result
+	refused := false
+	err = catch(func() error {
+		res, refused = applyEntry(b.txn(commandTime(c)), index, c)
+		return nil
+	})
+	if err != nil {
+		s.rollbackLocked()
+		return nil, err
+	}
+	if refused {
+		return res, s.rebuildLocked(index, c, res)
+	}
+	b.cmds = append(b.cmds, batched{index: index, c: c})
+	if c != nil {
+		for _, d := range inlineOf(c.Op) {
+			b.bytes += len(d.Data)
+		}
+	}
+	s.pending.Store(true)
+	if len(b.cmds) >= maxBatchCommands || b.bytes >= maxBatchBytes {
+		if err := s.commitLocked(); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// rebuildLocked rolls back the open batch, applies its commands again,
+// records the refused command c at index with its result res, and
+// commits.
+func (s *State) rebuildLocked(index uint64, c *Command, res *Result) error {
+	cmds := s.w.cmds
+	s.rollbackLocked()
+	b, err := s.batchLocked()
+	if err != nil {
+		return err
+	}
+	err = catch(func() error {
+		for _, e := range cmds {
+			if _, refused := applyEntry(b.txn(commandTime(e.c)), e.index, e.c); refused {
+				return fmt.Errorf("%w: log index %d applied again was refused", ErrCorrupt, e.index)
+			}
+		}
+		b.txn(c.Time).finish(index, c, res)
+		return nil
+	})
+	if err != nil {
+		s.rollbackLocked()
+		return err
+	}
+	s.pending.Store(true)
+	return s.commitLocked()
+}
+
+// applyEntry applies one log entry in t: c's replayed or new result, its
+// session and the apply index; or, for c nil, only the index. refused
+// reports a command the namespace refused: t then holds its partial
+// changes and must be rolled back.
+func applyEntry(t *txn, index uint64, c *Command) (res *Result, refused bool) {
+	if c == nil {
+		t.setApplyIndex(index)
+		return nil, false
+	}
+	if r := t.replay(c); r != nil {
+		t.setApplyIndex(index)
+		return r, false
+	}
+	res = t.apply(c.Op)
+	if res.Errno != 0 {
+		return res, true
+	}
+	t.finish(index, c, res)
+	return res, false
+}
+
+func commandTime(c *Command) int64 {
+	if c == nil {
+		return 0
+	}
+	return c.Time
+}
+
+// ownInline gives c's inline writes their own copy of their bytes: bbolt
+// keeps a reference to a stored value until its transaction commits,
+// which for a batch is after the caller (and the Raft log entry the bytes
+// were decoded from) has moved on.
+func ownInline(c *Command) {
+	cs, ok := c.Op.(*CommitSlices)
+	if !ok {
+		return
+	}
+	for i := range cs.Inline {
+		cs.Inline[i].Data = append([]byte(nil), cs.Inline[i].Data...)
+	}
+}
