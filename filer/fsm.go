@@ -3,6 +3,7 @@ package filer
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +18,35 @@ type FSM struct {
 	// onApply, if set, is called on the FSM goroutine after every applied
 	// command (successful or refused) and must not block.
 	onApply func(index uint64, c *Command, r *Result)
+	// proposed maps the first byte of the encoding of a command this
+	// member proposes (as leader) to the command itself, from the proposal
+	// until Propose returns: Raft hands the leader's FSM the very bytes
+	// that were proposed, so the FSM takes the command from here instead of
+	// decoding it again. Every other member, and a proposal that outlived
+	// its call, decodes the log entry.
+	proposed sync.Map // *byte -> *Command
+}
+
+// Proposal registers c, encoded as b, until the returned function is
+// called (after the proposal's Raft apply returned).
+func (f *FSM) Proposal(b []byte, c *Command) (done func()) {
+	if len(b) == 0 {
+		return func() {}
+	}
+	key := &b[0]
+	f.proposed.Store(key, c)
+	return func() { f.proposed.Delete(key) }
+}
+
+// command returns the command of log entry data: the proposed one if
+// data is the encoding of a proposal of this member, else its decoding.
+func (f *FSM) command(data []byte) (*Command, error) {
+	if len(data) > 0 {
+		if c, ok := f.proposed.LoadAndDelete(&data[0]); ok {
+			return c.(*Command), nil
+		}
+	}
+	return DecodeCommand(data)
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -47,7 +77,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	c := &Command{}
 	var decodeErr error
 	if l.Type == raft.LogCommand {
-		c, decodeErr = DecodeCommand(l.Data)
+		c, decodeErr = f.command(l.Data)
 	}
 	if l.Type != raft.LogCommand || decodeErr != nil {
 		if err := f.st.setApplyIndex(l.Index); err != nil {

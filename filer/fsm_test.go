@@ -112,3 +112,80 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		t.Fatal("failed restore changed the state")
 	}
 }
+
+// TestFSMProposedCommand: the leader's FSM applies the command it proposed
+// without decoding the log entry again, and ends in the same state as a
+// member that decodes every entry; a proposal whose call already returned
+// is decoded like any entry.
+func TestFSMProposedCommand(t *testing.T) {
+	dir := t.TempDir()
+	leader, err := NewFSM(filepath.Join(dir, "leader.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Close()
+	follower, err := NewFSM(filepath.Join(dir, "follower.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follower.Close()
+	page := bytes.Repeat([]byte("p"), 4096)
+	client := []*Command{
+		{ClientID: "m", Seq: 1, Op: &Create{Parent: RootIno, Name: "f", Mode: 0o644}},
+		{ClientID: "m", Seq: 2, Op: &CommitSlices{Ino: 2, Inline: []InlineData{{Off: 8192, Data: page}}, Size: 12288, OmitSlices: true}},
+		{ClientID: "m", Seq: 3, Op: &Mkdir{Parent: RootIno, Name: "d", Mode: 0o755}},
+		{ClientID: "m", Seq: 3, Op: &Mkdir{Parent: RootIno, Name: "d", Mode: 0o755}}, // a retry
+		{ClientID: "m", Seq: 4, Op: &Rmdir{Parent: RootIno, Name: "nothing"}},        // refused
+	}
+	var fid string
+	for i, c := range client {
+		// As the filer's Apply handler: decode what the client sent, stamp
+		// the time, encode the log entry and propose it.
+		sent, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := DecodeCommand(sent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Time = int64(100 + i)
+		entry, err := cmd.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		index := uint64(i + 1)
+		done := leader.Proposal(entry, cmd)
+		rl := leader.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: entry})
+		done()
+		rf := follower.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: append([]byte(nil), entry...)})
+		if !sameResult(rl.(*Result), rf.(*Result)) {
+			t.Fatalf("command %d: leader %+v, follower %+v", i, rl, rf)
+		}
+		if i == 1 {
+			fid = rl.(*Result).Fids[0]
+		}
+	}
+	if dumpOf(t, leader.State()) != dumpOf(t, follower.State()) {
+		t.Fatal("leader and follower states differ")
+	}
+	if b, err := leader.State().ReadInline(fid, 0, 4096); err != nil || !bytes.Equal(b, page) {
+		t.Fatalf("inline data on the leader: %v", err)
+	}
+
+	// The proposed command is the one applied (the bytes are not decoded).
+	entry, _ := (&Command{Time: 200, Op: &Mkdir{Parent: RootIno, Name: "encoded"}}).Encode()
+	done := leader.Proposal(entry, &Command{Time: 200, Op: &Mkdir{Parent: RootIno, Name: "proposed"}})
+	leader.Apply(&raft.Log{Index: 10, Type: raft.LogCommand, Data: entry})
+	done()
+	// A proposal whose call returned before the entry was applied: decoded.
+	entry2, _ := (&Command{Time: 201, Op: &Mkdir{Parent: RootIno, Name: "late"}}).Encode()
+	leader.Proposal(entry2, &Command{Time: 201, Op: &Mkdir{Parent: RootIno, Name: "gone"}})()
+	leader.Apply(&raft.Log{Index: 11, Type: raft.LogCommand, Data: entry2})
+	for name, want := range map[string]bool{"proposed": true, "encoded": false, "late": true, "gone": false} {
+		_, err := leader.State().Lookup(RootIno, name)
+		if (err == nil) != want {
+			t.Errorf("lookup %q: %v, want found %v", name, err, want)
+		}
+	}
+}

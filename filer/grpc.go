@@ -98,6 +98,7 @@ func (s *Server) apply(ctx context.Context, cmd *Command) (*Result, uint64, erro
 	if err != nil {
 		return nil, 0, status.Error(codes.InvalidArgument, err.Error())
 	}
+	defer s.fsm.Proposal(b, cmd)()
 	resp, err := s.node.Apply(ctx, b)
 	if err != nil {
 		if errors.Is(err, raftutil.ErrNotLeader) {
