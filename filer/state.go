@@ -87,8 +87,9 @@ type State struct {
 
 	// wmu guards the write transaction Apply leaves open (state_batch.go).
 	wmu    sync.Mutex
-	w      *batch // the open batch; nil when none
-	broken error  // a failed commit: the state no longer matches what was applied
+	w      *batch      // the open batch; nil when none
+	broken error       // a failed commit: the state no longer matches what was applied
+	failed atomic.Bool // broken is set (read without s.wmu)
 	// pending is set while w holds applied commands no reader sees yet.
 	pending atomic.Bool
 	// applied is the index of the last log entry applied, committed or not.
@@ -255,6 +256,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.wmu.Lock()
 	s.rollbackLocked() // replaced by the snapshot
 	s.broken = nil
+	s.failed.Store(false)
 	s.wmu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("filer: restore: close old state: %w", err)

@@ -77,6 +77,7 @@ func (s *State) commitLocked() error {
 	s.pending.Store(false)
 	if err != nil {
 		s.broken = fmt.Errorf("filer: state file commit failed (restart the filer to rebuild it from the log): %w", err)
+		s.failed.Store(true)
 		return s.broken
 	}
 	return nil
@@ -94,11 +95,8 @@ func (s *State) rollbackLocked() {
 // flushLocked commits what Apply left pending, so that a read transaction
 // begun after it sees every command applied before it. s.mu is held.
 func (s *State) flushLocked() error {
-	if !s.pending.Load() {
-		s.wmu.Lock()
-		err := s.broken
-		s.wmu.Unlock()
-		return err
+	if !s.pending.Load() && !s.failed.Load() {
+		return nil
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
