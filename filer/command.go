@@ -126,13 +126,40 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if len(w.Op) == 0 || string(w.Op) == "null" {
 		return nil, fmt.Errorf("%w: %s without operation", ErrBadCommand, w.Type)
 	}
-	if err := json.Unmarshal(w.Op, op); err != nil {
+	if err := decodeOp(w.Op, op); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadCommand, w.Type, err)
 	}
 	if err := fillInline(inlineOf(op), data, w.V); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadCommand, w.Type, err)
 	}
 	return &Command{ClientID: w.ClientID, Seq: w.Seq, Time: w.Time, Op: op}, nil
+}
+
+// decodeOp decodes the JSON of an operation into op. A CommitSlices is
+// decoded with its inline writes as plain structs: through
+// InlineData.UnmarshalJSON, each would run a decoder of its own.
+func decodeOp(b []byte, op Op) error {
+	cs, ok := op.(*CommitSlices)
+	if !ok {
+		return json.Unmarshal(b, op)
+	}
+	// The outer Inline hides the embedded one: every other field of the
+	// JSON object goes to cs.
+	w := struct {
+		*CommitSlices
+		Inline []wireInline `json:"inline,omitempty"`
+	}{CommitSlices: cs}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	cs.Inline = nil
+	if w.Inline != nil {
+		cs.Inline = make([]InlineData, len(w.Inline))
+		for i, d := range w.Inline {
+			cs.Inline[i] = InlineData{Off: d.Off, n: d.Len}
+		}
+	}
+	return nil
 }
 
 // fillInline gives the inline writes of a decoded command of version v

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -328,6 +329,9 @@ func (t *txn) replay(c *Command) *Result {
 	if v == nil {
 		return nil
 	}
+	if seq, ok := sessionSeq(v); ok && c.Seq > seq {
+		return nil // the usual case: the client's next command
+	}
 	var s session
 	t.must(json.Unmarshal(v, &s))
 	switch {
@@ -347,6 +351,24 @@ func (t *txn) replay(c *Command) *Result {
 		return errnoResult(syscall.ESTALE)
 	}
 	return nil
+}
+
+// sessionSeq reads the Seq of an encoded session without decoding the
+// rest: json.Marshal writes it first. ok is false for any other shape.
+func sessionSeq(v []byte) (seq uint64, ok bool) {
+	rest, found := bytes.CutPrefix(v, []byte(`{"seq":`))
+	if !found {
+		return 0, false
+	}
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == 0 || i == len(rest) || rest[i] != ',' && rest[i] != '}' {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(string(rest[:i]), 10, 64)
+	return seq, err == nil
 }
 
 // finish records the client's session and the apply index.

@@ -2,6 +2,7 @@ package filer
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -41,5 +42,24 @@ func TestBatchCommitFailure(t *testing.T) {
 	s.ok(&Mkdir{Parent: RootIno, Name: "again", Mode: 0o755})
 	if _, err := s.Lookup(RootIno, "again"); err != nil {
 		t.Fatalf("after restore: %v", err)
+	}
+}
+
+// TestSessionSeq: the sequence number of a stored session is read from
+// the front of its encoding, and anything else falls back to decoding it.
+func TestSessionSeq(t *testing.T) {
+	for _, s := range []session{{Seq: 0}, {Seq: 1, Result: &Result{Errno: 2}}, {Seq: 1<<64 - 1, Time: 5}} {
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq, ok := sessionSeq(b); !ok || seq != s.Seq {
+			t.Fatalf("%s: %d %v", b, seq, ok)
+		}
+	}
+	for _, bad := range []string{``, `{"seq":}`, `{"seq":12`, `{"seq":-1,"result":null}`, `{"result":null,"seq":3}`, `{"seq":99999999999999999999}`} {
+		if _, ok := sessionSeq([]byte(bad)); ok {
+			t.Fatalf("%q read as a session", bad)
+		}
 	}
 }
