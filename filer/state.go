@@ -86,7 +86,8 @@ type State struct {
 	mu   sync.RWMutex // guards db: held for reading by every use, for writing by Restore and Close
 	db   *bolt.DB
 
-	// wmu guards the write transaction Apply leaves open (state_batch.go).
+	// wmu guards the write transaction Apply leaves open (state_batch.go),
+	// w and broken. Lock order: mu, then wmu.
 	wmu    sync.Mutex
 	w      *batch      // the open batch; nil when none
 	broken error       // a failed commit: the state no longer matches what was applied
