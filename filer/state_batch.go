@@ -74,16 +74,31 @@ func (s *State) commitLocked() error {
 	}
 	err := s.w.tx.Commit()
 	s.w = nil
-	s.pending.Store(false)
 	if err != nil {
+		// failed is set before pending is cleared: a reader that finds
+		// neither set reads without waiting here.
 		s.broken = fmt.Errorf("filer: state file commit failed (restart the filer to rebuild it from the log): %w", err)
 		s.failed.Store(true)
-		return s.broken
 	}
-	return nil
+	s.pending.Store(false)
+	return s.broken
 }
 
-// rollbackLocked drops the open batch, if any. s.mu is held and s.wmu held.
+// failLocked drops the open batch after an error that leaves its
+// commands, already answered, out of the state: the state is marked
+// broken like after a failed commit. s.mu is held and s.wmu held.
+func (s *State) failLocked(err error) error {
+	if s.w != nil {
+		s.w.tx.Rollback()
+		s.w = nil
+	}
+	s.broken = fmt.Errorf("filer: state file failed (restart the filer to rebuild it from the log): %w", err)
+	s.failed.Store(true)
+	return s.broken
+}
+
+// rollbackLocked drops the open batch, if any, when the state is being
+// replaced or closed. s.mu is held and s.wmu held.
 func (s *State) rollbackLocked() {
 	if s.w != nil {
 		s.w.tx.Rollback()
@@ -124,8 +139,7 @@ func (s *State) applyBatched(index uint64, c *Command) (*Result, error) {
 		return nil
 	})
 	if err != nil {
-		s.rollbackLocked()
-		return nil, err
+		return nil, s.failLocked(err)
 	}
 	if refused {
 		return res, s.rebuildLocked(index, c, res)
@@ -147,13 +161,16 @@ func (s *State) applyBatched(index uint64, c *Command) (*Result, error) {
 
 // rebuildLocked rolls back the open batch, applies its commands again,
 // records the refused command c at index with its result res, and
-// commits.
+// commits. pending stays set throughout: the batch's commands were
+// answered, so a reader must wait for the rebuilt transaction rather than
+// read the state without them.
 func (s *State) rebuildLocked(index uint64, c *Command, res *Result) error {
 	cmds := s.w.cmds
-	s.rollbackLocked()
+	s.w.tx.Rollback()
+	s.w = nil
 	b, err := s.batchLocked()
 	if err != nil {
-		return err
+		return s.failLocked(err)
 	}
 	err = catch(func() error {
 		for _, e := range cmds {
@@ -165,8 +182,7 @@ func (s *State) rebuildLocked(index uint64, c *Command, res *Result) error {
 		return nil
 	})
 	if err != nil {
-		s.rollbackLocked()
-		return err
+		return s.failLocked(err)
 	}
 	s.pending.Store(true)
 	return s.commitLocked()

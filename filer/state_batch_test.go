@@ -3,7 +3,10 @@ package filer
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -61,5 +64,49 @@ func TestSessionSeq(t *testing.T) {
 		if _, ok := sessionSeq([]byte(bad)); ok {
 			t.Fatalf("%q read as a session", bad)
 		}
+	}
+}
+
+// TestBatchReadsNeverGoBack: a read that starts after a command returned
+// sees it, even while a refused command rolls back and rebuilds the
+// transaction that holds it.
+func TestBatchReadsNeverGoBack(t *testing.T) {
+	s := newTestState(t)
+	var applied atomic.Int64 // directories whose mkdir returned
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			n := applied.Load()
+			if n == 0 {
+				continue
+			}
+			if _, err := s.Lookup(RootIno, fmt.Sprintf("d%d", n)); err != nil {
+				errc <- fmt.Errorf("lookup of d%d after its mkdir returned: %v", n, err)
+				return
+			}
+		}
+	}()
+	for i := 1; i <= 3000; i++ {
+		s.ok(&Mkdir{Parent: RootIno, Name: fmt.Sprintf("d%d", i), Mode: 0o755})
+		applied.Store(int64(i))
+		s.fails(&Rmdir{Parent: RootIno, Name: "missing"}, syscall.ENOENT)
+		if i%100 == 0 {
+			select {
+			case err := <-errc:
+				t.Fatal(err)
+			default:
+			}
+		}
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
