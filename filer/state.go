@@ -86,12 +86,13 @@ type State struct {
 	mu   sync.RWMutex // guards db: held for reading by every use, for writing by Restore and Close
 	db   *bolt.DB
 
-	// wmu guards the write transaction Apply leaves open (state_batch.go),
-	// w and broken. Lock order: mu, then wmu.
-	wmu    sync.Mutex
-	w      *batch      // the open batch; nil when none
-	broken error       // a failed commit: the state no longer matches what was applied
-	failed atomic.Bool // broken is set (read without s.wmu)
+	// wmu guards the write transaction Apply leaves open (state_batch.go)
+	// and w. Lock order: mu, then wmu.
+	wmu sync.Mutex
+	w   *batch // the open batch; nil when none
+	// broken is set, under wmu, once a failed commit or apply left the
+	// state without commands already answered; read without wmu.
+	broken atomic.Pointer[error]
 	// pending is set while w holds applied commands no reader sees yet.
 	pending atomic.Bool
 	// applied is the index of the last log entry applied, committed or not.
@@ -193,9 +194,6 @@ func (s *State) Apply(index uint64, c *Command) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filer: apply %s at index %d: %w", c.Op.OpType(), index, err)
 	}
-	if index != 0 {
-		s.applied.Store(index)
-	}
 	return res, nil
 }
 
@@ -257,8 +255,7 @@ func (s *State) Restore(r io.Reader) error {
 	defer s.mu.Unlock()
 	s.wmu.Lock()
 	s.rollbackLocked() // replaced by the snapshot
-	s.broken = nil
-	s.failed.Store(false)
+	s.broken.Store(nil)
 	s.wmu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("filer: restore: close old state: %w", err)
@@ -399,11 +396,6 @@ func (s *State) setApplyIndex(index uint64) error {
 	defer s.mu.RUnlock()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if _, err := s.applyBatched(index, nil); err != nil {
-		return err
-	}
-	if index != 0 {
-		s.applied.Store(index)
-	}
-	return nil
+	_, err := s.applyBatched(index, nil)
+	return err
 }

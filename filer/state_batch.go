@@ -48,8 +48,8 @@ func (b *batch) txn(now int64) *txn {
 // batchLocked returns the open batch, beginning a write transaction if
 // none is open. s.mu is held for reading and s.wmu held.
 func (s *State) batchLocked() (*batch, error) {
-	if s.broken != nil {
-		return nil, s.broken
+	if err := s.brokenErr(); err != nil {
+		return nil, err
 	}
 	if s.w == nil {
 		tx, err := s.db.Begin(true)
@@ -66,8 +66,8 @@ func (s *State) batchLocked() (*batch, error) {
 // and every later Apply and read fails until the process rebuilds the
 // state from the log. s.mu is held and s.wmu held.
 func (s *State) commitLocked() error {
-	if s.broken != nil {
-		return s.broken
+	if err := s.brokenErr(); err != nil {
+		return err
 	}
 	if s.w == nil {
 		return nil
@@ -75,13 +75,12 @@ func (s *State) commitLocked() error {
 	err := s.w.tx.Commit()
 	s.w = nil
 	if err != nil {
-		// failed is set before pending is cleared: a reader that finds
+		// broken is set before pending is cleared: a reader that finds
 		// neither set reads without waiting here.
-		s.broken = fmt.Errorf("filer: state file commit failed (restart the filer to rebuild it from the log): %w", err)
-		s.failed.Store(true)
+		err = s.markBroken("commit failed", err)
 	}
 	s.pending.Store(false)
-	return s.broken
+	return err
 }
 
 // failLocked drops the open batch after an error that leaves its
@@ -92,9 +91,23 @@ func (s *State) failLocked(err error) error {
 		s.w.tx.Rollback()
 		s.w = nil
 	}
-	s.broken = fmt.Errorf("filer: state file failed (restart the filer to rebuild it from the log): %w", err)
-	s.failed.Store(true)
-	return s.broken
+	return s.markBroken("failed", err)
+}
+
+// markBroken records why the state no longer matches what was applied
+// and returns that error. s.wmu is held.
+func (s *State) markBroken(what string, err error) error {
+	err = fmt.Errorf("filer: state file %s (restart the filer to rebuild it from the log): %w", what, err)
+	s.broken.Store(&err)
+	return err
+}
+
+// brokenErr is the error markBroken recorded, or nil.
+func (s *State) brokenErr() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // rollbackLocked drops the open batch, if any, when the state is being
@@ -110,7 +123,7 @@ func (s *State) rollbackLocked() {
 // flushLocked commits what Apply left pending, so that a read transaction
 // begun after it sees every command applied before it. s.mu is held.
 func (s *State) flushLocked() error {
-	if !s.pending.Load() && !s.failed.Load() {
+	if !s.pending.Load() && s.broken.Load() == nil {
 		return nil
 	}
 	s.wmu.Lock()
@@ -142,7 +155,11 @@ func (s *State) applyBatched(index uint64, c *Command) (*Result, error) {
 		return nil, s.failLocked(err)
 	}
 	if refused {
-		return res, s.rebuildLocked(index, c, res)
+		if err := s.rebuildLocked(index, c, res); err != nil {
+			return nil, err
+		}
+		s.setApplied(index)
+		return res, nil
 	}
 	b.cmds = append(b.cmds, batched{index: index, c: c})
 	if c != nil {
@@ -156,7 +173,16 @@ func (s *State) applyBatched(index uint64, c *Command) (*Result, error) {
 			return nil, err
 		}
 	}
+	s.setApplied(index)
 	return res, nil
+}
+
+// setApplied records index (0: not from the log) as the last log entry
+// applied.
+func (s *State) setApplied(index uint64) {
+	if index != 0 {
+		s.applied.Store(index)
+	}
 }
 
 // rebuildLocked rolls back the open batch, applies its commands again,
