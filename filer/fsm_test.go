@@ -32,6 +32,18 @@ func fsmApply(t *testing.T, f *FSM, index uint64, c *Command) *Result {
 	return r
 }
 
+// newTestFSM opens an FSM on a new state file name in dir, closed at
+// the end of the test.
+func newTestFSM(t *testing.T, dir, name string) *FSM {
+	t.Helper()
+	f, err := NewFSM(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func dumpOf(t *testing.T, s *State) string {
 	var b bytes.Buffer
 	if err := s.Dump(&b); err != nil {
@@ -42,11 +54,7 @@ func dumpOf(t *testing.T, s *State) string {
 
 func TestFSMSnapshotRestore(t *testing.T) {
 	dir := t.TempDir()
-	a, err := NewFSM(filepath.Join(dir, "a.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := newTestFSM(t, dir, "a.db")
 	cmds := []*Command{
 		{ClientID: "c", Seq: 1, Time: 10, Op: &Mkdir{Parent: RootIno, Name: "vol", Mode: 0o755}},
 		{ClientID: "c", Seq: 2, Time: 11, Op: &SetQuota{Ino: 2, MaxBytes: 1 << 20}},
@@ -74,11 +82,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 	snap.Release()
 
-	b, err := NewFSM(filepath.Join(dir, "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newTestFSM(t, dir, "b.db")
 	fsmApply(t, b, 1, &Command{Time: 1, Op: &Mkdir{Parent: RootIno, Name: "junk"}})
 	if err := b.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
@@ -119,16 +123,8 @@ func TestFSMSnapshotRestore(t *testing.T) {
 // is decoded like any entry.
 func TestFSMProposedCommand(t *testing.T) {
 	dir := t.TempDir()
-	leader, err := NewFSM(filepath.Join(dir, "leader.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer leader.Close()
-	follower, err := NewFSM(filepath.Join(dir, "follower.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer follower.Close()
+	leader := newTestFSM(t, dir, "leader.db")
+	follower := newTestFSM(t, dir, "follower.db")
 	page := bytes.Repeat([]byte("p"), 4096)
 	client := []*Command{
 		{ClientID: "m", Seq: 1, Op: &Create{Parent: RootIno, Name: "f", Mode: 0o644}},
