@@ -16,6 +16,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(appEnv); dir != "" {
 		os.Exit(runApp(dir))
 	}
+	if dir := os.Getenv(killAppEnv); dir != "" {
+		os.Exit(runKillApp(dir))
+	}
 	csitest.Main(m)
 }
 

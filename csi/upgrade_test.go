@@ -2,7 +2,6 @@ package csi_test
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/cairn-storage/cairn/csi"
 	"github.com/cairn-storage/cairn/csi/csitest"
@@ -103,10 +100,14 @@ type app struct {
 	out *bufio.Scanner
 }
 
-func startApp(t *testing.T, dir string) *app {
+func startApp(t *testing.T, dir string) *app { return startAppAs(t, appEnv, dir) }
+
+// startAppAs starts the test binary as the application that the
+// environment variable env selects (see TestMain), on dir.
+func startAppAs(t *testing.T, env, dir string) *app {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), appEnv+"="+dir)
+	cmd.Env = append(os.Environ(), env+"="+dir)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
@@ -121,7 +122,19 @@ func startApp(t *testing.T, dir string) *app {
 		t.Fatal(err)
 	}
 	a := &app{cmd: cmd, in: in, out: bufio.NewScanner(out)}
-	t.Cleanup(func() { in.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		in.Close()
+		_ = cmd.Process.Kill()
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			// Stuck in a FUSE request nobody answers: it ends when the
+			// environment's cleanup ends the connection.
+			t.Log("the application process did not exit within 10 s of SIGKILL (blocked in a FUSE request?)")
+		}
+	})
 	if r := a.read(t); r != "ready" {
 		t.Fatalf("application: %s", r)
 	}
@@ -273,49 +286,4 @@ func appCheck(kept, d *os.File, listed *[]os.DirEntry, round int) string {
 		return fmt.Sprintf("err listing across the upgrade has %d entries, want %d", len(seen), appEntries)
 	}
 	return "ok"
-}
-
-// TestMountServiceKillWithHolder: a mount service killed (SIGKILL) has not
-// handed its mounts over: requests it had read would stay unanswered and
-// writes it had buffered are gone. So the next start does not resume
-// those connections; it ends them and mounts the volumes again, as
-// without a holder (docs/csi.md): the staging mount serves every fsynced
-// byte, the old bind mount gives ENOTCONN until published again. A clean
-// upgrade after that resumes the new mount.
-func TestMountServiceKillWithHolder(t *testing.T) {
-	env := csitest.StartWithHolder(t)
-	env.StartCSI(t)
-	createVolume(t, env, "k", 0, nil)
-	staging, target := publish(t, env, "k")
-	writeFile(t, filepath.Join(target, "data"), []byte("fsynced before the kill"))
-
-	env.RestartMountService(t, syscall.SIGKILL)
-	mounts, err := mountsvc.NewClient(env.MountSocket).List(ctxT(t))
-	if err != nil || len(mounts) != 1 || !mounts[0].Alive || mounts[0].Dir != staging {
-		t.Fatalf("after SIGKILL the mount service hosts %v (%v), want the staging mount", mounts, err)
-	}
-	if !strings.Contains(env.MountSvc.Log(), "did not hand this mount over") || strings.Contains(env.MountSvc.Log(), "resumed a live mount") {
-		t.Fatal("after SIGKILL the connection was resumed instead of ended")
-	}
-	if got := readFile(t, filepath.Join(staging, "data")); got != "fsynced before the kill" {
-		t.Fatalf("staging reads %q after the kill", got)
-	}
-	if _, err := os.Stat(filepath.Join(target, "data")); !errors.Is(err, syscall.ENOTCONN) {
-		t.Fatalf("the old bind mount gives %v after the kill; docs/csi.md says ENOTCONN until republished", err)
-	}
-	if _, err := env.Node().NodeUnpublishVolume(ctxT(t), &csipb.NodeUnpublishVolumeRequest{VolumeId: "k", TargetPath: target}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Node().NodePublishVolume(ctxT(t), &csipb.NodePublishVolumeRequest{VolumeId: "k", StagingTargetPath: staging, TargetPath: target, VolumeCapability: rwCap}); err != nil {
-		t.Fatal(err)
-	}
-
-	env.RestartMountService(t, syscall.SIGTERM)
-	if got := strings.Count(env.MountSvc.Log(), "resumed a live mount"); got != 1 {
-		t.Fatalf("the clean restart after the kill resumed %d mounts, want 1", got)
-	}
-	if got := readFile(t, filepath.Join(target, "data")); got != "fsynced before the kill" {
-		t.Fatalf("target reads %q after the clean restart", got)
-	}
-	unpublish(t, env, "k", staging, target)
 }

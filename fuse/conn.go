@@ -30,6 +30,7 @@ const (
 	outHeaderSize = 16 // struct fuse_out_header
 
 	notifyInvalInode = 2 // FUSE_NOTIFY_INVAL_INODE
+	notifyResend     = 7 // FUSE_NOTIFY_RESEND
 )
 
 // devConn is the /dev/fuse descriptor of one mount. The descriptor is
@@ -124,6 +125,20 @@ func (c *devConn) InodeNotify(node uint64, off, length int64) gofuse.Status {
 		return gofuse.EIO
 	}
 	return gofuse.OK
+}
+
+// resend asks the kernel to send again every request a reader of the
+// connection took and never answered (FUSE_NOTIFY_RESEND, Linux 6.9 and
+// later): what a killed server had read. They come back with bit 63 of
+// their unique id set, which the replies echo.
+func (c *devConn) resend() error {
+	var b [outHeaderSize]byte
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.LittleEndian.PutUint32(b[4:], notifyResend)
+	if err := c.write(b[:]); err != nil {
+		return fmt.Errorf("fuse: ask the kernel to resend the requests the killed process had read (needs Linux 6.9 or later): %w", err)
+	}
+	return nil
 }
 
 // dup returns a duplicate of the descriptor (close-on-exec), sharing the

@@ -65,10 +65,15 @@ type file struct {
 	// which stops them until a flush succeeds. Guarded by mu.
 	preRunning int
 	preErr     error
+
+	// pend is the file's slot in the mount's record of unstored writes
+	// (pendingTable): set by the first write after the file was clean,
+	// released once everything written is stored. Guarded by mu.
+	pend int
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
-	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill)}
+	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill), pend: noSlot}
 	f.progress.L = &f.mu
 	f.setCommittedLocked(in)
 	return f
@@ -182,6 +187,10 @@ func (f *file) write(ctx context.Context, off uint64, data []byte) error {
 		f.fs.log.Error("writing buffered data to the spill file in the cache directory failed; the write is refused (check the cache directory's disk)",
 			"ino", f.ino, "err", werr)
 		return werr
+	}
+	if f.pend == noSlot {
+		// Listed before the kernel hears the write succeeded.
+		f.pend = f.fs.pending.add(f.ino)
 	}
 	// A full needle's worth starts a flush in the background, so the
 	// upload overlaps the writes that follow. Its failure sticks like any
@@ -310,6 +319,7 @@ func (f *file) flushRound(ctx context.Context, keepTail bool) error {
 	f.mu.Lock()
 	if f.dirty.empty() {
 		f.err = nil
+		f.unlistIfStoredLocked()
 		f.mu.Unlock()
 		return nil
 	}
@@ -371,7 +381,17 @@ func (f *file) flushRound(ctx context.Context, keepTail bool) error {
 		// flush stores them.)
 		f.err = nil
 	}
+	f.unlistIfStoredLocked()
 	return nil
+}
+
+// unlistIfStoredLocked takes the file off the record of unstored writes
+// once nothing it buffered is left to store.
+func (f *file) unlistIfStoredLocked() {
+	if f.pend != noSlot && f.dirty.empty() && f.flushing == nil {
+		f.fs.pending.remove(f.pend)
+		f.pend = noSlot
+	}
 }
 
 // upload stores set as needles (in parallel) and commits them with size.

@@ -41,7 +41,12 @@ type fileSystem struct {
 	spillWarned atomic.Bool
 	cache       *chunkCache // needle chunks read recently or ahead
 	noCaps      absentCaps  // inodes known to have no security.capability
-	noInline    atomic.Bool // the filer refused inline data (an older version)
+	// pending lists the files holding unstored writes (nil without
+	// Config.PendingFile); lost is what the list a killed predecessor
+	// left says (nil: nothing was lost).
+	pending  *pendingTable
+	lost     *lostWrites
+	noInline atomic.Bool // the filer refused inline data (an older version)
 
 	mu struct {
 		sync.Mutex

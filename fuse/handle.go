@@ -200,7 +200,11 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) (st gofu
 	if !st.Ok() {
 		return st
 	}
-	return dataStatus(f.flush(fs.ctx))
+	st = dataStatus(f.flush(fs.ctx))
+	if lost := fs.lostStatus(f.ino, in.Fh); !lost.Ok() {
+		return lost
+	}
+	return st
 }
 
 // Fsync returns OK only once every byte written before it is durable
@@ -211,7 +215,27 @@ func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) (st gofu
 	if !st.Ok() {
 		return st
 	}
-	return dataStatus(f.flush(fs.ctx))
+	st = dataStatus(f.flush(fs.ctx))
+	if lost := fs.lostStatus(f.ino, in.Fh); !lost.Ok() {
+		return lost
+	}
+	return st
+}
+
+// lostStatus is EIO for handle fh of file ino when it was open while
+// writes of the file that the mount had acknowledged were lost with the
+// process that acknowledged them (killed: see pendingTable); OK
+// otherwise. The error sticks to such a handle: the application must
+// reopen the file and write those bytes again.
+func (fs *fileSystem) lostStatus(ino, fh uint64) gofuse.Status {
+	if !fs.lost.lostBefore(ino, fh) {
+		return gofuse.OK
+	}
+	if fs.lost.tell(ino) {
+		fs.log.Error("a descriptor opened before the previous mount process was killed is flushed; that process had acknowledged writes to this file that it had not stored, so fsync and close of such descriptors fail with EIO (reopen the file and write the data again)",
+			"ino", ino, "fh", fh)
+	}
+	return gofuse.EIO
 }
 
 // Release drops a handle. The last handle of a file flushes what is still
@@ -252,6 +276,9 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	if gone {
 		fs.addDirty(-int64(f.dirty.bytes), -int64(f.dirty.mem))
 		f.dirty.drop()
+		// Every descriptor is closed: none is left to report a loss to.
+		fs.pending.remove(f.pend)
+		f.pend = noSlot
 		delete(fs.mu.files, ino)
 		// The kernel's pages hold what was written; they may be kept
 		// at the next open only if all of it was stored.

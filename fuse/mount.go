@@ -71,6 +71,15 @@ type Config struct {
 	// log's, instead of a needle's and then the Raft log's). Zero: 64
 	// KiB; negative: never. At most filer.MaxInlineBytes.
 	InlineLimit int
+	// PendingFile, when set, is a file (64 KiB) where the mount lists the
+	// files holding writes it acknowledged but has not stored yet, in
+	// memory shared with the kernel's page cache, so that the list
+	// outlives a SIGKILL of the process. Resume reads the list its
+	// killed predecessor left, to fail fsync and close of the
+	// descriptors whose writes were lost. Mounts that may be resumed set
+	// it (the mount service does); the file is rewritten at each mount
+	// and resume and removed at unmount.
+	PendingFile string
 	Logger      *slog.Logger
 	Security    *security.Config
 }
@@ -121,6 +130,12 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	if err := cleanStaleMount(cfg.Dir, fs.log); err != nil {
 		fs.close()
 		return nil, err
+	}
+	if cfg.PendingFile != "" {
+		if fs.pending, _, err = openPending(cfg.PendingFile, false, 0); err != nil {
+			fs.close()
+			return nil, err
+		}
 	}
 	if os.Geteuid() != 0 {
 		return mountFusermount(fs, opts)
@@ -203,7 +218,17 @@ func setReadAhead(dir string, log *slog.Logger) {
 // configuration then: the kernel keeps what was negotiated. Requests the
 // kernel queued while nobody served the connection are answered now;
 // file and directory handles opened before are adopted on first use.
-func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte) (*Mounted, error) {
+//
+// killed says the previous process did not hand the connection over (it
+// was killed, or crashed): the kernel is asked to send again the requests
+// it had read and not answered (Linux 6.9 or later; an older kernel
+// makes Resume fail), and cfg.PendingFile must name the record that
+// process kept, which tells whose acknowledged writes were lost with it.
+// A request that process had carried out but not answered is carried out
+// again: idempotent ones (reads, writes, fsync, stat, lookup) give the
+// same answer, while a create with O_EXCL, mkdir, unlink, rmdir or rename
+// that had taken effect fails with EEXIST or ENOENT.
+func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed bool) (*Mounted, error) {
 	fdn := int(dev.Fd())
 	if !IsDevice(fdn) {
 		return nil, fmt.Errorf("fuse: resume %s: the descriptor handed over is not /dev/fuse", cfg.Dir)
@@ -211,6 +236,21 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte) (*Mounte
 	fs, opts, err := newMount(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.PendingFile != "" {
+		// Handle ids of this process start above every id the kernel
+		// holds from before (newFileSystem): those below were opened
+		// before the hand-over.
+		fs.mu.Lock()
+		start := fs.mu.nextFh + 1
+		fs.mu.Unlock()
+		if fs.pending, fs.lost, err = openPending(cfg.PendingFile, true, start); err != nil {
+			fs.close()
+			return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
+		}
+	} else if killed {
+		fs.close()
+		return nil, fmt.Errorf("fuse: resume %s after a kill needs the record of unstored writes (Config.PendingFile)", cfg.Dir)
 	}
 	fd, err := unix.FcntlInt(uintptr(fdn), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -228,8 +268,24 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte) (*Mounte
 		fs.close()
 		return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
 	}
+	if killed {
+		if err := conn.resend(); err != nil {
+			conn.close()
+			fs.close()
+			return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
+		}
+	}
 	m := serve(fs, srv, append([]byte(nil), init...))
-	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly)
+	if !fs.lost.empty() {
+		// The kernel's pages and attributes of those files may show
+		// the lost bytes: drop them, so that reads show what is stored.
+		for ino := range fs.lost.cutoff {
+			fs.dropPages(ino)
+		}
+		fs.log.Error("the previous mount process was killed with writes it had acknowledged but not stored; fsync and close fail with EIO on the descriptors of those files opened before the kill",
+			"files", len(fs.lost.cutoff), "every_file", fs.lost.all != 0)
+	}
+	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly, "after_kill", killed)
 	return m, nil
 }
 
@@ -324,6 +380,7 @@ func (fs *fileSystem) close() {
 	fs.cancel()
 	fs.client.Close()
 	fs.closeSpill()
+	_ = fs.pending.close()
 }
 
 // closeSpill closes the spill file (its space goes back with it).
@@ -487,6 +544,13 @@ func (m *Mounted) shutdown() error {
 		m.subWG.Wait()
 		m.fs.client.Close()
 		m.fs.closeSpill()
+		if err := m.fs.pending.close(); err != nil {
+			m.fs.log.Warn("unmapping the record of unstored writes failed", "err", err)
+		}
+		if !m.detached.Load() && m.fs.cfg.PendingFile != "" {
+			// Unmounted: no process will resume this connection.
+			_ = os.Remove(m.fs.cfg.PendingFile)
+		}
 		if m.srv != nil {
 			if err := m.srv.err(); err != nil && !errors.Is(err, errStopped) {
 				m.unmountErr = err

@@ -172,6 +172,10 @@ func (s *server) loop() {
 	}
 }
 
+// uniqueResend marks the unique id of a request the kernel sends again
+// (FUSE_UNIQUE_RESEND; see devConn.resend); the reply echoes it.
+const uniqueResend = 1 << 63
+
 func isForget(req []byte) bool {
 	if len(req) < inHeaderSize {
 		return false
@@ -193,6 +197,9 @@ func (s *server) handle(req []byte) {
 		out = make([]byte, need)
 	}
 	op := binary.LittleEndian.Uint32(req[4:])
+	if binary.LittleEndian.Uint64(req[8:])&uniqueResend != 0 {
+		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", op)
+	}
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
 	if !st.Ok() && n == 0 && op != codeForget && op != codeBatchForget && op != codeInterrupt {
 		// Never leave a request unanswered: the caller would hang.

@@ -33,7 +33,8 @@ type HeldMount struct {
 	// Clean is true when the last process serving the connection handed
 	// it over cleanly (fuse.Mounted.Detach succeeded: every request it
 	// had read was answered, every file flushed). A connection that is
-	// not clean (the service was killed) is not resumed.
+	// not clean (the service was killed) is resumed as after a kill
+	// (fuse.Resume with killed set).
 	Clean bool `json:"clean,omitempty"`
 }
 

@@ -2,6 +2,8 @@ package mountsvc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +48,7 @@ type Config struct {
 	// handed over by the holder (nil: fuse.Resume) and Unmounter unmounts
 	// one (nil: umount, lazily if busy). For tests.
 	Mounter   func(ctx context.Context, cfg fuse.Config) (Mounted, error)
-	Resumer   func(ctx context.Context, cfg fuse.Config, dev *os.File, init []byte) (Mounted, error)
+	Resumer   func(ctx context.Context, cfg fuse.Config, dev *os.File, init []byte, killed bool) (Mounted, error)
 	Unmounter func(dir string) error
 }
 
@@ -113,8 +115,8 @@ func New(cfg Config) *Service {
 		}
 	}
 	if cfg.Resumer == nil {
-		cfg.Resumer = func(ctx context.Context, c fuse.Config, dev *os.File, init []byte) (Mounted, error) {
-			m, err := fuse.Resume(ctx, c, dev, init)
+		cfg.Resumer = func(ctx context.Context, c fuse.Config, dev *os.File, init []byte, killed bool) (Mounted, error) {
+			m, err := fuse.Resume(ctx, c, dev, init, killed)
 			if err != nil {
 				return nil, err
 			}
@@ -254,18 +256,14 @@ func (s *Service) resumeHeld(ctx context.Context) map[string]bool {
 		m := hc.Mount
 		m.Dir = filepath.Clean(m.Dir)
 		if !hc.Clean {
-			hc.Dev.Close()
-			// Requests the previous process had read stay unanswered
-			// forever, and writes it had buffered are gone while a later
-			// fsync here would report success: end the connection, so
-			// the applications get an error they can act on.
-			s.log.Error("the previous mount service did not hand this mount over (was it killed?); ending its connection (applications see ENOTCONN) and mounting the volume again", "volume", m.VolumeID, "dir", m.Dir)
-			if _, err := s.holder.Drop(ctx, m.Dir); err != nil {
-				s.log.Error("could not tell the holder to drop the connection", "dir", m.Dir, "err", err)
-			}
-			continue
+			// The previous process was killed: the kernel is asked to
+			// send again what it had read and not answered, and the
+			// descriptors of files whose acknowledged writes died with it
+			// get EIO at fsync and close (fuse.Resume).
+			s.log.Warn("the previous mount service did not hand this mount over (was it killed?); resuming it: requests it left unanswered are served again, and fsync and close fail on descriptors whose acknowledged writes it had not stored",
+				"volume", m.VolumeID, "dir", m.Dir)
 		}
-		mnt, err := s.cfg.Resumer(ctx, s.fuseConfig(m), hc.Dev, hc.Init)
+		mnt, err := s.cfg.Resumer(ctx, s.fuseConfig(m), hc.Dev, hc.Init, !hc.Clean)
 		hc.Dev.Close()
 		if err == nil {
 			// Served again: from now on a kill leaves it unclean.
@@ -296,7 +294,24 @@ func (s *Service) fuseConfig(m Mount) fuse.Config {
 		Filers: s.cfg.Filers, Dir: m.Dir, Root: m.Root, Uid: -1, Gid: -1,
 		ReadOnly: m.ReadOnly, Replication: m.Replication, Collection: m.Collection,
 		Logger: s.cfg.Logger.With("volume", m.VolumeID), Security: s.cfg.Security,
+		PendingFile: s.pendingFile(m.Dir),
 	}
+}
+
+// pendingFile is where the mount at dir keeps its record of unstored
+// writes (fuse.Config.PendingFile): in a "pending" directory next to the
+// state file, or else next to the holder's socket; "" without a holder,
+// when no process resumes a connection.
+func (s *Service) pendingFile(dir string) string {
+	base := s.cfg.StateFile
+	if base == "" {
+		base = s.cfg.Holder
+	}
+	if s.cfg.Holder == "" || base == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
+	return filepath.Join(filepath.Dir(base), "pending", hex.EncodeToString(sum[:12]))
 }
 
 // hold hands the connection of a new mount to the holder.
@@ -497,7 +512,7 @@ func (s *Service) Stop() error {
 		if ho, ok := e.mnt.(handedOver); ok && s.holder != nil && !s.cfg.UnmountOnExit {
 			start := time.Now()
 			if err := ho.Detach(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w; the next start ends its connection (ENOTCONN) instead of resuming it", e.m.Dir, e.m.VolumeID, err))
+				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w; the next start resumes it as after a kill: fsync and close fail on the descriptors of the files whose writes were not stored", e.m.Dir, e.m.VolumeID, err))
 			} else if _, err := s.holder.Mark(ctx, e.m.Dir, true); err != nil {
 				errs = append(errs, fmt.Errorf("mountsvc: hand-over of %s (volume %s): %w", e.m.Dir, e.m.VolumeID, err))
 			}

@@ -1,0 +1,221 @@
+package csi_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/cairn-storage/cairn/csi"
+	"github.com/cairn-storage/cairn/csi/csitest"
+	"github.com/cairn-storage/cairn/csi/mountsvc"
+)
+
+// killAppEnv makes the test binary play the application of
+// TestMountServiceKillWithHolder (runKillApp) on the directory it names.
+const killAppEnv = "CAIRN_CSITEST_KILLAPP"
+
+const lostWrite = "acknowledged by the killed process, never stored"
+
+// TestMountServiceKillWithHolder: a mount service killed with SIGKILL
+// hands nothing over, yet the next start resumes its connections from
+// the holder (docs/csi.md). An application (a process of its own) keeps
+// calling statfs through the published target across the kill, so a
+// request is almost always in the killed process's hands: it must be
+// answered by the new process (the kernel sends it again), and the
+// application must see no error and no ENOTCONN. A write the killed
+// process acknowledged but had not stored must not be reported durable:
+// fsync and close of that descriptor fail with EIO, and a fresh open
+// shows the stored bytes. A descriptor with nothing unstored keeps
+// working, and a clean restart after that resumes the mount again.
+func TestMountServiceKillWithHolder(t *testing.T) {
+	env := csitest.StartWithHolder(t)
+	env.StartCSIProcess(t, csi.ModeMonolith)
+	createVolume(t, env, "k", 0, nil)
+	staging, target := publish(t, env, "k")
+
+	app := startAppAs(t, killAppEnv, target)
+	app.waitRecords(t, 100)
+	if r := app.ask(t, "dirty"); r != "ok" {
+		t.Fatalf("the application reports: %s", r)
+	}
+
+	before := app.count(t)
+	env.RestartMountService(t, syscall.SIGKILL)
+	app.waitRecords(t, before+200)
+
+	log := env.MountSvc.Log()
+	if !strings.Contains(log, "did not hand this mount over") || strings.Count(log, "resumed a live mount") != 1 {
+		t.Fatal("after SIGKILL the mount service did not resume the held connection")
+	}
+	if strings.Contains(log, "dropping its connection") {
+		t.Fatal("after SIGKILL the held connection was dropped")
+	}
+	t.Logf("requests served again after the kill: %d", strings.Count(log, "serving again a request"))
+	mounts, err := mountsvc.NewClient(env.MountSocket).List(ctxT(t))
+	if err != nil || len(mounts) != 1 || !mounts[0].Alive || mounts[0].Dir != staging {
+		t.Fatalf("after SIGKILL the mount service hosts %v (%v), want the staging mount", mounts, err)
+	}
+
+	if r := app.ask(t, "synclost"); !strings.Contains(r, "input/output error") {
+		t.Fatalf("fsync of a descriptor whose acknowledged write died with the killed process reports %q, want EIO", r)
+	}
+	if r := app.ask(t, "synclost"); !strings.Contains(r, "input/output error") {
+		t.Fatalf("the second fsync of that descriptor reports %q, want EIO again", r)
+	}
+	if r := app.ask(t, "closelost"); !strings.Contains(r, "input/output error") {
+		t.Fatalf("close of that descriptor reports %q, want EIO", r)
+	}
+	if got := readFile(t, filepath.Join(target, "unstored")); got != "stored before the kill" {
+		t.Fatalf("a fresh open of the file reads %q, want what was stored", got)
+	}
+	if r := app.ask(t, "check"); r != "ok" {
+		t.Fatalf("a descriptor with nothing unstored at the kill: %s", r)
+	}
+	writeFile(t, filepath.Join(target, "new"), []byte("written after the kill"))
+	if got := readFile(t, filepath.Join(staging, "new")); got != "written after the kill" {
+		t.Fatalf("new file reads %q", got)
+	}
+
+	env.RestartMountService(t, syscall.SIGTERM)
+	if got := strings.Count(env.MountSvc.Log(), "resumed a live mount"); got != 2 {
+		t.Fatalf("the clean restart after the kill resumed %d times in all, want 2", got)
+	}
+	before = app.count(t)
+	app.waitRecords(t, before+100)
+	if r := app.ask(t, "check"); r != "ok" {
+		t.Fatalf("after the clean restart: %s", r)
+	}
+	if r := app.ask(t, "stop"); !strings.HasPrefix(r, "done ") {
+		t.Fatalf("the application reports: %s", r)
+	}
+	if got := readFile(t, filepath.Join(target, "kept")); !strings.HasPrefix(got, "before") || !strings.Contains(got, "after the kill") {
+		t.Fatalf("kept file reads %q", got)
+	}
+	unpublish(t, env, "k", staging, target)
+}
+
+// runKillApp is the application of TestMountServiceKillWithHolder. It
+// stores "stored before the kill" in dir/unstored and "before" in
+// dir/kept (fsynced), keeps both open, and calls statfs on dir in a loop;
+// then it answers commands:
+//
+//	count     -> "count N" (statfs calls that succeeded)
+//	dirty     -> "ok": a write to dir/unstored, not fsynced
+//	synclost  -> fsync of dir/unstored: "ok" or "err ..."
+//	closelost -> close of dir/unstored: "ok" or "err ..."
+//	check     -> "ok": dir/kept takes a write, fsync and read back
+//	stop      -> "done N": the statfs loop stopped
+//
+// A failed statfs stops the loop and is answered to count as "err ...".
+func runKillApp(dir string) int {
+	say := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+	open := func(name, data string) (*os.File, error) {
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := f.WriteAt([]byte(data), 0); err != nil {
+			return nil, err
+		}
+		return f, f.Sync()
+	}
+	lost, err := open("unstored", "stored before the kill")
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	kept, err := open("kept", "before")
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	var (
+		mu   sync.Mutex
+		n    int
+		serr error
+		wg   sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var st syscall.Statfs_t
+			err := syscall.Statfs(dir, &st)
+			mu.Lock()
+			if err != nil {
+				serr = err
+				mu.Unlock()
+				return
+			}
+			n++
+			mu.Unlock()
+		}
+	}()
+	say("ready")
+	result := func(err error) string {
+		if err != nil {
+			return "err " + err.Error()
+		}
+		return "ok"
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "count":
+			mu.Lock()
+			c, e := n, serr
+			mu.Unlock()
+			if e != nil {
+				say("err statfs: %v", e)
+				continue
+			}
+			say("count %d", c)
+		case "dirty":
+			_, err := lost.WriteAt([]byte(lostWrite), 0)
+			say("%s", result(err))
+		case "synclost":
+			say("%s", result(lost.Sync()))
+		case "closelost":
+			say("%s", result(lost.Close()))
+		case "check":
+			say("%s", killAppCheck(kept))
+		case "stop":
+			close(stop)
+			wg.Wait()
+			if serr != nil {
+				say("err statfs: %v", serr)
+				continue
+			}
+			say("done %d", n)
+		default:
+			say("err unknown command %q", sc.Text())
+		}
+	}
+	return 0
+}
+
+func killAppCheck(kept *os.File) string {
+	const msg = "after the kill"
+	if _, err := kept.WriteAt([]byte(msg), 100); err != nil {
+		return fmt.Sprintf("err write: %v", err)
+	}
+	if err := kept.Sync(); err != nil {
+		return fmt.Sprintf("err fsync: %v", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := kept.ReadAt(buf, 100); err != nil || string(buf) != msg {
+		return fmt.Sprintf("err read back %q, %v", buf, err)
+	}
+	return "ok"
+}

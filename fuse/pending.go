@@ -1,0 +1,232 @@
+package fuse
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// pendingTable records which files hold writes the mount acknowledged to
+// the kernel but has not stored yet, in a small file mapped into memory.
+// A process killed with SIGKILL loses its buffered writes, but the pages
+// of a shared mapping survive it: the process that resumes the FUSE
+// connection (Resume) reads the table its predecessor left and fails
+// fsync and close on the descriptors opened before the kill of every file
+// listed, instead of letting a later fsync report success for bytes that
+// are gone. Recording costs two stores to memory, no system call, so it
+// stays out of the write path's way.
+//
+// Layout (little-endian): an 8-byte magic, an 8-byte overflow word (the
+// count of dirty files the table had no slot for, plus bit 63 when an
+// earlier process's table overflowed; not 0: every file counts as listed),
+// then
+// pendingSlots slots of 16 bytes: the filer inode (0: free) and the
+// handle id below which the inode's descriptors lost writes (0: those of
+// the process that wrote the slot, which is every descriptor opened
+// before the reader started). A resuming process writes the slots it read
+// back with their cutoff filled in, so a second kill does not forget the
+// first one's losses. Safe for concurrent use.
+type pendingTable struct {
+	mem []byte // the mapping; nil for a mount without a table
+
+	mu   sync.Mutex
+	free []int // free slot numbers, the next one last
+}
+
+const (
+	pendingMagic  = "cairnpw1"
+	pendingHeader = 16
+	pendingSlot   = 16
+	pendingSlots  = 4096
+	pendingSize   = pendingHeader + pendingSlots*pendingSlot
+	// carriedOverflow marks an overflow read from a previous process's
+	// table; the live count is below it.
+	carriedOverflow = 1 << 63
+)
+
+// noSlot and overflowSlot are a file's slot number when it is not listed,
+// and when it is dirty but the table was full (counted in the header).
+const (
+	noSlot       = -1
+	overflowSlot = -2
+)
+
+// lostWrites is what resuming learns from the table: the files whose
+// descriptors opened before a cutoff lost acknowledged writes.
+type lostWrites struct {
+	cutoff map[uint64]uint64 // inode -> handle ids below this lost writes
+	all    uint64            // when not 0, every file's handles below it did (the table overflowed)
+
+	mu   sync.Mutex
+	told map[uint64]bool // inodes whose loss was logged
+}
+
+// tell reports whether the loss of ino's writes is yet to be logged, and
+// notes that it is logged now.
+func (l *lostWrites) tell(ino uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.told[ino] {
+		return false
+	}
+	if l.told == nil {
+		l.told = map[uint64]bool{}
+	}
+	l.told[ino] = true
+	return true
+}
+
+// lostBefore reports whether handle fh of inode ino was open when
+// acknowledged writes of the file were lost.
+func (l *lostWrites) lostBefore(ino, fh uint64) bool {
+	if l == nil || fh == 0 {
+		return false
+	}
+	return fh < l.all || fh < l.cutoff[ino]
+}
+
+func (l *lostWrites) empty() bool { return l == nil || l.all == 0 && len(l.cutoff) == 0 }
+
+// openPending maps the table at path. With resume, the table a previous
+// process left is read first: its listed files, with start (this
+// process's first handle id) as the cutoff of slots that have none, are
+// returned and kept in the new table. Without resume, or when no valid
+// table is there, the table starts empty. A table that cannot be read
+// when resuming is an error: the caller cannot know what was lost.
+func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWrites, error) {
+	var lost *lostWrites
+	if resume {
+		old, err := os.ReadFile(path)
+		switch {
+		case err != nil:
+			return nil, nil, fmt.Errorf("fuse: read the record of unstored writes %s left by the previous process: %w", path, err)
+		case len(old) != pendingSize || string(old[:8]) != pendingMagic:
+			return nil, nil, fmt.Errorf("fuse: %s is not a record of unstored writes (%d bytes)", path, len(old))
+		}
+		lost = &lostWrites{cutoff: map[uint64]uint64{}}
+		if binary.LittleEndian.Uint64(old[8:]) != 0 {
+			lost.all = start
+		}
+		for i := range pendingSlots {
+			s := old[pendingHeader+i*pendingSlot:]
+			ino, cut := binary.LittleEndian.Uint64(s), binary.LittleEndian.Uint64(s[8:])
+			if ino == 0 {
+				continue
+			}
+			if cut == 0 {
+				cut = start
+			}
+			lost.cutoff[ino] = max(lost.cutoff[ino], cut)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("fuse: directory of the record of unstored writes: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fuse: open the record of unstored writes: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(pendingSize); err != nil {
+		return nil, nil, fmt.Errorf("fuse: size the record of unstored writes %s: %w", path, err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, pendingSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", path, err)
+	}
+	t := &pendingTable{mem: mem}
+	clear(mem) // a fresh table
+	copy(mem, pendingMagic)
+	n := 0
+	if lost != nil {
+		if lost.all != 0 {
+			// Carried as bit 63: the next reader treats every file as
+			// listed, with its own start as the cutoff, which covers
+			// this one's.
+			t.word(8).Store(carriedOverflow)
+		}
+		for ino, cut := range lost.cutoff {
+			if n == pendingSlots {
+				t.word(8).Store(carriedOverflow)
+				break
+			}
+			t.word(pendingHeader + n*pendingSlot + 8).Store(cut)
+			t.word(pendingHeader + n*pendingSlot).Store(ino)
+			n++
+		}
+	}
+	for i := pendingSlots - 1; i >= n; i-- {
+		t.free = append(t.free, i)
+	}
+	return t, lost, nil
+}
+
+// word is the 8-byte word at byte off of the mapping.
+func (t *pendingTable) word(off int) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Pointer(&t.mem[off]))
+}
+
+// add lists ino as holding unstored writes and returns its slot
+// (overflowSlot, counted, when the table is full). A nil table lists
+// nothing.
+func (t *pendingTable) add(ino uint64) int {
+	if t == nil {
+		return noSlot
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil {
+		return noSlot
+	}
+	if len(t.free) == 0 {
+		t.word(8).Add(1)
+		return overflowSlot
+	}
+	i := t.free[len(t.free)-1]
+	t.free = t.free[:len(t.free)-1]
+	t.word(pendingHeader + i*pendingSlot).Store(ino)
+	return i
+}
+
+// remove unlists what add returned.
+func (t *pendingTable) remove(slot int) {
+	if t == nil || slot == noSlot {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil {
+		return
+	}
+	if slot == overflowSlot {
+		t.word(8).Add(^uint64(0))
+		return
+	}
+	t.word(pendingHeader + slot*pendingSlot).Store(0)
+	t.free = append(t.free, slot)
+}
+
+// close unmaps the table. The file stays: it is rewritten at the next
+// mount or resume.
+func (t *pendingTable) close() error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(t.mem)
+	t.mem = nil
+	return err
+}
+
+var errLostByKill = errors.New("writes acknowledged by the previous mount process were lost when it was killed")

@@ -1,0 +1,120 @@
+package fuse
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestPendingTable: what a mount lists as unstored is what the next
+// process reads back as lost, for the descriptors opened before it
+// started; a second resume keeps the first one's losses; a full table
+// makes every file count as lost; an unreadable table is an error.
+func TestPendingTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pending", "m")
+	t1, lost, err := openPending(path, false, 0)
+	if err != nil || !lost.empty() {
+		t.Fatalf("fresh table: %v, lost %+v", err, lost)
+	}
+	a, b, c := t1.add(11), t1.add(12), t1.add(13)
+	t1.remove(b) // stored
+	_ = a
+	_ = c
+	// The process dies here: its mapping's pages are the file's.
+
+	const start1 = 1000
+	t2, lost, err := openPending(path, true, start1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ino, fh uint64
+		want    bool
+	}{
+		{11, start1 - 1, true}, {13, 1, true}, // open before the kill
+		{11, start1, false}, {13, start1 + 5, false}, // opened after
+		{12, 1, false}, // stored before the kill
+		{14, 1, false}, // never written
+		{11, 0, false}, // no handle
+	} {
+		if got := lost.lostBefore(tc.ino, tc.fh); got != tc.want {
+			t.Errorf("after one kill: lostBefore(%d, %d) = %v, want %v", tc.ino, tc.fh, got, tc.want)
+		}
+	}
+	t2.add(14) // dirty in the second process, which is killed too
+	s := t2.add(15)
+	t2.remove(s)
+
+	const start2 = 2000
+	_, lost, err = openPending(path, true, start2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ino, fh uint64
+		want    bool
+	}{
+		{11, start1 - 1, true}, {11, start1, false}, // the first kill's cutoff is kept
+		{14, start2 - 1, true}, {14, start2, false},
+		{15, 1, false}, {12, 1, false},
+	} {
+		if got := lost.lostBefore(tc.ino, tc.fh); got != tc.want {
+			t.Errorf("after two kills: lostBefore(%d, %d) = %v, want %v", tc.ino, tc.fh, got, tc.want)
+		}
+	}
+
+	// A full table: the file it had no slot for is not forgotten.
+	t3, _, err := openPending(path, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last int
+	for i := range pendingSlots + 1 {
+		last = t3.add(uint64(100 + i))
+	}
+	if last != overflowSlot {
+		t.Fatalf("slot %d past a full table", last)
+	}
+	_, lost, err = openPending(path, true, 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lost.lostBefore(999999, 2999) || lost.lostBefore(999999, 3000) {
+		t.Fatal("after an overflow, a file without a slot does not count as lost")
+	}
+	_, lost, err = openPending(path, true, 4000)
+	if err != nil || !lost.lostBefore(999999, 3999) {
+		t.Fatalf("an overflow is forgotten by the next resume (%v)", err)
+	}
+
+	// An overflow that was stored again leaves nothing behind.
+	t4, _, err := openPending(path, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []int
+	for i := range pendingSlots + 2 {
+		slots = append(slots, t4.add(uint64(100+i)))
+	}
+	for _, s := range slots {
+		t4.remove(s)
+	}
+	if err := t4.close(); err != nil {
+		t.Fatal(err)
+	}
+	_, lost, err = openPending(path, true, 5000)
+	if err != nil || !lost.empty() {
+		t.Fatalf("after every file was stored: %v, lost %+v", err, lost)
+	}
+
+	if _, _, err := openPending(filepath.Join(t.TempDir(), "missing"), true, 1); err == nil {
+		t.Fatal("resuming without the previous table is no error")
+	}
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("cairnpw1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openPending(short, true, 1); err == nil {
+		t.Fatal("resuming from a truncated table is no error")
+	}
+}
