@@ -38,6 +38,14 @@ var (
 		Name: "cairn_mount_flushes_total",
 		Help: "Flushes of buffered writes committed, by where the bytes went: filer (small flushes committed with their bytes, inline) or volumes (needles on the volume servers, then a commit).",
 	}, []string{"to"})
+	mountResent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_mount_resent_requests_total",
+		Help: "FUSE requests served after the kernel sent them again: requests a killed mount process had read and not answered, taken over by the process that resumed the mount.",
+	})
+	mountLostFiles = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_mount_lost_write_files_total",
+		Help: "Files whose acknowledged but unstored writes died with a killed mount process, as found by the process that resumed the mount; fsync and close fail with EIO on their descriptors opened before the kill.",
+	})
 	// dirtyTotal is the sum of fileSystem.dirtyBytes over the process.
 	dirtyTotal   atomic.Int64
 	mountDirties = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -51,7 +59,7 @@ var (
 // cairn server, the CSI mount service). They are shared by every mount in
 // the process; register them once per registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties, mountFlushes}
+	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties, mountFlushes, mountResent, mountLostFiles}
 }
 
 // Operation names, the values of the op label.

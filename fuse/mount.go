@@ -282,6 +282,7 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 		for ino := range fs.lost.cutoff {
 			fs.dropPages(ino)
 		}
+		mountLostFiles.Add(float64(fs.lost.fresh))
 		fs.log.Error("the previous mount process was killed with writes it had acknowledged but not stored; fsync and close fail with EIO on the descriptors of those files opened before the kill",
 			"files", len(fs.lost.cutoff), "every_file", fs.lost.all != 0)
 	}

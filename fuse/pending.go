@@ -63,6 +63,7 @@ const (
 type lostWrites struct {
 	cutoff map[uint64]uint64 // inode -> handle ids below this lost writes
 	all    uint64            // when not 0, every file's handles below it did (the table overflowed)
+	fresh  int               // files listed by the process just before, not carried from earlier ones
 
 	mu   sync.Mutex
 	told map[uint64]bool // inodes whose loss was logged
@@ -122,6 +123,7 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 			}
 			if cut == 0 {
 				cut = start
+				lost.fresh++
 			}
 			lost.cutoff[ino] = max(lost.cutoff[ino], cut)
 		}

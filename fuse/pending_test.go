@@ -41,6 +41,9 @@ func TestPendingTable(t *testing.T) {
 			t.Errorf("after one kill: lostBefore(%d, %d) = %v, want %v", tc.ino, tc.fh, got, tc.want)
 		}
 	}
+	if lost.fresh != 2 {
+		t.Errorf("after one kill: %d files newly lost, want 2", lost.fresh)
+	}
 	t2.add(14) // dirty in the second process, which is killed too
 	s := t2.add(15)
 	t2.remove(s)
@@ -61,6 +64,10 @@ func TestPendingTable(t *testing.T) {
 		if got := lost.lostBefore(tc.ino, tc.fh); got != tc.want {
 			t.Errorf("after two kills: lostBefore(%d, %d) = %v, want %v", tc.ino, tc.fh, got, tc.want)
 		}
+	}
+
+	if lost.fresh != 1 {
+		t.Errorf("after two kills: %d files newly lost, want 1 (the others are carried)", lost.fresh)
 	}
 
 	// A full table: the file it had no slot for is not forgotten.

@@ -198,6 +198,7 @@ func (s *server) handle(req []byte) {
 	}
 	op := binary.LittleEndian.Uint32(req[4:])
 	if binary.LittleEndian.Uint64(req[8:])&uniqueResend != 0 {
+		mountResent.Inc()
 		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", op)
 	}
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
