@@ -91,6 +91,7 @@ func TestNomadEndToEnd(t *testing.T) {
 		{"2 create the database and the shared volume", e.createVolume},
 		{"3 write, stop, read back", e.writeRead},
 		{"4 node plugin restart and mount service roll under a writer", e.rollUnderWriter},
+		{"4b mount service SIGKILL under a reader", e.killUnderReader},
 		{"5 snapshot and restore", e.snapshot},
 		{"6 PostgreSQL", e.postgres},
 		{"7 delete, stop, nothing left", e.teardown},
@@ -365,6 +366,68 @@ func (e *e2e) rollUnderWriter() {
 	if lines < stopped || lines > stopped+1 {
 		t.Fatalf("append log has %d records, the writer fsynced %d", lines, stopped)
 	}
+}
+
+// killUnderReader: while a job calls statfs on the volume and opens and
+// reads a file of it over and over, SIGKILL the mount service; Nomad starts it again
+// and it resumes the mount from the holder (docs/csi.md, "Restarts"). The
+// job never sees an error, is never restarted, and goes on. Skipped
+// without a holder, where a killed mount service breaks running mounts.
+func (e *e2e) killUnderReader() {
+	t, a := e.t, e.a
+	if !e.holder {
+		t.Logf("mount service kill not run: this cairn binary has no fuse-holder")
+		return
+	}
+	e.waitUnclaimed("cairn-db")
+	w := workloadJob(t, e.jobs, "e2e-statter", "service", "cairn-db", "postgres", statterScript, nil)
+	a.runJob(w, nil)
+	wa := a.waitRunning("e2e-statter", 1, 0, 5*time.Minute)[0]
+	progress := func() int {
+		out, _ := a.nomad(time.Minute, "alloc", "logs", wa.ID, "w")
+		n := 0
+		for _, m := range regexp.MustCompile(`PROGRESS (\d+)`).FindAllStringSubmatch(out, -1) {
+			n, _ = strconv.Atoi(m[1])
+		}
+		return n
+	}
+	advance := func(what string) {
+		from := progress()
+		a.waitFor(5*time.Minute, "the reader to make 40 more rounds after "+what, func() error {
+			e.checkWriter(wa.ID)
+			if n := progress(); n < from+40 {
+				return fmt.Errorf("at %d rounds, was at %d", n, from)
+			}
+			return nil
+		})
+		t.Logf("reader at %d rounds after %s", progress(), what)
+	}
+	advance("starting")
+
+	const task = "mount-service"
+	ms := a.waitRunning("cairn-mount-service", 1, 0, time.Minute)[0]
+	restarts := ms.TaskStates[task].Restarts
+	a.mustNomad("alloc", "signal", "-s", "SIGKILL", ms.ID, task)
+	a.waitFor(3*time.Minute, "Nomad to start the killed mount service again", func() error {
+		var al alloc
+		if err := a.api("/v1/allocation/"+ms.ID, &al); err != nil {
+			return err
+		}
+		if ts := al.TaskStates[task]; ts.Restarts <= restarts || ts.State != "running" {
+			return fmt.Errorf("%s", al.describe())
+		}
+		return nil
+	})
+	advance("the mount service kill")
+	stdout, _ := a.nomad(time.Minute, "alloc", "logs", ms.ID, task)
+	stderr, _ := a.nomad(time.Minute, "alloc", "logs", "-stderr", ms.ID, task)
+	logs := stdout + stderr
+	if !strings.Contains(logs, "did not hand this mount over") || !strings.Contains(logs, "resumed a live mount") {
+		t.Fatalf("the restarted mount service did not resume the mount after the kill:\n%s", tail(logs, 4000))
+	}
+	t.Logf("requests the killed mount service had left unanswered, served again: %d", strings.Count(logs, "serving again a request"))
+	a.stopJob("e2e-statter", 3*time.Minute)
+	e.waitUnclaimed("cairn-db")
 }
 
 // checkWriter fails the test when the appender reported an I/O error, was

@@ -103,6 +103,24 @@ fi
 echo READ-OK
 `
 
+// statterScript calls statfs on the volume, then opens and reads a file of
+// it 50 times with the shell's own read (no process per read, so the mount
+// always has a request in hand), over and over; any failure is reported
+// and ends the job. It reports progress.
+const statterScript = `i=0
+trap 'echo "STOPPED $i"; exit 0' TERM INT
+while :; do
+  stat -f /data >/dev/null || { echo "IOERR statfs $i" >&2; exit 3; }
+  j=0
+  while [ $j -lt 50 ]; do
+    read -r line < /data/e2e/append.log || { echo "IOERR read $i" >&2; exit 4; }
+    j=$((j+1))
+  done
+  i=$((i+1))
+  if [ $((i % 20)) -eq 0 ]; then echo "PROGRESS $i"; fi
+done
+`
+
 // appenderScript appends one record at a time and fsyncs the file after
 // each; any failed append or fsync is reported and ends the job (so the
 // allocation fails). It reports progress, and on SIGTERM how many records
