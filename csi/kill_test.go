@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cairn-storage/cairn/csi"
 	"github.com/cairn-storage/cairn/csi/csitest"
@@ -55,7 +56,8 @@ func TestMountServiceKillWithHolder(t *testing.T) {
 	if strings.Contains(log, "dropping its connection") {
 		t.Fatal("after SIGKILL the held connection was dropped")
 	}
-	t.Logf("requests served again after the kill: %d", strings.Count(log, "serving again a request"))
+	t.Logf("requests served again after the kill: %d; the application's slowest statfs: %s",
+		strings.Count(log, "serving again a request"), strings.TrimPrefix(app.ask(t, "longest"), "longest "))
 	mounts, err := mountsvc.NewClient(env.MountSocket).List(ctxT(t))
 	if err != nil || len(mounts) != 1 || !mounts[0].Alive || mounts[0].Dir != staging {
 		t.Fatalf("after SIGKILL the mount service hosts %v (%v), want the staging mount", mounts, err)
@@ -105,6 +107,7 @@ func TestMountServiceKillWithHolder(t *testing.T) {
 // then it answers commands:
 //
 //	count     -> "count N" (statfs calls that succeeded)
+//	longest   -> "longest D": the slowest statfs call so far
 //	dirty     -> "ok": a write to dir/unstored, not fsynced
 //	synclost  -> fsync of dir/unstored: "ok" or "err ..."
 //	closelost -> close of dir/unstored: "ok" or "err ..."
@@ -135,10 +138,11 @@ func runKillApp(dir string) int {
 		return 1
 	}
 	var (
-		mu   sync.Mutex
-		n    int
-		serr error
-		wg   sync.WaitGroup
+		mu      sync.Mutex
+		n       int
+		serr    error
+		longest time.Duration // the slowest statfs call
+		wg      sync.WaitGroup
 	)
 	stop := make(chan struct{})
 	wg.Add(1)
@@ -151,8 +155,11 @@ func runKillApp(dir string) int {
 			default:
 			}
 			var st syscall.Statfs_t
+			began := time.Now()
 			err := syscall.Statfs(dir, &st)
+			took := time.Since(began)
 			mu.Lock()
+			longest = max(longest, took)
 			if err != nil {
 				serr = err
 				mu.Unlock()
@@ -181,6 +188,10 @@ func runKillApp(dir string) int {
 				continue
 			}
 			say("count %d", c)
+		case "longest":
+			mu.Lock()
+			say("longest %v", longest.Round(time.Millisecond))
+			mu.Unlock()
 		case "dirty":
 			_, err := lost.WriteAt([]byte(lostWrite), 0)
 			say("%s", result(err))
