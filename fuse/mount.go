@@ -283,8 +283,13 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 			fs.dropPages(ino)
 		}
 		mountLostFiles.Add(float64(fs.lost.fresh))
-		fs.log.Error("the previous mount process was killed with writes it had acknowledged but not stored; fsync and close fail with EIO on the descriptors of those files opened before the kill",
-			"files", len(fs.lost.cutoff), "every_file", fs.lost.all != 0)
+		if fs.lost.fresh > 0 || fs.lost.all != 0 {
+			fs.log.Error("a mount process was killed with writes it had acknowledged but not stored; fsync and close fail with EIO on the descriptors of those files opened before the kill",
+				"files", fs.lost.fresh, "every_file", fs.lost.all != 0)
+		}
+		if carried := len(fs.lost.cutoff) - fs.lost.fresh; carried > 0 {
+			fs.log.Info("descriptors of files whose writes died with an earlier killed mount process still fail fsync and close", "files", carried)
+		}
 	}
 	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly, "after_kill", killed)
 	return m, nil
