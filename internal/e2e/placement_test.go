@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,120 +12,139 @@ import (
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
-// TestRackPlacement runs real volume servers on two racks (two in rack1,
-// one in rack2) and checks where the master puts each copy:
-//   - 010 (a copy on another rack): every volume has one copy in each
-//     rack, and a needle written to it is read back from the other rack's
-//     copy with the primary's server killed;
-//   - 001 (two copies in one rack): both copies in rack1, the only rack
-//     with two servers;
-//   - 100 (a copy in another data center) and 020 (two other racks): a
-//     clear error naming what is missing, and no volume is created.
+// TestRackPlacement runs real volume servers in two data centers, dc1
+// with two racks (two servers in rack1, one in rack2) and dc2 with one
+// server, and checks where the master puts each copy (placement xyz: x
+// copies in other data centers, y on other racks, z more in the rack):
+//   - 010: one copy on each rack of dc1; a needle is read back from the
+//     rack1 copy with the rack2 server killed (at the end);
+//   - 100: one copy in each data center;
+//   - 001: both copies in dc1's rack1, the only rack with two servers;
+//   - 200 and 020: a clear error naming what is missing, and no volume is
+//     created.
+//
+// Each placement is checked on several volumes (one per collection: a
+// master fills one writable volume per collection and placement first).
 func TestRackPlacement(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real processes; skipped with -short")
 	}
-	racks := []string{"rack1", "rack1", "rack2"}
-	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 3, Racks: racks, Replication: "010"})
-	rackOf := map[string]string{}
+	dcs := []string{"dc1", "dc1", "dc1", "dc2"}
+	racks := []string{"rack1", "rack1", "rack2", "rack1"}
+	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 4, DCs: dcs, Racks: racks, Replication: "010"})
+	where := map[string]string{} // volume server -> "dc/rack"
 	for i, v := range c.Volumes {
-		rackOf[v.HTTP] = racks[i]
-		var st struct{ Rack string }
-		if err := c.GetJSON(c.URL(v.HTTP, "/status"), &st); err != nil || st.Rack != racks[i] {
-			t.Fatalf("%s reports rack %q (%v), want %s", v.HTTP, st.Rack, err, racks[i])
+		where[v.HTTP] = dcs[i] + "/" + racks[i]
+		var st struct{ DC, Rack string }
+		if err := c.GetJSON(c.URL(v.HTTP, "/status"), &st); err != nil || st.DC+"/"+st.Rack != where[v.HTTP] {
+			t.Fatalf("%s reports %s/%s (%v), want %s", v.HTTP, st.DC, st.Rack, err, where[v.HTTP])
 		}
 	}
-	locate := func(fid string) []string {
+	type needle struct {
+		fid  string
+		data []byte
+	}
+	// place writes a needle to vols new volumes of replication rep and
+	// returns, per volume, where its copies are (sorted "dc/rack" list).
+	place := func(rep string, vols int) ([][]string, []needle) {
 		t.Helper()
-		vid := fid[:strings.IndexByte(fid, ',')]
-		locs, err := c.Lookup(vid)
-		if err != nil {
-			t.Fatalf("lookup of volume %s: %v", vid, err)
+		var layouts [][]string
+		var ns []needle
+		seen := map[string]bool{}
+		for i := range vols {
+			var a testcluster.Assignment
+			testutil.WaitFor(t, 60*time.Second, "an assignable "+rep+" volume", func() (err error) {
+				a, err = c.Assign(fmt.Sprintf("replication=%s&collection=p%s-%d", rep, rep, i))
+				return err
+			})
+			data := bytes.Repeat([]byte(fmt.Sprintf("placement %s probe %d ", rep, i)), 50)
+			if err := c.Put(a.URL, a.Fid, data); err != nil {
+				t.Fatalf("write %s: %v", a.Fid, err)
+			}
+			vid := a.Fid[:strings.IndexByte(a.Fid, ',')]
+			if seen[vid] {
+				t.Fatalf("collection %d of %s reused volume %s", i, rep, vid)
+			}
+			seen[vid] = true
+			locs, err := c.Lookup(vid)
+			if err != nil {
+				t.Fatalf("lookup of volume %s: %v", vid, err)
+			}
+			var l []string
+			for _, u := range locs {
+				l = append(l, where[u])
+			}
+			layouts = append(layouts, sortedCopy(l))
+			ns = append(ns, needle{a.Fid, data})
 		}
-		return locs
+		return layouts, ns
 	}
 
-	// 010: several volumes (one per collection: a master fills one
-	// writable volume per collection first), each with one copy per rack.
-	type written struct {
-		fid, primary string
-		data         []byte
-	}
-	var ws []written
-	vols := map[string]bool{}
-	for i := range 6 {
-		var a testcluster.Assignment
-		testutil.WaitFor(t, 60*time.Second, "an assignable 010 volume", func() (err error) {
-			a, err = c.Assign(fmt.Sprintf("replication=010&collection=racks%d", i))
-			return err
-		})
-		data := bytes.Repeat([]byte(fmt.Sprintf("rack placement probe %d ", i)), 50)
-		if err := c.Put(a.URL, a.Fid, data); err != nil {
-			t.Fatalf("write %s: %v", a.Fid, err)
-		}
-		locs := locate(a.Fid)
-		got := map[string]int{}
-		for _, l := range locs {
-			got[rackOf[l]]++
-		}
-		if len(locs) != 2 || got["rack1"] != 1 || got["rack2"] != 1 {
-			t.Fatalf("010 volume of %s is on %v (racks %v), want one copy in rack1 and one in rack2", a.Fid, locs, got)
-		}
-		vols[a.Fid[:strings.IndexByte(a.Fid, ',')]] = true
-		ws = append(ws, written{a.Fid, a.URL, data})
-	}
-	if len(vols) != 6 {
-		t.Fatalf("6 collections gave %d volumes", len(vols))
-	}
-	t.Logf("010: %d volumes, each on one server of each rack", len(vols))
-
-	// 001: two copies in one rack, which can only be rack1.
-	var a001 testcluster.Assignment
-	testutil.WaitFor(t, 60*time.Second, "an assignable 001 volume", func() (err error) {
-		a001, err = c.Assign("replication=001")
-		return err
-	})
-	for _, l := range locate(a001.Fid) {
-		if rackOf[l] != "rack1" {
-			t.Fatalf("001 volume of %s has a copy on %s in %s, want both in rack1", a001.Fid, l, rackOf[l])
+	l010, n010 := place("010", 4)
+	for _, l := range l010 {
+		if strings.Join(l, " ") != "dc1/rack1 dc1/rack2" {
+			t.Fatalf("010 volumes are on %v, want one copy on each rack of dc1", l010)
 		}
 	}
-	if n := len(locate(a001.Fid)); n != 2 {
-		t.Fatalf("001 volume has %d copies, want 2", n)
+	l100, _ := place("100", 4)
+	for _, l := range l100 {
+		if len(l) != 2 || l[0][:3] == l[1][:3] {
+			t.Fatalf("100 volumes are on %v, want one copy in each data center", l100)
+		}
 	}
+	l001, _ := place("001", 2)
+	for _, l := range l001 {
+		if strings.Join(l, " ") != "dc1/rack1 dc1/rack1" {
+			t.Fatalf("001 volumes are on %v, want both copies in dc1/rack1", l001)
+		}
+	}
+	t.Logf("010: %v; 100: %v; 001: %v", l010, l100, l001)
 
 	// Layouts this cluster cannot hold: a clear error, no volume.
 	before := volumeCount(t, c)
 	for _, r := range []struct{ rep, want string }{
-		{"100", "in other data centers"},
-		{"020", "on other racks"},
+		{"200", "2 in other data centers"},
+		{"020", "2 on other racks"},
 	} {
 		_, err := c.Assign("replication=" + r.rep)
 		if err == nil || !strings.Contains(err.Error(), "start more volume servers") || !strings.Contains(err.Error(), r.want) {
-			t.Fatalf("assign with replication %s: %v, want a clear error about servers %s", r.rep, err, r.want)
+			t.Fatalf("assign with replication %s: %v, want a clear error about servers (%s)", r.rep, err, r.want)
 		}
 	}
 	if after := volumeCount(t, c); after != before {
 		t.Fatalf("refused assignments changed the volume count from %d to %d", before, after)
 	}
 
-	// Lose the rack2 server: each needle is still read from its rack1 copy.
+	// Lose the rack2 server: each 010 needle is read from its rack1 copy.
 	for i, v := range c.Volumes {
-		if racks[i] == "rack2" {
+		if dcs[i] == "dc1" && racks[i] == "rack2" {
 			v.Kill()
 		}
 	}
-	for _, w := range ws {
-		for _, l := range locate(w.fid) {
-			if rackOf[l] != "rack1" {
+	for _, n := range n010 {
+		locs, err := c.Lookup(n.fid[:strings.IndexByte(n.fid, ',')])
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := false
+		for _, u := range locs {
+			if where[u] != "dc1/rack1" {
 				continue
 			}
-			got, err := c.Get(l, w.fid)
-			if err != nil || !bytes.Equal(got, w.data) {
-				t.Fatalf("%s from its rack1 copy on %s with rack2 down: %v (equal %v)", w.fid, l, err, bytes.Equal(got, w.data))
+			got, err := c.Get(u, n.fid)
+			if err != nil || !bytes.Equal(got, n.data) {
+				t.Fatalf("%s from its rack1 copy on %s with rack2 down: %v (equal %v)", n.fid, u, err, bytes.Equal(got, n.data))
 			}
+			read = true
+		}
+		if !read {
+			t.Fatalf("%s has no rack1 copy: %v", n.fid, locs)
 		}
 	}
+}
+
+func sortedCopy(s []string) []string {
+	return slices.Sorted(slices.Values(s))
 }
 
 // volumeCount is the number of volume copies the volume servers that are

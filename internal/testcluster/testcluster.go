@@ -154,9 +154,9 @@ type Options struct {
 	MasterArgs []string
 	// VolumeDirs, when set, gives the data directory of each volume server.
 	VolumeDirs []string
-	// Racks, when set, gives the rack of each volume server ("rack1"
-	// past its end); every one is in data center dc1.
-	Racks []string
+	// Racks and DCs, when set, give the rack and the data center of each
+	// volume server ("rack1" and "dc1" past their ends).
+	Racks, DCs []string
 	// Security turns on mutual TLS: `cairn security init` makes the
 	// material for every process's address, every server runs with
 	// security.toml, mounts with the client-only client.toml, and the
@@ -236,16 +236,19 @@ func Start(t testing.TB, o Options) *Cluster {
 		if i < len(o.VolumeDirs) {
 			dir = o.VolumeDirs[i]
 		}
-		rack := "rack1"
+		rack, dc := "rack1", "dc1"
 		if i < len(o.Racks) {
 			rack = o.Racks[i]
+		}
+		if i < len(o.DCs) {
+			dc = o.DCs[i]
 		}
 		c.Volumes = append(c.Volumes, &Proc{
 			Name: fmt.Sprintf("volume%d", i), HTTP: net.JoinHostPort(ip, "8080"), Dir: dir, bin: bin,
 			log: filepath.Join(root, fmt.Sprintf("v%d.log", i)),
 			args: append([]string{"volume", "--dir", dir, "--ip", ip, "--port", "8080",
 				"--master", strings.Join(peers, ","), "--max", strconv.Itoa(o.MaxVolumes),
-				"--dc", "dc1", "--rack", rack, "--pulse", o.Pulse.String()}, secArgs...),
+				"--dc", dc, "--rack", rack, "--pulse", o.Pulse.String()}, secArgs...),
 		})
 	}
 	for i, addr := range fpeers {
