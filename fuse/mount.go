@@ -132,10 +132,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		return nil, err
 	}
 	if cfg.PendingFile != "" {
-		if fs.pending, _, err = openPending(cfg.PendingFile, false, 0); err != nil {
-			fs.close()
-			return nil, err
-		}
+		fs.pending = openPendingOrWarn(cfg.PendingFile, fs.log)
 	}
 	if os.Geteuid() != 0 {
 		return mountFusermount(fs, opts)
@@ -244,9 +241,17 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 		fs.mu.Lock()
 		start := fs.mu.nextFh + 1
 		fs.mu.Unlock()
-		if fs.pending, fs.lost, err = openPending(cfg.PendingFile, true, start); err != nil {
+		fs.pending, fs.lost, err = openPending(cfg.PendingFile, true, start)
+		switch {
+		case err != nil && killed:
+			// What the killed process lost cannot be known.
 			fs.close()
 			return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
+		case err != nil:
+			// Handed over cleanly: nothing was lost at this hand-over;
+			// only the losses of an earlier kill, if any, are forgotten.
+			fs.log.Warn("could not read the record of unstored writes the previous process left; starting a new one", "err", err)
+			fs.pending = openPendingOrWarn(cfg.PendingFile, fs.log)
 		}
 	} else if killed {
 		fs.close()
@@ -293,6 +298,21 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 	}
 	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly, "after_kill", killed)
 	return m, nil
+}
+
+// openPendingOrWarn starts a fresh record of unstored writes at path. A
+// failure is logged, not returned: the mount works without the record,
+// only a kill of its process can then not be recovered from (Resume
+// refuses to resume such a mount after a kill).
+func openPendingOrWarn(path string, log *slog.Logger) *pendingTable {
+	t, _, err := openPending(path, false, 0)
+	if err != nil {
+		log.Error("cannot keep the record of unstored writes; the mount works, but if its process is killed the mount cannot be resumed (applications will see ENOTCONN)", "err", err)
+		// An older record left there must not be read as this mount's.
+		_ = os.Remove(path)
+		return nil
+	}
+	return t
 }
 
 // newMount resolves cfg.Root and builds the file system and the mount

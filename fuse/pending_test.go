@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -123,5 +124,28 @@ func TestPendingTable(t *testing.T) {
 	}
 	if _, _, err := openPending(short, true, 1); err == nil {
 		t.Fatal("resuming from a truncated table is no error")
+	}
+}
+
+// TestPendingUnavailable: a record that cannot be kept leaves the mount
+// working (a nil table lists nothing) and cannot be resumed from.
+func TestPendingUnavailable(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := openPendingOrWarn(filepath.Join(notDir, "pending"), slog.New(slog.DiscardHandler))
+	if tb != nil {
+		t.Fatal("a record under a regular file was opened")
+	}
+	if s := tb.add(5); s != noSlot {
+		t.Fatalf("a missing record gave slot %d", s)
+	}
+	tb.remove(noSlot)
+	if err := tb.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openPending(filepath.Join(notDir, "pending"), true, 1); err == nil {
+		t.Fatal("resuming from a record that could not be kept is no error")
 	}
 }
