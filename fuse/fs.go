@@ -313,19 +313,26 @@ func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name st
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
-	return st
+	return fs.resentGone(h, st, "unlink", name, nil)
 }
 
 func (fs *fileSystem) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) (st gofuse.Status) {
 	defer observe(opRmdir, time.Now(), &st)
 	_, st = fs.apply(cancel, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
-	return st
+	return fs.resentGone(h, st, "rmdir", name, nil)
 }
 
 func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) (st gofuse.Status) {
 	defer observe(opRename, time.Now(), &st)
 	if in.Flags&^(filer.RenameNoReplace|filer.RenameExchange) != 0 {
 		return gofuse.EINVAL // RENAME_WHITEOUT and unknown flags
+	}
+	if in.Flags&filer.RenameExchange != 0 && in.Unique&uniqueResend != 0 {
+		// The killed process may have swapped the names already, and
+		// nothing tells: swapping again would undo it silently.
+		fs.log.Error("a rename exchange the killed mount process had left unanswered is refused with EIO: it may have been carried out, and doing it again would swap the names back",
+			"old", oldName, "new", newName)
+		return gofuse.EIO
 	}
 	op := &filer.Rename{OldParent: fs.filerIno(in.NodeId), OldName: oldName, NewParent: fs.filerIno(in.Newdir), NewName: newName, Flags: in.Flags}
 	var open uint64
@@ -339,7 +346,33 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
-	return st
+	return fs.resentGone(&in.InHeader, st, "rename", oldName, func() bool {
+		// Done means the new name is there.
+		ctx, stop := fs.opCtx(cancel)
+		defer stop()
+		_, err := fs.client.LookupAttr(ctx, op.NewParent, newName)
+		return err == nil
+	})
+}
+
+// resentGone turns the ENOENT of an unlink, rmdir or rename that the
+// kernel sent again after the process that first read it was killed
+// (see devConn.resend) into success, when done (nil: always) agrees: the
+// name is gone because that process had carried the request out (the
+// filer committed it; the reply never left), or because another client
+// removed it meanwhile, which the caller could not tell from its own
+// removal coming first. Other answers, and every answer to a request
+// sent once, are returned as they are. Creations that find their name
+// taken (mkdir, link, create with O_EXCL) keep their EEXIST: those are
+// how programs take locks, and one taken by another client must not
+// look taken by the caller.
+func (fs *fileSystem) resentGone(h *gofuse.InHeader, st gofuse.Status, op, name string, done func() bool) gofuse.Status {
+	if st != gofuse.ENOENT || h.Unique&uniqueResend == 0 || done != nil && !done() {
+		return st
+	}
+	fs.log.Warn("a request the killed mount process had left unanswered finds its name already gone: that process carried it out; answering success",
+		"op", op, "name", name)
+	return gofuse.OK
 }
 
 func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
