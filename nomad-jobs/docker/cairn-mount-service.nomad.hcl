@@ -3,7 +3,8 @@
 # plugin asks it over /run/cairn/mount.sock to mount a volume at the
 # staging path. With var.holder (the default), its /dev/fuse descriptors
 # are kept by cairn-fuse-holder, so rolling this job to a new version is
-# invisible to applications; start cairn-fuse-holder first.
+# invisible to applications, and a crash of it is survived (Linux 6.9 and
+# later; see docs/csi.md, "Restarts"); start cairn-fuse-holder first.
 #
 # docker flavour: privileged (FUSE mounts), with /dev/fuse, and three client
 # host volumes (see README.md):

@@ -3,7 +3,8 @@
 # plugin asks it over var.socket to mount a volume at the staging path.
 # With var.holder_socket (the default), its /dev/fuse descriptors are kept
 # by cairn-fuse-holder, so rolling this job to a new version is invisible to
-# applications; start cairn-fuse-holder first. Without a holder
+# applications, and a crash of it is survived (Linux 6.9 and later; see
+# docs/csi.md, "Restarts"); start cairn-fuse-holder first. Without a holder
 # (holder_socket = ""), a restart of this job breaks the mounts of running
 # allocations: only upgrade it on a drained node then.
 # raw_exec flavour: runs as root (FUSE with allow_other); the cairn binary
