@@ -48,6 +48,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZTIME) ./volume/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./master/
 	$(GO) test -run '^$$' -fuzz FuzzSliceList -fuzztime $(FUZZTIME) ./filer/
+	$(GO) test -run '^$$' -fuzz FuzzPendingTable -fuzztime $(FUZZTIME) ./fuse/
 
 # Benchmarks, reported as ratios against local-disk baselines from the same run.
 bench: build

@@ -34,10 +34,9 @@ import (
 // back with their cutoff filled in, so a second kill does not forget the
 // first one's losses. Safe for concurrent use.
 type pendingTable struct {
-	mem []byte // the mapping; nil for a mount without a table
-
-	mu   sync.Mutex
-	free []int // free slot numbers, the next one last
+	mu   sync.Mutex // guards free and the unmapping of mem; the words of mem are atomics
+	mem  []byte     // the mapping; nil once closed
+	free []int      // free slot numbers, the next one last
 }
 
 const (
