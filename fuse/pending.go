@@ -130,20 +130,27 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("fuse: directory of the record of unstored writes: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// The new table is built in a file of its own and renamed over the
+	// old one once complete, so that a kill meanwhile leaves the old one
+	// (and what it says was lost) for the next process to read. (No
+	// fsync: the table must outlive the process, not the machine, whose
+	// crash ends the mount as well.)
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fuse: open the record of unstored writes: %w", err)
+		return nil, nil, fmt.Errorf("fuse: create the record of unstored writes: %w", err)
 	}
 	defer f.Close()
 	if err := f.Truncate(pendingSize); err != nil {
-		return nil, nil, fmt.Errorf("fuse: size the record of unstored writes %s: %w", path, err)
+		_ = os.Remove(tmp)
+		return nil, nil, fmt.Errorf("fuse: size the record of unstored writes %s: %w", tmp, err)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, pendingSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", path, err)
+		_ = os.Remove(tmp)
+		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", tmp, err)
 	}
 	t := &pendingTable{mem: mem}
-	clear(mem) // a fresh table
 	copy(mem, pendingMagic)
 	n := 0
 	if lost != nil {
@@ -165,6 +172,11 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 	}
 	for i := pendingSlots - 1; i >= n; i-- {
 		t.free = append(t.free, i)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = t.close()
+		_ = os.Remove(tmp)
+		return nil, nil, fmt.Errorf("fuse: put the record of unstored writes in place: %w", err)
 	}
 	return t, lost, nil
 }
