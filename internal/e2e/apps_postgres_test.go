@@ -180,6 +180,17 @@ func (s *pgServer) crash() {
 	s.t.Helper()
 	pid := s.proc.Process.Pid
 	syscall.Kill(pid, syscall.SIGSTOP)
+	// The signal takes effect when the postmaster next runs: until it is
+	// stopped it may still fork a backend, which a listing taken too
+	// early misses (that backend then holds the shared memory, and the
+	// restart fails with "pre-existing shared memory block is still in
+	// use").
+	testutil.WaitFor(s.t, 60*time.Second, "the postmaster to stop", func() error {
+		if st, _ := procState(pid); st != "T" {
+			return fmt.Errorf("state %q", st)
+		}
+		return nil
+	})
 	kids := childrenOf(pid)
 	for _, k := range kids {
 		syscall.Kill(k, syscall.SIGKILL)
