@@ -304,25 +304,7 @@ func (e *e2e) rollUnderWriter() {
 	w := workloadJob(t, e.jobs, "e2e-appender", "service", "cairn-db", "postgres", appenderScript, nil)
 	a.runJob(w, nil)
 	wa := a.waitRunning("e2e-appender", 1, 0, 5*time.Minute)[0]
-	progress := func() int {
-		out, _ := a.nomad(time.Minute, "alloc", "logs", wa.ID, "w")
-		n := 0
-		for _, m := range regexp.MustCompile(`PROGRESS (\d+)`).FindAllStringSubmatch(out, -1) {
-			n, _ = strconv.Atoi(m[1])
-		}
-		return n
-	}
-	advance := func(what string) {
-		from := progress()
-		a.waitFor(5*time.Minute, "the writer to append 20 more records after "+what, func() error {
-			e.checkWriter(wa.ID)
-			if n := progress(); n < from+20 {
-				return fmt.Errorf("at %d records, was at %d", n, from)
-			}
-			return nil
-		})
-		t.Logf("writer at %d fsynced records after %s", progress(), what)
-	}
+	advance := func(what string) { e.advance(wa.ID, 20, "writer", "fsynced records", what) }
 	advance("starting")
 
 	nodeAlloc := a.waitRunning("cairn-csi-node", 1, 0, time.Minute)[0]
@@ -383,25 +365,7 @@ func (e *e2e) killUnderReader() {
 	w := workloadJob(t, e.jobs, "e2e-statter", "service", "cairn-db", "postgres", statterScript, nil)
 	a.runJob(w, nil)
 	wa := a.waitRunning("e2e-statter", 1, 0, 5*time.Minute)[0]
-	progress := func() int {
-		out, _ := a.nomad(time.Minute, "alloc", "logs", wa.ID, "w")
-		n := 0
-		for _, m := range regexp.MustCompile(`PROGRESS (\d+)`).FindAllStringSubmatch(out, -1) {
-			n, _ = strconv.Atoi(m[1])
-		}
-		return n
-	}
-	advance := func(what string) {
-		from := progress()
-		a.waitFor(5*time.Minute, "the reader to make 40 more rounds after "+what, func() error {
-			e.checkWriter(wa.ID)
-			if n := progress(); n < from+40 {
-				return fmt.Errorf("at %d rounds, was at %d", n, from)
-			}
-			return nil
-		})
-		t.Logf("reader at %d rounds after %s", progress(), what)
-	}
+	advance := func(what string) { e.advance(wa.ID, 40, "reader", "rounds", what) }
 	advance("starting")
 
 	const task = "mount-service"
@@ -430,8 +394,34 @@ func (e *e2e) killUnderReader() {
 	e.waitUnclaimed("cairn-db")
 }
 
-// checkWriter fails the test when the appender reported an I/O error, was
-// restarted or is no longer running.
+// progress is the last count a workload job's allocation reported on its
+// stdout ("PROGRESS N"); 0 before the first.
+func (e *e2e) progress(allocID string) int {
+	out, _ := e.a.nomad(time.Minute, "alloc", "logs", allocID, "w")
+	n := 0
+	for _, m := range regexp.MustCompile(`PROGRESS (\d+)`).FindAllStringSubmatch(out, -1) {
+		n, _ = strconv.Atoi(m[1])
+	}
+	return n
+}
+
+// advance waits until the workload job's allocation (the job's who, e.g.
+// the writer) reports by more units after what, failing the test if it is
+// disturbed meanwhile (checkWriter).
+func (e *e2e) advance(allocID string, by int, who, units, what string) {
+	from := e.progress(allocID)
+	e.a.waitFor(5*time.Minute, fmt.Sprintf("the %s to report %d more %s after %s", who, by, units, what), func() error {
+		e.checkWriter(allocID)
+		if n := e.progress(allocID); n < from+by {
+			return fmt.Errorf("at %d %s, was at %d", n, units, from)
+		}
+		return nil
+	})
+	e.t.Logf("%s at %d %s after %s", who, e.progress(allocID), units, what)
+}
+
+// checkWriter fails the test when a workload job (the appender, the
+// statter) reported an I/O error, was restarted or is no longer running.
 func (e *e2e) checkWriter(id string) {
 	var al alloc
 	if err := e.a.api("/v1/allocation/"+id, &al); err != nil {
