@@ -74,7 +74,8 @@ func TestRackPlacement(t *testing.T) {
 			for _, u := range locs {
 				l = append(l, where[u])
 			}
-			layouts = append(layouts, sortedCopy(l))
+			slices.Sort(l)
+			layouts = append(layouts, l)
 			ns = append(ns, needle{a.Fid, data})
 		}
 		return layouts, ns
@@ -141,10 +142,6 @@ func TestRackPlacement(t *testing.T) {
 			t.Fatalf("%s has no rack1 copy: %v", n.fid, locs)
 		}
 	}
-}
-
-func sortedCopy(s []string) []string {
-	return slices.Sorted(slices.Values(s))
 }
 
 // volumeCount is the number of volume copies the volume servers that are
