@@ -87,10 +87,7 @@ func (s *State) commitLocked() error {
 // commands, already answered, out of the state: the state is marked
 // broken like after a failed commit. s.mu is held and s.wmu held.
 func (s *State) failLocked(err error) error {
-	if s.w != nil {
-		s.w.tx.Rollback()
-		s.w = nil
-	}
+	s.dropLocked()
 	return s.markBroken("failed", err)
 }
 
@@ -114,9 +111,19 @@ func (s *State) brokenErr() error {
 // replaced or closed. s.mu is held and s.wmu held.
 func (s *State) rollbackLocked() {
 	if s.w != nil {
+		s.dropLocked()
+		s.pending.Store(false)
+	}
+}
+
+// dropLocked rolls back the open batch, if any, and leaves pending as it
+// is: when its commands were answered, readers must go on waiting (for a
+// rebuilt transaction, or for the broken error) rather than read the
+// state without them. s.mu is held and s.wmu held.
+func (s *State) dropLocked() {
+	if s.w != nil {
 		s.w.tx.Rollback()
 		s.w = nil
-		s.pending.Store(false)
 	}
 }
 
@@ -192,8 +199,7 @@ func (s *State) setApplied(index uint64) {
 // read the state without them.
 func (s *State) rebuildLocked(index uint64, c *Command, res *Result) error {
 	cmds := s.w.cmds
-	s.w.tx.Rollback()
-	s.w = nil
+	s.dropLocked()
 	b, err := s.batchLocked()
 	if err != nil {
 		return s.failLocked(err)
