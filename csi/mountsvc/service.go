@@ -303,12 +303,12 @@ func (s *Service) fuseConfig(m Mount) fuse.Config {
 // state file, or else next to the holder's socket; "" without a holder,
 // when no process resumes a connection.
 func (s *Service) pendingFile(dir string) string {
+	if s.cfg.Holder == "" {
+		return ""
+	}
 	base := s.cfg.StateFile
 	if base == "" {
 		base = s.cfg.Holder
-	}
-	if s.cfg.Holder == "" || base == "" {
-		return ""
 	}
 	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
 	return filepath.Join(filepath.Dir(base), "pending", hex.EncodeToString(sum[:12]))
