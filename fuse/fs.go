@@ -327,7 +327,7 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 	if in.Flags&^(filer.RenameNoReplace|filer.RenameExchange) != 0 {
 		return gofuse.EINVAL // RENAME_WHITEOUT and unknown flags
 	}
-	if in.Flags&filer.RenameExchange != 0 && in.Unique&uniqueResend != 0 {
+	if in.Flags&filer.RenameExchange != 0 && resent(in.Unique) {
 		// The killed process may have swapped the names already, and
 		// nothing tells: swapping again would undo it silently.
 		fs.log.Error("a rename exchange the killed mount process had left unanswered is refused with EIO: it may have been carried out, and doing it again would swap the names back",
@@ -367,7 +367,7 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 // how programs take locks, and one taken by another client must not
 // look taken by the caller.
 func (fs *fileSystem) resentGone(h *gofuse.InHeader, st gofuse.Status, op, name string, done func() bool) gofuse.Status {
-	if st != gofuse.ENOENT || h.Unique&uniqueResend == 0 || done != nil && !done() {
+	if st != gofuse.ENOENT || !resent(h.Unique) || done != nil && !done() {
 		return st
 	}
 	fs.log.Warn("a request the killed mount process had left unanswered finds its name already gone: that process carried it out; answering success",

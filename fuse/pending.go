@@ -94,12 +94,12 @@ func (l *lostWrites) lostBefore(ino, fh uint64) bool {
 
 func (l *lostWrites) empty() bool { return l == nil || l.all == 0 && len(l.cutoff) == 0 }
 
-// openPending maps the table at path. With resume, the table a previous
-// process left is read first: its listed files, with start (this
+// openPending maps a new table at path. With resume, the table a
+// previous process left is read first: its listed files, with start (this
 // process's first handle id) as the cutoff of slots that have none, are
-// returned and kept in the new table. Without resume, or when no valid
-// table is there, the table starts empty. A table that cannot be read
-// when resuming is an error: the caller cannot know what was lost.
+// returned and kept in the new table; a table that cannot be read is an
+// error (the caller cannot know what was lost). Without resume the table
+// starts empty.
 func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWrites, error) {
 	var lost *lostWrites
 	if resume {

@@ -176,6 +176,10 @@ func (s *server) loop() {
 // (FUSE_UNIQUE_RESEND; see devConn.resend); the reply echoes it.
 const uniqueResend = 1 << 63
 
+// resent reports whether the request with this unique id is one the
+// kernel sent again after the process that first read it was killed.
+func resent(unique uint64) bool { return unique&uniqueResend != 0 }
+
 func isForget(req []byte) bool {
 	if len(req) < inHeaderSize {
 		return false
@@ -197,7 +201,7 @@ func (s *server) handle(req []byte) {
 		out = make([]byte, need)
 	}
 	op := binary.LittleEndian.Uint32(req[4:])
-	if binary.LittleEndian.Uint64(req[8:])&uniqueResend != 0 {
+	if resent(binary.LittleEndian.Uint64(req[8:])) {
 		mountResent.Inc()
 		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", op)
 	}
