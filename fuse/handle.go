@@ -196,27 +196,26 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []b
 // failure (the data stays buffered and the error sticks).
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) (st gofuse.Status) {
 	defer observe(opFlush, time.Now(), &st)
-	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
-	if !st.Ok() {
-		return st
-	}
-	st = dataStatus(f.flush(fs.ctx))
-	if lost := fs.lostStatus(f.ino, in.Fh); !lost.Ok() {
-		return lost
-	}
-	return st
+	return fs.flushHandle(cancel, in.NodeId, in.Fh)
 }
 
 // Fsync returns OK only once every byte written before it is durable
 // (stored on every replica and referenced by a committed CommitSlices).
 func (fs *fileSystem) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) (st gofuse.Status) {
 	defer observe(opFsync, time.Now(), &st)
-	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
+	return fs.flushHandle(cancel, in.NodeId, in.Fh)
+}
+
+// flushHandle makes the data of the file behind handle fh durable, for
+// close and fsync alike: the flush's outcome, or EIO for a handle whose
+// writes died with a killed mount process (lostStatus).
+func (fs *fileSystem) flushHandle(cancel <-chan struct{}, nodeID, fh uint64) gofuse.Status {
+	f, st := fs.fileFor(cancel, nodeID, fh)
 	if !st.Ok() {
 		return st
 	}
 	st = dataStatus(f.flush(fs.ctx))
-	if lost := fs.lostStatus(f.ino, in.Fh); !lost.Ok() {
+	if lost := fs.lostStatus(f.ino, fh); !lost.Ok() {
 		return lost
 	}
 	return st
