@@ -88,21 +88,52 @@ func (fs *fileSystem) fillAttr(in *filer.Inode, out *gofuse.Attr) {
 	}
 }
 
-// fillEntry fills an entry reply for in, with the local state of an open
-// file overlaid.
-func (fs *fileSystem) fillEntry(in *filer.Inode, out *gofuse.EntryOut) {
-	fs.overlay(in)
+// fillEntry fills an entry reply for in, read from the filer after drops
+// was taken (fs.drops), with the local state of an open file overlaid (see
+// current).
+func (fs *fileSystem) fillEntry(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts, out *gofuse.EntryOut) gofuse.Status {
+	in, st := fs.current(cancel, in, drops)
+	if !st.Ok() {
+		return st
+	}
 	out.NodeId = fs.kernelIno(in.Ino)
 	out.Generation = 0
 	out.SetEntryTimeout(attrTimeout)
 	out.SetAttrTimeout(attrTimeout)
 	fs.fillAttr(in, &out.Attr)
+	return gofuse.OK
 }
 
-func (fs *fileSystem) fillAttrOut(in *filer.Inode, out *gofuse.AttrOut) {
-	fs.overlay(in)
+// fillAttrOut is fillEntry for an attribute reply.
+func (fs *fileSystem) fillAttrOut(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts, out *gofuse.AttrOut) gofuse.Status {
+	in, st := fs.current(cancel, in, drops)
+	if !st.Ok() {
+		return st
+	}
 	out.SetTimeout(attrTimeout)
 	fs.fillAttr(in, &out.Attr)
+	return gofuse.OK
+}
+
+// current returns in, read from the filer after drops was taken, with the
+// local state of an open file overlaid. If the file has no state now but
+// had one dropped since (its last handle closed), in may predate what that
+// state committed: the kernel takes the size it is told, and a smaller one
+// would cut its cached pages and end reads early. The attributes are then
+// read again, until no drop comes in between.
+func (fs *fileSystem) current(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts) (*filer.Inode, gofuse.Status) {
+	if gap := fs.readGap.Load(); gap != nil {
+		(*gap)("attr", in.Ino)
+	}
+	for !fs.overlay(in, drops) {
+		d := fs.drops()
+		drops = &d
+		var st gofuse.Status
+		if in, st = fs.attr(cancel, in.Ino); !st.Ok() {
+			return nil, st
+		}
+	}
+	return in, gofuse.OK
 }
 
 // overlay applies the buffered writes of an open file to in: the size
@@ -111,13 +142,19 @@ func (fs *fileSystem) fillAttrOut(in *filer.Inode, out *gofuse.AttrOut) {
 // marks the file stale, and its next read fetches the list; the kernel's
 // pages of it are dropped unless the generation may be this mount's own
 // commit in flight (followCommit sees to that case).
-func (fs *fileSystem) overlay(in *filer.Inode) {
+//
+// It reports false, changing nothing, when the file has no state and one
+// of its inode's bucket was dropped since drops was taken (see current).
+func (fs *fileSystem) overlay(in *filer.Inode, drops *dropCounts) bool {
 	if !in.IsRegular() {
-		return
+		return true
 	}
-	f := fs.lookupFile(in.Ino)
+	fs.mu.Lock()
+	f := fs.mu.files[in.Ino]
+	unchanged := *fs.mu.drops.of(in.Ino) == *drops.of(in.Ino)
+	fs.mu.Unlock()
 	if f == nil {
-		return
+		return unchanged
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -137,4 +174,5 @@ func (fs *fileSystem) overlay(in *filer.Inode) {
 	if f.mtime > in.Mtime && f.hasDirtyLocked() {
 		in.Mtime = f.mtime
 	}
+	return true
 }

@@ -47,6 +47,11 @@ type fileSystem struct {
 	pending  *pendingTable
 	lost     *lostWrites
 	noInline atomic.Bool // the filer refused inline data (an older version)
+	// readGap, when set (by tests), runs between reading an inode from
+	// the filer and using it: in Open ("open", before registering the
+	// handle) and in attribute and entry replies ("attr", before the
+	// overlay).
+	readGap atomic.Pointer[func(op string, ino uint64)]
 
 	mu struct {
 		sync.Mutex
@@ -56,6 +61,10 @@ type fileSystem struct {
 		// kept maps closed files to the generation whose data the
 		// kernel's page cache holds for them (see keepCache).
 		kept map[uint64]uint64
+		// drops counts the file states dropped at a last close: an
+		// inode read from the filer before a drop may predate what the
+		// dropped state committed (see openHandle).
+		drops dropCounts
 	}
 
 	// openMu orders opens against unlinks and renames: an open holds it
@@ -173,12 +182,12 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 	defer observe(opLookup, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
+	drops := fs.drops()
 	in, err := fs.client.LookupAttr(ctx, fs.filerIno(h.NodeId), name)
 	if err != nil {
 		return errStatus(err)
 	}
-	fs.fillEntry(in, out)
-	return gofuse.OK
+	return fs.fillEntry(cancel, in, &drops, out)
 }
 
 // Forget needs nothing: node ids are inode numbers, nothing is kept per
@@ -187,12 +196,12 @@ func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
 	defer observe(opGetAttr, time.Now(), &st)
+	drops := fs.drops()
 	ino, st := fs.attr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
 	}
-	fs.fillAttrOut(ino, out)
-	return gofuse.OK
+	return fs.fillAttrOut(cancel, ino, &drops, out)
 }
 
 func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
@@ -247,6 +256,7 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out 
 			return dataStatus(err)
 		}
 	}
+	drops := fs.drops()
 	res, st := fs.apply(cancel, op)
 	if !st.Ok() {
 		return st
@@ -256,8 +266,7 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out 
 		f.setCommittedLocked(res.Inode)
 		f.mu.Unlock()
 	}
-	fs.fillAttrOut(res.Inode, out)
-	return gofuse.OK
+	return fs.fillAttrOut(cancel, res.Inode, &drops, out)
 }
 
 func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
@@ -266,22 +275,22 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name str
 	if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return gofuse.ENOTSUP
 	}
+	drops := fs.drops()
 	res, st := fs.apply(cancel, &filer.Create{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode &^ syscall.S_IFMT, Uid: in.Uid, Gid: in.Gid, Excl: true})
 	if !st.Ok() {
 		return st
 	}
-	fs.fillEntry(res.Inode, out)
-	return gofuse.OK
+	return fs.fillEntry(cancel, res.Inode, &drops, out)
 }
 
 func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opMkdir, time.Now(), &st)
+	drops := fs.drops()
 	res, st := fs.apply(cancel, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
 	if !st.Ok() {
 		return st
 	}
-	fs.fillEntry(res.Inode, out)
-	return gofuse.OK
+	return fs.fillEntry(cancel, res.Inode, &drops, out)
 }
 
 // openChild returns the inode of entry name of parent if it is a file
@@ -377,22 +386,22 @@ func (fs *fileSystem) resentGone(h *gofuse.InHeader, st gofuse.Status, op, name 
 
 func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opLink, time.Now(), &st)
+	drops := fs.drops()
 	res, st := fs.apply(cancel, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
 	if !st.Ok() {
 		return st
 	}
-	fs.fillEntry(res.Inode, out)
-	return gofuse.OK
+	return fs.fillEntry(cancel, res.Inode, &drops, out)
 }
 
 func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opSymlink, time.Now(), &st)
+	drops := fs.drops()
 	res, st := fs.apply(cancel, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
 	if !st.Ok() {
 		return st
 	}
-	fs.fillEntry(res.Inode, out)
-	return gofuse.OK
+	return fs.fillEntry(cancel, res.Inode, &drops, out)
 }
 
 func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {

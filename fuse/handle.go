@@ -19,16 +19,35 @@ func (fs *fileSystem) lookupFile(ino uint64) *file {
 	return fs.mu.files[ino]
 }
 
-// addHandle registers a handle for in (file state included) under fh, or
-// under a new id if fh is 0, and returns the id.
-func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64) uint64 {
+// dropCounts counts dropped file states per bucket of inodes (ino % len),
+// so that one file's closes do not make another's opens read it again.
+type dropCounts [64]uint64
+
+func (d *dropCounts) of(ino uint64) *uint64 { return &d[ino%uint64(len(d))] }
+
+// drops returns the counts of file states dropped so far (see addHandle).
+func (fs *fileSystem) drops() dropCounts {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	return fs.mu.drops
+}
+
+// addHandle registers a handle for in (file state included) under fh, or
+// under a new id if fh is 0, and returns the id. in was read from the
+// filer when drops counted the dropped file states; if the file has no
+// state and one of its bucket was dropped since, in may be older than
+// what that state committed, and nothing is registered (ok is false).
+func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64, drops *dropCounts) (id uint64, ok bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f := fs.mu.files[in.Ino]
+	if f == nil && *fs.mu.drops.of(in.Ino) != *drops.of(in.Ino) {
+		return 0, false
+	}
 	if fh == 0 {
 		fs.mu.nextFh++
 		fh = fs.mu.nextFh
 	}
-	f := fs.mu.files[in.Ino]
 	if f == nil {
 		f = newFile(fs, in)
 		fs.mu.files[in.Ino] = f
@@ -41,7 +60,31 @@ func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64) uint64
 	f.refs++
 	f.mu.Unlock()
 	fs.mu.handles[fh] = &handle{ino: in.Ino, flags: flags}
-	return fh
+	return fh, true
+}
+
+// openHandle registers a handle under fh (0: a new id) for the file in
+// describes, read from the filer after fs.drops returned drops.
+// If another handle's last close dropped the file's state meanwhile, in
+// may predate what that close committed, and a state built from it would
+// read the file short or old: the inode is read again until no drop
+// comes in between. It returns the inode the handle was registered with,
+// and whether the kernel's cached pages of the file may be kept
+// (keepCache).
+func (fs *fileSystem) openHandle(cancel <-chan struct{}, in *filer.Inode, drops dropCounts, flags uint32, fh uint64) (_ *filer.Inode, id uint64, keep bool, st gofuse.Status) {
+	for {
+		keep = fs.keepCache(in)
+		if id, ok := fs.addHandle(in, flags, fh, &drops); ok {
+			return in, id, keep, gofuse.OK
+		}
+		drops = fs.drops()
+		if in, st = fs.getattr(cancel, in.Ino); !st.Ok() {
+			return nil, 0, false, st
+		}
+		if !in.IsRegular() {
+			return nil, 0, false, gofuse.EBADF
+		}
+	}
 }
 
 // fileFor returns the state of the file behind a request. A handle id
@@ -56,6 +99,7 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	if h != nil && f != nil {
 		return f, gofuse.OK
 	}
+	drops := fs.drops()
 	in, st := fs.getattr(cancel, ino)
 	if !st.Ok() {
 		return nil, st
@@ -68,7 +112,9 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	fs.mu.Unlock()
 	if !known && fh != 0 {
 		fs.log.Info("adopting a file handle opened before this process started", "ino", ino, "fh", fh)
-		fs.addHandle(in, syscall.O_RDWR, fh)
+		if in, _, _, st = fs.openHandle(cancel, in, drops, syscall.O_RDWR, fh); !st.Ok() {
+			return nil, st
+		}
 		if in.Nlink == 0 {
 			// Unlinked while open before the hand-over: free it at the
 			// last close, as the previous process would have.
@@ -88,6 +134,7 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	}
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
+	drops := fs.drops()
 	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
@@ -95,10 +142,17 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if ino.IsDir() {
 		return gofuse.EISDIR
 	}
-	if fs.keepCache(ino) {
+	if gap := fs.readGap.Load(); gap != nil {
+		(*gap)("open", ino.Ino)
+	}
+	_, fh, keep, st := fs.openHandle(cancel, ino, drops, in.Flags, 0)
+	if !st.Ok() {
+		return st
+	}
+	if keep {
 		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
 	}
-	out.Fh = fs.addHandle(ino, in.Flags, 0)
+	out.Fh = fh
 	return gofuse.OK
 }
 
@@ -134,6 +188,9 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	defer observe(opCreate, time.Now(), &st)
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
+	// Counted before the filer answers (see openHandle): the name may
+	// be an existing file whose last handle is closing.
+	drops := fs.drops()
 	res, st := fs.apply(cancel, &filer.Create{
 		Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777,
 		Uid: in.Uid, Gid: in.Gid, Excl: in.Flags&syscall.O_EXCL != 0,
@@ -156,9 +213,12 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 		// query before its first write needs no filer round trip.
 		fs.noCaps.add(res.Inode.Ino)
 	}
-	out.Fh = fs.addHandle(res.Inode, in.Flags, 0)
-	fs.fillEntry(res.Inode, &out.EntryOut)
-	return gofuse.OK
+	created, fh, _, st := fs.openHandle(cancel, res.Inode, drops, in.Flags, 0)
+	if !st.Ok() {
+		return st
+	}
+	out.Fh = fh
+	return fs.fillEntry(cancel, created, &drops, &out.EntryOut)
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
@@ -256,8 +316,11 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	if f == nil {
 		return
 	}
+	// The handle's reference goes first, so that of two last handles
+	// released at once exactly one sees none left, and flushes.
 	f.mu.Lock()
-	last := f.refs == 1
+	f.refs--
+	last := f.refs == 0
 	f.mu.Unlock()
 	stored := true
 	if last {
@@ -269,10 +332,12 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	}
 	fs.mu.Lock()
 	f.mu.Lock()
-	f.refs--
-	gone := f.refs == 0
+	// An open during the flush took a reference, or opened, closed and
+	// dropped the state itself: then the state is not this one's to drop.
+	gone := last && f.refs == 0 && fs.mu.files[ino] == f
 	unlinked := f.unlinked
 	if gone {
+		(*fs.mu.drops.of(ino))++
 		fs.addDirty(-int64(f.dirty.bytes), -int64(f.dirty.mem))
 		f.dirty.drop()
 		// Every descriptor is closed: none is left to report a loss to.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,5 +284,103 @@ func TestMountReadAheadWindow(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatalf("a sequential read returned %d bytes that differ from the %d written", len(got), len(data))
+	}
+}
+
+// TestRacingLastClose reads a file's attributes, and opens it, while its
+// last other handle closes: each reads the inode from the filer before the
+// close commits the buffered writes, and uses it after the close dropped
+// the file's state. The size the kernel is told must include every byte
+// the close stored, and every one must read back through the new handle:
+// not a file as short as the inode read before the commit.
+func TestRacingLastClose(t *testing.T) {
+	c, _ := shared(t)
+	m := c.mount(t, Config{Root: "/"}, t.TempDir())
+	t.Cleanup(func() { _ = m.Unmount() })
+	dir, err := os.MkdirTemp(m.fs.cfg.Dir, "close-race-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, op := range []string{"open", "attr"} {
+		t.Run(op, func(t *testing.T) {
+			p := filepath.Join(dir, op)
+			data := randBytes(64<<10, uint64(i))
+			w, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+				t.Fatal(err)
+			}
+			ino := m.fs.filerIno(st.Ino)
+
+			inGap, resume := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			gap := func(o string, in uint64) {
+				if o == op && in == ino {
+					once.Do(func() { close(inGap); <-resume })
+				}
+			}
+			m.fs.readGap.Store(&gap)
+			defer m.fs.readGap.Store(nil)
+			type result struct {
+				size int64
+				n    int
+				b    []byte
+				err  error
+			}
+			got := make(chan result, 1)
+			go func() {
+				var r result
+				if op == "attr" {
+					// The kernel knows the size from the writes: make
+					// it ask the mount.
+					var stx unix.Statx_t
+					if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_STATX_FORCE_SYNC, unix.STATX_SIZE, &stx); err != nil {
+						got <- result{err: err}
+						return
+					}
+					r.size = int64(stx.Size)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					got <- result{err: err}
+					return
+				}
+				defer f.Close()
+				r.b = make([]byte, len(data))
+				r.n, r.err = f.ReadAt(r.b, 0)
+				got <- r
+			}()
+			select {
+			case <-inGap:
+			case r := <-got:
+				t.Fatalf("the %s ended before it reached the gap: %v", op, r.err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel sends the release after close returns: wait
+			// until the mount dropped the file's state.
+			deadline := time.Now().Add(30 * time.Second)
+			for m.fs.lookupFile(ino) != nil {
+				if time.Now().After(deadline) {
+					t.Fatal("the closed file's state was never dropped")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			close(resume)
+			r := <-got
+			if op == "attr" && r.size != int64(len(data)) {
+				t.Errorf("stat says %d bytes, %d were written and closed", r.size, len(data))
+			}
+			if r.err != nil || r.n != len(data) || !bytes.Equal(r.b, data) {
+				t.Fatalf("read %d of %d bytes through the new handle (err %v); equal: %v", r.n, len(data), r.err, bytes.Equal(r.b[:r.n], data[:r.n]))
+			}
+		})
 	}
 }
