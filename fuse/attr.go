@@ -122,7 +122,7 @@ func (fs *fileSystem) fillAttrOut(cancel <-chan struct{}, in *filer.Inode, drops
 // would cut its cached pages and end reads early. The attributes are then
 // read again, until no drop comes in between.
 func (fs *fileSystem) current(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts) (*filer.Inode, gofuse.Status) {
-	if gap := fs.readGap.Load(); gap != nil {
+	if gap := fs.testGap.Load(); gap != nil {
 		(*gap)("attr", in.Ino)
 	}
 	for !fs.overlay(in, drops) {

@@ -47,11 +47,15 @@ type fileSystem struct {
 	pending  *pendingTable
 	lost     *lostWrites
 	noInline atomic.Bool // the filer refused inline data (an older version)
-	// readGap, when set (by tests), runs between reading an inode from
-	// the filer and using it: in Open ("open", before registering the
-	// handle) and in attribute and entry replies ("attr", before the
-	// overlay).
-	readGap atomic.Pointer[func(op string, ino uint64)]
+	// order makes reads wait for earlier writes of the same bytes (see
+	// writeOrder); nil when go-fuse's own server serves the mount.
+	order *writeOrder
+	// testGap, when set (by tests), runs at points where a request may
+	// be held to order it against others: in Open between reading the
+	// inode and registering the handle ("open"), in attribute and entry
+	// replies before the overlay ("attr"), and in Write before buffering
+	// ("write").
+	testGap atomic.Pointer[func(op string, ino uint64)]
 
 	mu struct {
 		sync.Mutex

@@ -142,7 +142,7 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if ino.IsDir() {
 		return gofuse.EISDIR
 	}
-	if gap := fs.readGap.Load(); gap != nil {
+	if gap := fs.testGap.Load(); gap != nil {
 		(*gap)("open", ino.Ino)
 	}
 	_, fh, keep, st := fs.openHandle(cancel, ino, drops, in.Flags, 0)
@@ -223,6 +223,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
 	defer observeVoid(opRead, time.Now())
+	fs.order.wait(in.Unique, in.NodeId, in.Offset, in.Offset+uint64(in.Size))
 	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
 	if !st.Ok() {
 		return nil, st
@@ -244,6 +245,9 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []b
 	f, st := fs.fileFor(cancel, in.NodeId, in.Fh)
 	if !st.Ok() {
 		return 0, st
+	}
+	if gap := fs.testGap.Load(); gap != nil {
+		(*gap)("write", f.ino)
 	}
 	// A flush started here must finish even if the writer is interrupted.
 	if err := f.write(fs.ctx, in.Offset, data); err != nil {

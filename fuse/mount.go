@@ -148,7 +148,8 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		fs.close()
 		return nil, err
 	}
-	srv := newServer(conn, fs, opts, fs.log)
+	fs.order = newWriteOrder()
+	srv := newServer(conn, fs, fs.order, opts, fs.log)
 	init, err := srv.handshake()
 	if err != nil {
 		_ = unix.Unmount(cfg.Dir, unix.MNT_DETACH)
@@ -268,7 +269,8 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 		fs.close()
 		return nil, err
 	}
-	srv := newServer(conn, fs, opts, fs.log)
+	fs.order = newWriteOrder()
+	srv := newServer(conn, fs, fs.order, opts, fs.log)
 	if err := srv.resume(init); err != nil {
 		conn.close()
 		fs.close()

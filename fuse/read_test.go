@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -325,8 +326,8 @@ func TestRacingLastClose(t *testing.T) {
 					once.Do(func() { close(inGap); <-resume })
 				}
 			}
-			m.fs.readGap.Store(&gap)
-			defer m.fs.readGap.Store(nil)
+			m.fs.testGap.Store(&gap)
+			defer m.fs.testGap.Store(nil)
 			type result struct {
 				size int64
 				n    int
@@ -382,5 +383,213 @@ func TestRacingLastClose(t *testing.T) {
 				t.Fatalf("read %d of %d bytes through the new handle (err %v); equal: %v", r.n, len(data), r.err, bytes.Equal(r.b[:r.n], data[:r.n]))
 			}
 		})
+	}
+}
+
+// TestCloseToOpenUnderChurn runs writers that append to a few files
+// through short-lived descriptors (open, write, close) while readers open,
+// stat and read the same files through the same mount. Whatever a reader
+// sees must be the bytes written, and it must see at least every byte
+// whose writer's close returned before the reader began (close-to-open
+// consistency), however the closes, opens and stats interleave.
+func TestCloseToOpenUnderChurn(t *testing.T) {
+	c, dir := shared(t)
+	const files, readers = 3, 4
+	rounds := 150
+	if testing.Short() {
+		rounds = 40
+	}
+	pattern := func(file int, off int64) byte { return byte(off*7 + off>>9 + int64(file)*31) }
+	var closed [files]atomic.Int64
+	paths := make([]string, files)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("churn-%d", i))
+		mustWrite(t, paths[i], nil)
+	}
+	errs := make(chan error, files+readers)
+	var writers sync.WaitGroup
+	done := make(chan struct{})
+	for i := range files {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			size := int64(0)
+			for r := range rounds {
+				f, err := os.OpenFile(paths[i], os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				n := int64(1 + (r*7919+i*104729)%(48<<10))
+				b := make([]byte, n)
+				for k := range b {
+					b[k] = pattern(i, size+int64(k))
+				}
+				if _, err := f.Write(b); err != nil {
+					errs <- err
+					return
+				}
+				if err := f.Close(); err != nil {
+					errs <- err
+					return
+				}
+				size += n
+				closed[i].Store(size)
+			}
+		}()
+	}
+	var readersWG sync.WaitGroup
+	for r := range readers {
+		readersWG.Add(1)
+		go func() {
+			defer readersWG.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				i := (r + k) % files
+				want := closed[i].Load()
+				if k%3 == 0 {
+					var stx unix.Statx_t
+					if err := unix.Statx(unix.AT_FDCWD, paths[i], unix.AT_STATX_FORCE_SYNC, unix.STATX_SIZE, &stx); err != nil {
+						errs <- err
+						return
+					}
+					if int64(stx.Size) < want {
+						errs <- fmt.Errorf("file %d: stat says %d bytes after closes that wrote %d", i, stx.Size, want)
+						return
+					}
+					continue
+				}
+				f, err := os.Open(paths[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(f)
+				f.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if int64(len(b)) < want {
+					errs <- fmt.Errorf("file %d: read %d bytes after closes that wrote %d", i, len(b), want)
+					return
+				}
+				for off, c := range b {
+					if c != pattern(i, int64(off)) {
+						errs <- fmt.Errorf("file %d: byte %d of %d read is %#x, %#x was written", i, off, len(b), c, pattern(i, int64(off)))
+						return
+					}
+				}
+			}
+		}()
+	}
+	writers.Wait()
+	close(done)
+	readersWG.Wait()
+	close(errs)
+	failed := false
+	for err := range errs {
+		t.Error(err)
+		failed = true
+	}
+	if failed {
+		for i, p := range paths {
+			b := c.readThroughFiler(t, filerPath(p))
+			first := -1
+			for off, x := range b {
+				if x != pattern(i, int64(off)) {
+					first = off
+					break
+				}
+			}
+			t.Logf("file %d: written %d bytes, the filer has %d, first wrong byte there: %d", i, closed[i].Load(), len(b), first)
+		}
+	}
+}
+
+// TestReadWaitsForEarlierWrite drops the kernel's cached page of a file
+// while a write to it is on its way to the mount, and reads the page
+// again. The kernel copies a write's bytes into its cached page before it
+// sends the WRITE, so the READ it sends next must not be answered with the
+// bytes from before the write: the kernel would cache them, and later
+// reads would see them although the write succeeded.
+func TestReadWaitsForEarlierWrite(t *testing.T) {
+	c, _ := shared(t)
+	m := c.mount(t, Config{Root: "/"}, t.TempDir())
+	t.Cleanup(func() { _ = m.Unmount() })
+	dir, err := os.MkdirTemp(m.fs.cfg.Dir, "write-order-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "f")
+	head, tail := randBytes(160, 1), randBytes(4096-160, 2)
+	mustWrite(t, p, head)
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	page := make([]byte, 4096)
+	if n, _ := r.ReadAt(page, 0); n != len(head) {
+		t.Fatalf("read %d bytes of a %d byte file", n, len(head))
+	}
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := m.fs.filerIno(st.Ino)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	gap := func(op string, in uint64) {
+		if op == "write" && in == ino {
+			once.Do(func() { close(held); <-release })
+		}
+	}
+	m.fs.testGap.Store(&gap)
+	defer m.fs.testGap.Store(nil)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := w.WriteAt(tail, int64(len(head)))
+		wrote <- err
+	}()
+	<-held
+	// The page holds the new bytes and is not locked: drop it, as an
+	// open or a change elsewhere would, and read it again.
+	m.fs.notifyKernel(ino, 0)
+	read := make(chan error, 1)
+	go func() {
+		_, err := r.ReadAt(make([]byte, 4096), 0)
+		if err == io.EOF {
+			err = nil
+		}
+		read <- err
+	}()
+	// Served in order, the read waits for the write; answered at once,
+	// it caches the page as it was before the write.
+	select {
+	case err := <-read:
+		read <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.ReadAt(page, 0)
+	if n != len(page) || !bytes.Equal(page[:len(head)], head) || !bytes.Equal(page[len(head):n], tail[:n-len(head)]) {
+		t.Fatalf("after the write, the page reads %d bytes (err %v), equal to what was written: %v", n, err, n == len(page) && bytes.Equal(page, append(head, tail...)))
 	}
 }

@@ -39,16 +39,24 @@ type server struct {
 	mu   sync.Mutex // guards idle
 	idle int        // readers blocked in read
 
+	// readMu lets one reader at a time take a request from the device,
+	// so that order notes the WRITEs in the order the kernel queued
+	// them. (It also keeps the kernel from waking every waiting reader
+	// for each request.)
+	readMu sync.Mutex
+	order  *writeOrder
+
 	readers sync.WaitGroup // running readers, each with the request it serves
 	done    chan struct{}  // closed when every reader has returned
 	endOnce sync.Once
 	endErr  error // why serving ended (nil: unmounted); written before done closes
 }
 
-func newServer(conn *devConn, fs gofuse.RawFileSystem, opts *gofuse.MountOptions, log *slog.Logger) *server {
+func newServer(conn *devConn, fs gofuse.RawFileSystem, order *writeOrder, opts *gofuse.MountOptions, log *slog.Logger) *server {
 	s := &server{
 		conn:    conn,
 		ps:      gofuse.NewProtocolServer(fs, opts),
+		order:   order,
 		log:     log,
 		bufSize: opts.MaxWrite + 64<<10,
 		done:    make(chan struct{}),
@@ -142,7 +150,13 @@ func (s *server) loop() {
 		}
 		s.idle++
 		s.mu.Unlock()
+		s.readMu.Lock()
 		n, err := s.conn.read(buf, time.Time{})
+		var write uint64
+		if err == nil {
+			write = s.order.note(buf[:n])
+		}
+		s.readMu.Unlock()
 		s.mu.Lock()
 		s.idle--
 		spawn := err == nil && s.idle == 0 && !isForget(buf[:n])
@@ -169,6 +183,7 @@ func (s *server) loop() {
 			go s.loop()
 		}
 		s.handle(buf[:n])
+		s.order.served(write)
 	}
 }
 
