@@ -88,11 +88,24 @@ func (fs *fileSystem) fillAttr(in *filer.Inode, out *gofuse.Attr) {
 	}
 }
 
-// fillEntry fills an entry reply for in, read from the filer after drops
-// was taken (fs.drops), with the local state of an open file overlaid (see
-// current).
-func (fs *fileSystem) fillEntry(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts, out *gofuse.EntryOut) gofuse.Status {
-	in, st := fs.current(cancel, in, drops)
+// attrReply is what a reply carrying attributes needs from the start of
+// its request: the dropped file states counted then (see current), and
+// the request's id (a page drop it calls for must follow the reply).
+type attrReply struct {
+	drops  dropCounts
+	unique uint64
+}
+
+// startAttrReply is called before a request that replies with attributes
+// reads anything from the filer.
+func (fs *fileSystem) startAttrReply(h *gofuse.InHeader) *attrReply {
+	return &attrReply{drops: fs.drops(), unique: h.Unique}
+}
+
+// fillEntry fills an entry reply for in, read from the filer after r was
+// started, with the local state of an open file overlaid (see current).
+func (fs *fileSystem) fillEntry(cancel <-chan struct{}, in *filer.Inode, r *attrReply, out *gofuse.EntryOut) gofuse.Status {
+	in, st := fs.current(cancel, in, r)
 	if !st.Ok() {
 		return st
 	}
@@ -105,8 +118,8 @@ func (fs *fileSystem) fillEntry(cancel <-chan struct{}, in *filer.Inode, drops *
 }
 
 // fillAttrOut is fillEntry for an attribute reply.
-func (fs *fileSystem) fillAttrOut(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts, out *gofuse.AttrOut) gofuse.Status {
-	in, st := fs.current(cancel, in, drops)
+func (fs *fileSystem) fillAttrOut(cancel <-chan struct{}, in *filer.Inode, r *attrReply, out *gofuse.AttrOut) gofuse.Status {
+	in, st := fs.current(cancel, in, r)
 	if !st.Ok() {
 		return st
 	}
@@ -115,25 +128,37 @@ func (fs *fileSystem) fillAttrOut(cancel <-chan struct{}, in *filer.Inode, drops
 	return gofuse.OK
 }
 
-// current returns in, read from the filer after drops was taken, with the
+// current returns in, read from the filer after r was started, with the
 // local state of an open file overlaid. If the file has no state now but
 // had one dropped since (its last handle closed), in may predate what that
 // state committed: the kernel takes the size it is told, and a smaller one
 // would cut its cached pages and end reads early. The attributes are then
 // read again, until no drop comes in between.
-func (fs *fileSystem) current(cancel <-chan struct{}, in *filer.Inode, drops *dropCounts) (*filer.Inode, gofuse.Status) {
+//
+// When the overlay calls for the kernel's pages of the file to go, they go
+// once the reply is written: the kernel discards an attribute reply when
+// an invalidation of the same file comes while the request is out, so
+// invalidating first would lose the reply (and the read waiting on it
+// would stop at the old end of the file).
+func (fs *fileSystem) current(cancel <-chan struct{}, in *filer.Inode, r *attrReply) (*filer.Inode, gofuse.Status) {
 	if gap := fs.testGap.Load(); gap != nil {
 		(*gap)("attr", in.Ino)
 	}
-	for !fs.overlay(in, drops) {
-		d := fs.drops()
-		drops = &d
+	drops := r.drops
+	for {
+		ok, drop := fs.overlay(in, &drops)
+		if ok {
+			if drop != nil {
+				fs.afterReply(r.unique, drop)
+			}
+			return in, gofuse.OK
+		}
+		drops = fs.drops()
 		var st gofuse.Status
 		if in, st = fs.attr(cancel, in.Ino); !st.Ok() {
 			return nil, st
 		}
 	}
-	return in, gofuse.OK
 }
 
 // overlay applies the buffered writes of an open file to in: the size
@@ -143,36 +168,47 @@ func (fs *fileSystem) current(cancel <-chan struct{}, in *filer.Inode, drops *dr
 // pages of it are dropped unless the generation may be this mount's own
 // commit in flight (followCommit sees to that case).
 //
-// It reports false, changing nothing, when the file has no state and one
-// of its inode's bucket was dropped since drops was taken (see current).
-func (fs *fileSystem) overlay(in *filer.Inode, drops *dropCounts) bool {
+// It reports false (ok), changing nothing, when the file has no state and
+// one of its inode's bucket was dropped since drops was taken (see
+// current). drop, when not nil, drops the kernel's pages of the file and
+// must run after the reply.
+func (fs *fileSystem) overlay(in *filer.Inode, drops *dropCounts) (ok bool, drop func()) {
 	if !in.IsRegular() {
-		return true
+		return true, nil
 	}
 	fs.mu.Lock()
 	f := fs.mu.files[in.Ino]
 	unchanged := *fs.mu.drops.of(in.Ino) == *drops.of(in.Ino)
 	fs.mu.Unlock()
 	if f == nil {
-		return unchanged
+		return unchanged, nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if in.Generation > f.gen {
-		f.stale = true
-		in.Size = f.sizeOverLocked(in.Size)
-		if f.flushing == nil && in.Generation > f.dropped {
-			// Not this mount's commit in flight: changed elsewhere,
-			// and the change event may be late or lost.
-			f.dropped = in.Generation
-			fs.dropPages(in.Ino)
-		}
+		f.stale = true // f's slices are older: its next read fetches them
 	} else {
 		f.refreshLocked(in) // the same generation: no list needed
-		in.Size = f.sizeLocked()
+	}
+	gen, size := f.gen, f.size
+	if in.Generation > gen {
+		gen, size = in.Generation, in.Size
+	}
+	if gen > f.pagesGen && f.flushing == nil {
+		// Changed elsewhere (with no commit of this mount in flight,
+		// which may be the change), and the kernel's pages may predate
+		// it: keep showing the size they agree with until they are
+		// dropped, once per change, after this reply (see current).
+		in.Size = f.sizeOverLocked(f.shown)
+		if gen > f.dropped {
+			f.dropped = gen
+			drop = fs.pageDrop(f, gen, size)
+		}
+	} else {
+		in.Size = f.sizeOverLocked(size)
 	}
 	if f.mtime > in.Mtime && f.hasDirtyLocked() {
 		in.Mtime = f.mtime
 	}
-	return true
+	return true, drop
 }

@@ -133,7 +133,7 @@ func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out
 	for i := in.Offset; i < uint64(len(entries)); i++ {
 		e := entries[i]
 		var attr *filer.Inode
-		drops := fs.drops()
+		r := fs.startAttrReply(&in.InHeader)
 		if e.Name != "." && e.Name != ".." {
 			a, err := fs.client.Attr(ctx, e.Ino)
 			if err == nil {
@@ -144,7 +144,7 @@ func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out
 		if eo == nil {
 			break
 		}
-		if attr != nil && !fs.fillEntry(cancel, attr, &drops, eo).Ok() {
+		if attr != nil && !fs.fillEntry(cancel, attr, r, eo).Ok() {
 			*eo = gofuse.EntryOut{} // the name only; the kernel looks it up
 		}
 	}

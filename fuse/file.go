@@ -47,7 +47,17 @@ type file struct {
 	// dropped is the newest generation made elsewhere that a stat saw and
 	// dropped the kernel's pages for (overlay): once per change, so that
 	// stats do not keep the kernel's attributes from being cached.
-	dropped  uint64
+	dropped uint64
+	// pagesGen is the newest generation the kernel's cached pages of the
+	// file agree with, and shown the committed size then. A page cached
+	// while the file ended at shown holds zeros past that end: told a
+	// larger size before the page goes, the kernel would read the zeros
+	// as data. So attribute replies show shown (and this mount's own
+	// writes) until the pages of a newer generation are dropped (overlay).
+	// This mount's own commits keep them in step (its writes go through
+	// the kernel's cache); changes from elsewhere do not.
+	pagesGen uint64
+	shown    uint64
 	mixed    bool   // a read returned bytes older than gen: the kernel's pages may be stale
 	taken    uint64 // times the committed state was taken from the filer (setCommittedLocked)
 	dirty    *dirtySet
@@ -76,7 +86,36 @@ func newFile(fs *fileSystem, in *filer.Inode) *file {
 	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill), pend: noSlot}
 	f.progress.L = &f.mu
 	f.setCommittedLocked(in)
+	// Opened: the kernel's pages are current (keepCache) or dropped
+	// by the open.
+	f.pagesGen, f.shown = in.Generation, in.Size
 	return f
+}
+
+// ownChangeLocked notes that this mount's own change took the file from
+// generation from to in's: the kernel's pages follow it if they agreed
+// with from and nothing came in between.
+func (f *file) ownChangeLocked(from uint64, in *filer.Inode) {
+	if f.pagesGen == from && in.Generation == from+1 {
+		f.pagesGen, f.shown = in.Generation, in.Size
+	}
+}
+
+// ownCommitLocked is setCommittedLocked for the answer to this mount's
+// own change (a truncation, a hole punched: the kernel changes its pages
+// itself).
+func (f *file) ownCommitLocked(in *filer.Inode) {
+	from := f.gen
+	f.setCommittedLocked(in)
+	f.ownChangeLocked(from, in)
+}
+
+// pagesDroppedLocked notes that the kernel dropped its pages of the file
+// (an open without FOPEN_KEEP_CACHE): they agree with f's generation.
+func (f *file) pagesDroppedLocked() {
+	if f.gen > f.pagesGen {
+		f.pagesGen, f.shown = f.gen, f.size
+	}
 }
 
 // setCommittedLocked takes the committed state from an inode returned by
@@ -547,6 +586,7 @@ func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
 	for _, s := range sl {
 		f.pieces = filer.PlacePiece(f.pieces, s)
 	}
+	f.ownChangeLocked(f.gen, in)
 	f.size, f.gen = in.Size, in.Generation
 }
 

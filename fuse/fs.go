@@ -47,6 +47,8 @@ type fileSystem struct {
 	pending  *pendingTable
 	lost     *lostWrites
 	noInline atomic.Bool // the filer refused inline data (an older version)
+	// afterPending counts what waits in mu.afterReply.
+	afterPending atomic.Int32
 	// order makes reads wait for earlier writes of the same bytes (see
 	// writeOrder); nil when go-fuse's own server serves the mount.
 	order *writeOrder
@@ -69,6 +71,14 @@ type fileSystem struct {
 		// inode read from the filer before a drop may predate what the
 		// dropped state committed (see openHandle).
 		drops dropCounts
+		// afterReply holds what must wait for a request's reply to be
+		// written, by request id (see fileSystem.afterReply).
+		afterReply map[uint64][]func()
+		// attrsOut counts the getattrs being served by inode, and
+		// invalAfter holds the invalidations waiting for them
+		// (offset as for notifyKernel; see invalidate).
+		attrsOut   map[uint64]int
+		invalAfter map[uint64]int64
 	}
 
 	// openMu orders opens against unlinks and renames: an open holds it
@@ -110,6 +120,9 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 	fs.mu.handles = make(map[uint64]*handle)
 	fs.mu.files = make(map[uint64]*file)
 	fs.mu.kept = make(map[uint64]uint64)
+	fs.mu.afterReply = make(map[uint64][]func())
+	fs.mu.attrsOut = make(map[uint64]int)
+	fs.mu.invalAfter = make(map[uint64]int64)
 	// Handle ids start at the clock so that a restarted mount does not hand
 	// out the ids the kernel still holds from its predecessor.
 	fs.mu.nextFh = uint64(time.Now().UnixNano())
@@ -186,12 +199,12 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 	defer observe(opLookup, time.Now(), &st)
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
-	drops := fs.drops()
+	r := fs.startAttrReply(h)
 	in, err := fs.client.LookupAttr(ctx, fs.filerIno(h.NodeId), name)
 	if err != nil {
 		return errStatus(err)
 	}
-	return fs.fillEntry(cancel, in, &drops, out)
+	return fs.fillEntry(cancel, in, r, out)
 }
 
 // Forget needs nothing: node ids are inode numbers, nothing is kept per
@@ -200,12 +213,13 @@ func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
 	defer observe(opGetAttr, time.Now(), &st)
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
+	fs.attrOut(in.Unique, fs.filerIno(in.NodeId))
 	ino, st := fs.attr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
 	}
-	return fs.fillAttrOut(cancel, ino, &drops, out)
+	return fs.fillAttrOut(cancel, ino, r, out)
 }
 
 func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
@@ -260,17 +274,17 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out 
 			return dataStatus(err)
 		}
 	}
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, op)
 	if !st.Ok() {
 		return st
 	}
 	if f != nil {
 		f.mu.Lock()
-		f.setCommittedLocked(res.Inode)
+		f.ownCommitLocked(res.Inode)
 		f.mu.Unlock()
 	}
-	return fs.fillAttrOut(cancel, res.Inode, &drops, out)
+	return fs.fillAttrOut(cancel, res.Inode, r, out)
 }
 
 func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
@@ -279,22 +293,22 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name str
 	if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return gofuse.ENOTSUP
 	}
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, &filer.Create{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode &^ syscall.S_IFMT, Uid: in.Uid, Gid: in.Gid, Excl: true})
 	if !st.Ok() {
 		return st
 	}
-	return fs.fillEntry(cancel, res.Inode, &drops, out)
+	return fs.fillEntry(cancel, res.Inode, r, out)
 }
 
 func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opMkdir, time.Now(), &st)
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
 	if !st.Ok() {
 		return st
 	}
-	return fs.fillEntry(cancel, res.Inode, &drops, out)
+	return fs.fillEntry(cancel, res.Inode, r, out)
 }
 
 // openChild returns the inode of entry name of parent if it is a file
@@ -390,22 +404,22 @@ func (fs *fileSystem) resentGone(h *gofuse.InHeader, st gofuse.Status, op, name 
 
 func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opLink, time.Now(), &st)
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
 	if !st.Ok() {
 		return st
 	}
-	return fs.fillEntry(cancel, res.Inode, &drops, out)
+	return fs.fillEntry(cancel, res.Inode, r, out)
 }
 
 func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opSymlink, time.Now(), &st)
-	drops := fs.drops()
+	r := fs.startAttrReply(h)
 	res, st := fs.apply(cancel, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
 	if !st.Ok() {
 		return st
 	}
-	return fs.fillEntry(cancel, res.Inode, &drops, out)
+	return fs.fillEntry(cancel, res.Inode, r, out)
 }
 
 func (fs *fileSystem) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {

@@ -151,6 +151,17 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	}
 	if keep {
 		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
+	} else {
+		// The file may have changed elsewhere since the kernel took its
+		// attributes, and an open does not refresh them: a read would
+		// stop at the old end of the file (close-to-open consistency).
+		// Without a page locked, they can go before the open returns.
+		fs.notifyKernel(ino.Ino, -1)
+		if f := fs.lookupFile(ino.Ino); f != nil {
+			f.mu.Lock()
+			f.pagesDroppedLocked()
+			f.mu.Unlock()
+		}
 	}
 	out.Fh = fh
 	return gofuse.OK
@@ -188,9 +199,9 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	defer observe(opCreate, time.Now(), &st)
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
-	// Counted before the filer answers (see openHandle): the name may
+	// Started before the filer answers (see openHandle): the name may
 	// be an existing file whose last handle is closing.
-	drops := fs.drops()
+	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, &filer.Create{
 		Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777,
 		Uid: in.Uid, Gid: in.Gid, Excl: in.Flags&syscall.O_EXCL != 0,
@@ -213,12 +224,12 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 		// query before its first write needs no filer round trip.
 		fs.noCaps.add(res.Inode.Ino)
 	}
-	created, fh, _, st := fs.openHandle(cancel, res.Inode, drops, in.Flags, 0)
+	created, fh, _, st := fs.openHandle(cancel, res.Inode, r.drops, in.Flags, 0)
 	if !st.Ok() {
 		return st
 	}
 	out.Fh = fh
-	return fs.fillEntry(cancel, created, &drops, &out.EntryOut)
+	return fs.fillEntry(cancel, created, r, &out.EntryOut)
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
@@ -334,6 +345,15 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 				"ino", ino, "err", err)
 		}
 	}
+	if last {
+		// Opens are held off from here on (they hold openMu from
+		// reading the inode to registering their handle): an open
+		// that read a file unlinked while open, before this frees it,
+		// must find the state still there and keep it, not make a new
+		// one for an inode about to be freed under it.
+		fs.openMu.Lock()
+		defer fs.openMu.Unlock()
+	}
 	fs.mu.Lock()
 	f.mu.Lock()
 	// An open during the flush took a reference, or opened, closed and
@@ -424,7 +444,7 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) 
 		return st
 	}
 	f.mu.Lock()
-	f.setCommittedLocked(res.Inode)
+	f.ownCommitLocked(res.Inode)
 	f.mu.Unlock()
 	return gofuse.OK
 }

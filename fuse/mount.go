@@ -150,6 +150,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	}
 	fs.order = newWriteOrder()
 	srv := newServer(conn, fs, fs.order, opts, fs.log)
+	srv.replied = fs.replied
 	init, err := srv.handshake()
 	if err != nil {
 		_ = unix.Unmount(cfg.Dir, unix.MNT_DETACH)
@@ -271,6 +272,7 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 	}
 	fs.order = newWriteOrder()
 	srv := newServer(conn, fs, fs.order, opts, fs.log)
+	srv.replied = fs.replied
 	if err := srv.resume(init); err != nil {
 		conn.close()
 		fs.close()

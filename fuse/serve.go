@@ -45,6 +45,9 @@ type server struct {
 	// for each request.)
 	readMu sync.Mutex
 	order  *writeOrder
+	// replied, if set, runs after each request's reply is written (or
+	// the request was found to need none), with the request's id.
+	replied func(unique uint64)
 
 	readers sync.WaitGroup // running readers, each with the request it serves
 	done    chan struct{}  // closed when every reader has returned
@@ -184,6 +187,9 @@ func (s *server) loop() {
 		}
 		s.handle(buf[:n])
 		s.order.served(write)
+		if s.replied != nil && n >= inHeaderSize {
+			s.replied(binary.LittleEndian.Uint64(buf[8:]))
+		}
 	}
 }
 
