@@ -229,6 +229,20 @@ func (c *cluster) secondMount(t *testing.T, path string) string {
 	return filepath.Join(other, filerPath(path))
 }
 
+// ownMount mounts the whole filer namespace again, for a test that needs
+// a mount of its own (one whose testGap it sets), and returns it with a
+// fresh directory in it.
+func (c *cluster) ownMount(t *testing.T) (*Mounted, string) {
+	t.Helper()
+	m := c.mount(t, Config{Root: "/"}, t.TempDir())
+	t.Cleanup(func() { _ = m.Unmount() })
+	dir, err := os.MkdirTemp(m.fs.cfg.Dir, "t-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, dir
+}
+
 // mount mounts cfg (filers filled in) at dir.
 func (c *cluster) mount(t testing.TB, cfg Config, dir string) *Mounted {
 	t.Helper()

@@ -69,7 +69,7 @@ type fileSystem struct {
 		kept map[uint64]uint64
 		// drops counts the file states dropped at a last close: an
 		// inode read from the filer before a drop may predate what the
-		// dropped state committed (see openHandle).
+		// dropped state committed (see current).
 		drops dropCounts
 		// afterReply holds what must wait for a request's reply to be
 		// written, by request id (see fileSystem.afterReply).

@@ -20,12 +20,12 @@ func (fs *fileSystem) lookupFile(ino uint64) *file {
 }
 
 // dropCounts counts dropped file states per bucket of inodes (ino % len),
-// so that one file's closes do not make another's opens read it again.
+// so that one file's closes do not make another's stats read it again.
 type dropCounts [64]uint64
 
 func (d *dropCounts) of(ino uint64) *uint64 { return &d[ino%uint64(len(d))] }
 
-// drops returns the counts of file states dropped so far (see addHandle).
+// drops returns the counts of file states dropped so far (see current).
 func (fs *fileSystem) drops() dropCounts {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -33,21 +33,17 @@ func (fs *fileSystem) drops() dropCounts {
 }
 
 // addHandle registers a handle for in (file state included) under fh, or
-// under a new id if fh is 0, and returns the id. in was read from the
-// filer when drops counted the dropped file states; if the file has no
-// state and one of its bucket was dropped since, in may be older than
-// what that state committed, and nothing is registered (ok is false).
-func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64, drops *dropCounts) (id uint64, ok bool) {
+// under a new id if fh is 0, and returns the id. The caller holds openMu
+// shared from reading in: a last close drops a file's state only with
+// openMu held (Release), so in is not older than a state dropped meanwhile.
+func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64) uint64 {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	f := fs.mu.files[in.Ino]
-	if f == nil && *fs.mu.drops.of(in.Ino) != *drops.of(in.Ino) {
-		return 0, false
-	}
 	if fh == 0 {
 		fs.mu.nextFh++
 		fh = fs.mu.nextFh
 	}
+	f := fs.mu.files[in.Ino]
 	if f == nil {
 		f = newFile(fs, in)
 		fs.mu.files[in.Ino] = f
@@ -60,31 +56,7 @@ func (fs *fileSystem) addHandle(in *filer.Inode, flags uint32, fh uint64, drops 
 	f.refs++
 	f.mu.Unlock()
 	fs.mu.handles[fh] = &handle{ino: in.Ino, flags: flags}
-	return fh, true
-}
-
-// openHandle registers a handle under fh (0: a new id) for the file in
-// describes, read from the filer after fs.drops returned drops.
-// If another handle's last close dropped the file's state meanwhile, in
-// may predate what that close committed, and a state built from it would
-// read the file short or old: the inode is read again until no drop
-// comes in between. It returns the inode the handle was registered with,
-// and whether the kernel's cached pages of the file may be kept
-// (keepCache).
-func (fs *fileSystem) openHandle(cancel <-chan struct{}, in *filer.Inode, drops dropCounts, flags uint32, fh uint64) (_ *filer.Inode, id uint64, keep bool, st gofuse.Status) {
-	for {
-		keep = fs.keepCache(in)
-		if id, ok := fs.addHandle(in, flags, fh, &drops); ok {
-			return in, id, keep, gofuse.OK
-		}
-		drops = fs.drops()
-		if in, st = fs.getattr(cancel, in.Ino); !st.Ok() {
-			return nil, 0, false, st
-		}
-		if !in.IsRegular() {
-			return nil, 0, false, gofuse.EBADF
-		}
-	}
+	return fh
 }
 
 // fileFor returns the state of the file behind a request. A handle id
@@ -99,7 +71,8 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	if h != nil && f != nil {
 		return f, gofuse.OK
 	}
-	drops := fs.drops()
+	fs.openMu.RLock() // see addHandle
+	defer fs.openMu.RUnlock()
 	in, st := fs.getattr(cancel, ino)
 	if !st.Ok() {
 		return nil, st
@@ -112,9 +85,7 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 	fs.mu.Unlock()
 	if !known && fh != 0 {
 		fs.log.Info("adopting a file handle opened before this process started", "ino", ino, "fh", fh)
-		if in, _, _, st = fs.openHandle(cancel, in, drops, syscall.O_RDWR, fh); !st.Ok() {
-			return nil, st
-		}
+		fs.addHandle(in, syscall.O_RDWR, fh)
 		if in.Nlink == 0 {
 			// Unlinked while open before the hand-over: free it at the
 			// last close, as the previous process would have.
@@ -134,7 +105,6 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	}
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
-	drops := fs.drops()
 	ino, st := fs.getattr(cancel, fs.filerIno(in.NodeId))
 	if !st.Ok() {
 		return st
@@ -145,10 +115,8 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if gap := fs.testGap.Load(); gap != nil {
 		(*gap)("open", ino.Ino)
 	}
-	_, fh, keep, st := fs.openHandle(cancel, ino, drops, in.Flags, 0)
-	if !st.Ok() {
-		return st
-	}
+	keep := fs.keepCache(ino)
+	out.Fh = fs.addHandle(ino, in.Flags, 0)
 	if keep {
 		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
 	} else {
@@ -163,7 +131,6 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 			f.mu.Unlock()
 		}
 	}
-	out.Fh = fh
 	return gofuse.OK
 }
 
@@ -199,8 +166,6 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	defer observe(opCreate, time.Now(), &st)
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
-	// Started before the filer answers (see openHandle): the name may
-	// be an existing file whose last handle is closing.
 	r := fs.startAttrReply(&in.InHeader)
 	res, st := fs.apply(cancel, &filer.Create{
 		Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777,
@@ -224,12 +189,8 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 		// query before its first write needs no filer round trip.
 		fs.noCaps.add(res.Inode.Ino)
 	}
-	created, fh, _, st := fs.openHandle(cancel, res.Inode, r.drops, in.Flags, 0)
-	if !st.Ok() {
-		return st
-	}
-	out.Fh = fh
-	return fs.fillEntry(cancel, created, r, &out.EntryOut)
+	out.Fh = fs.addHandle(res.Inode, in.Flags, 0)
+	return fs.fillEntry(cancel, res.Inode, r, &out.EntryOut)
 }
 
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
@@ -347,10 +308,11 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	}
 	if last {
 		// Opens are held off from here on (they hold openMu from
-		// reading the inode to registering their handle): an open
-		// that read a file unlinked while open, before this frees it,
-		// must find the state still there and keep it, not make a new
-		// one for an inode about to be freed under it.
+		// reading the inode to registering their handle, see
+		// addHandle): an open that read the file before this drops
+		// its state must find the state still there and take it over,
+		// not make a new one from an inode older than what this close
+		// committed, or for an inode about to be freed under it.
 		fs.openMu.Lock()
 		defer fs.openMu.Unlock()
 	}

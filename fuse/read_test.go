@@ -298,12 +298,7 @@ func TestMountReadAheadWindow(t *testing.T) {
 // short as the inode read before the commit.
 func TestRacingLastClose(t *testing.T) {
 	c, _ := shared(t)
-	m := c.mount(t, Config{Root: "/"}, t.TempDir())
-	t.Cleanup(func() { _ = m.Unmount() })
-	dir, err := os.MkdirTemp(m.fs.cfg.Dir, "close-race-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, dir := c.ownMount(t)
 	for i, op := range []string{"open", "attr"} {
 		t.Run(op, func(t *testing.T) {
 			p := filepath.Join(dir, op)
@@ -570,12 +565,7 @@ func churn(t *testing.T, c *cluster, dir string, elsewhere bool) {
 // reads would see them although the write succeeded.
 func TestReadWaitsForEarlierWrite(t *testing.T) {
 	c, _ := shared(t)
-	m := c.mount(t, Config{Root: "/"}, t.TempDir())
-	t.Cleanup(func() { _ = m.Unmount() })
-	dir, err := os.MkdirTemp(m.fs.cfg.Dir, "write-order-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, dir := c.ownMount(t)
 	p := filepath.Join(dir, "f")
 	head, tail := randBytes(160, 1), randBytes(4096-160, 2)
 	mustWrite(t, p, head)
