@@ -120,8 +120,11 @@ func OpenState(path string) (*State, error) {
 	return s, nil
 }
 
+// openDB opens the state file as the cache of the Raft log it is: never
+// synced, not even when bbolt grows the file (NoGrowSync; a grow's fsync
+// would also commit the file system's journal in the middle of a commit).
 func openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, InitialMmapSize: 64 << 20})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, NoFreelistSync: true, InitialMmapSize: 64 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("filer: open state %s: %w", path, err)
 	}
