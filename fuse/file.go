@@ -35,15 +35,15 @@ type file struct {
 	// one (truncate, fallocate). Held across filer and volume calls.
 	flushMu sync.Mutex
 
-	mu       sync.Mutex    // guards the fields below
-	progress sync.Cond     // on mu: a flush took the dirty set or ended, or the background flush stopped
-	lost     error         // buffered data lost (spill file failure): reported until the file is reopened
-	refs     int           // open handles
-	unlinked bool          // an unlink or rename removed a name while open
-	pieces   []filer.Slice // the committed slices, as the filer's pieces (by offset)
-	size     uint64        // committed size
-	gen      uint64        // filer generation of slices and size
-	stale    bool          // the filer announced a change; refetch before reading
+	mu       sync.Mutex      // guards the fields below
+	progress sync.Cond       // on mu: a flush took the dirty set or ended, or the background flush stopped
+	lost     error           // buffered data lost (spill file failure): reported until the file is reopened
+	refs     int             // open handles
+	unlinked bool            // an unlink or rename removed a name while open
+	pieces   filer.PieceList // the committed slices, as the filer's pieces (by offset)
+	size     uint64          // committed size
+	gen      uint64          // filer generation of slices and size
+	stale    bool            // the filer announced a change; refetch before reading
 	// dropped is the newest generation made elsewhere that a stat saw and
 	// dropped the kernel's pages for (overlay): once per change, so that
 	// stats do not keep the kernel's attributes from being cached.
@@ -124,7 +124,7 @@ func (f *file) setCommittedLocked(in *filer.Inode) {
 	if in == nil {
 		return
 	}
-	f.pieces = filer.Pieces(in.Slices)
+	f.pieces = filer.NewPieceList(filer.Pieces(in.Slices))
 	f.size, f.gen = in.Size, in.Generation
 	f.stale = false
 	f.taken++
@@ -584,7 +584,7 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 // from in.
 func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
 	for _, s := range sl {
-		f.pieces = filer.PlacePiece(f.pieces, s)
+		f.pieces.Place(s)
 	}
 	f.ownChangeLocked(f.gen, in)
 	f.size, f.gen = in.Size, in.Generation
@@ -659,7 +659,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	}
 	var exts []filer.Extent
 	if f.size > off {
-		exts = filer.PieceExtents(f.pieces, off, min(end, f.size)-off)
+		exts = f.pieces.Extents(off, min(end, f.size)-off)
 	}
 	// A read far from where the previous one ended fetches small pieces: a
 	// random reader needs only what it asked for. (Near is within the
@@ -771,7 +771,7 @@ func (f *file) readAhead(off, end uint64) {
 		return
 	}
 	f.raEnd = to
-	exts := filer.PieceExtents(f.pieces, from, to-from)
+	exts := f.pieces.Extents(from, to-from)
 	f.mu.Unlock()
 	for _, e := range exts {
 		if e.Fid == "" {

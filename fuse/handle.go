@@ -434,7 +434,7 @@ func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gof
 	}
 	// Data: committed non-hole extents and every buffered range.
 	var data byterange.Coverage
-	for _, e := range filer.PieceExtents(f.pieces, off, size-off) {
+	for _, e := range f.pieces.Extents(off, size-off) {
 		if e.Fid != "" {
 			data = data.Add(e.Off, e.Off+e.Len)
 		}

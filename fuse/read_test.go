@@ -48,7 +48,7 @@ func newReadFixture(t *testing.T, count int, size uint64, gate chan struct{}) *r
 		sl = append(sl, filer.Slice{Off: uint64(i) * size, Len: size, Fid: fid})
 	}
 	fs := &fileSystem{ctx: ctx, log: slog.New(slog.DiscardHandler), cache: newChunkCache(64<<20, x.n.fetch)}
-	x.f = &file{fs: fs, ino: 2, dirty: newDirtySet(nil), pieces: filer.Pieces(sl), size: uint64(count) * size, gen: 1}
+	x.f = &file{fs: fs, ino: 2, dirty: newDirtySet(nil), pieces: filer.NewPieceList(filer.Pieces(sl)), size: uint64(count) * size, gen: 1}
 	x.f.progress.L = &x.f.mu
 	return x
 }
