@@ -125,7 +125,16 @@ func (c *Client) Apply(ctx context.Context, op Op) (*Result, error) {
 	sess := c.takeSession()
 	defer c.putSession(sess)
 	sess.seq++
-	b, err := (&Command{ClientID: sess.id, Seq: sess.seq, Op: op}).Encode()
+	return c.ApplyAs(ctx, sess.id, sess.seq, op)
+}
+
+// ApplyAs is Apply under the caller's session: the filer carries out a
+// command at most once per session and sequence number, and answers a
+// command sent again with the result it had (the inode as it is now). The
+// caller must give each command a sequence number above the session's
+// previous ones; a lower one is refused with ESTALE and not carried out.
+func (c *Client) ApplyAs(ctx context.Context, session string, seq uint64, op Op) (*Result, error) {
+	b, err := (&Command{ClientID: session, Seq: seq, Op: op}).Encode()
 	if err != nil {
 		return nil, err
 	}

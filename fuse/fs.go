@@ -2,6 +2,8 @@ package fuse
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -179,6 +181,65 @@ func (fs *fileSystem) apply(cancel <-chan struct{}, op filer.Op) (*filer.Result,
 	return res, gofuse.OK
 }
 
+// reqSlots is how many filer sessions the namespace changes of one FUSE
+// connection run under (see applyExact).
+const reqSlots = 4096
+
+// applyReq is apply for step (0, 1, ...) of the request with header h:
+// applyExact when it can, apply otherwise.
+func (fs *fileSystem) applyReq(cancel <-chan struct{}, h *gofuse.InHeader, step uint64, op filer.Op) (*filer.Result, gofuse.Status) {
+	if res, st, exact := fs.applyExact(cancel, h, step, op); exact {
+		return res, st
+	}
+	return fs.apply(cancel, op)
+}
+
+// applyExact runs step (0, 1, ...) of the request with header h under a
+// filer session of the FUSE connection's own, so that it is carried out
+// at most once even across a kill of the mount process: the kernel sends
+// a request the killed process had read and not answered again, with the
+// same unique id (see devConn.resend), and the filer answers a command
+// sent again in its session with the result it had (a creation with its
+// inode, a rename exchange with success) instead of doing it twice or
+// failing because its work is done. The session is slot unique%reqSlots
+// of the connection's request session id (kept in the record of unstored
+// writes, so the process that resumes the connection uses it too), and
+// the sequence number grows with the unique id, as the filer requires of
+// a session's commands.
+//
+// exact is false when the request cannot run so, and nothing was done:
+// the mount keeps no such record (it cannot be resumed after a kill), a
+// request sent again whose first run was under another id (a process of
+// an earlier version), or a later request of the same slot ran first
+// (the filer refuses the older sequence number with ESTALE; it would take
+// thousands of requests overtaking this one).
+func (fs *fileSystem) applyExact(cancel <-chan struct{}, h *gofuse.InHeader, step uint64, op filer.Op) (res *filer.Result, st gofuse.Status, exact bool) {
+	t := fs.pending
+	if t == nil || fs.cfg.ReadOnly || resent(h.Unique) && !t.carried.Load() {
+		return nil, gofuse.OK, false
+	}
+	u := order(h.Unique)
+	session := fmt.Sprintf("fuse-%016x-%d", t.id, u%reqSlots)
+	ctx, stop := fs.opCtx(cancel)
+	defer stop()
+	res, err := fs.client.ApplyAs(ctx, session, u*4+step+1, op)
+	if errors.Is(err, syscall.ESTALE) {
+		return nil, gofuse.OK, false
+	}
+	if err != nil {
+		if st := errStatus(err); st == gofuse.EIO {
+			fs.log.Error("filer command failed; reporting EIO", "op", op.OpType(), "err", err)
+		}
+		return res, errStatus(err), true
+	}
+	if res.Inode != nil && res.Inode.Mode == 0 {
+		// A first answer whose inode is gone since (the filer keeps the
+		// number only): what it made was removed meanwhile.
+		return nil, gofuse.ENOENT, true
+	}
+	return res, gofuse.OK, true
+}
+
 func (fs *fileSystem) getattr(cancel <-chan struct{}, ino uint64) (*filer.Inode, gofuse.Status) {
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
@@ -275,7 +336,7 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out 
 		}
 	}
 	r := fs.startAttrReply(&in.InHeader)
-	res, st := fs.apply(cancel, op)
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, op)
 	if !st.Ok() {
 		return st
 	}
@@ -294,7 +355,7 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name str
 		return gofuse.ENOTSUP
 	}
 	r := fs.startAttrReply(&in.InHeader)
-	res, st := fs.apply(cancel, &filer.Create{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode &^ syscall.S_IFMT, Uid: in.Uid, Gid: in.Gid, Excl: true})
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.Create{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode &^ syscall.S_IFMT, Uid: in.Uid, Gid: in.Gid, Excl: true})
 	if !st.Ok() {
 		return st
 	}
@@ -304,7 +365,7 @@ func (fs *fileSystem) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name str
 func (fs *fileSystem) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opMkdir, time.Now(), &st)
 	r := fs.startAttrReply(&in.InHeader)
-	res, st := fs.apply(cancel, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.Mkdir{Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid})
 	if !st.Ok() {
 		return st
 	}
@@ -336,7 +397,7 @@ func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name st
 	fs.openMu.Lock()
 	defer fs.openMu.Unlock()
 	open := fs.openChild(cancel, parent, name)
-	_, st = fs.apply(cancel, &filer.Unlink{Parent: parent, Name: name, KeepIfOpen: open != 0})
+	_, st = fs.applyReq(cancel, h, 0, &filer.Unlink{Parent: parent, Name: name, KeepIfOpen: open != 0})
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
@@ -345,7 +406,7 @@ func (fs *fileSystem) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name st
 
 func (fs *fileSystem) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) (st gofuse.Status) {
 	defer observe(opRmdir, time.Now(), &st)
-	_, st = fs.apply(cancel, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
+	_, st = fs.applyReq(cancel, h, 0, &filer.Rmdir{Parent: fs.filerIno(h.NodeId), Name: name})
 	return fs.resentGone(h, st, "rmdir", name, nil)
 }
 
@@ -354,13 +415,6 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 	if in.Flags&^(filer.RenameNoReplace|filer.RenameExchange) != 0 {
 		return gofuse.EINVAL // RENAME_WHITEOUT and unknown flags
 	}
-	if in.Flags&filer.RenameExchange != 0 && resent(in.Unique) {
-		// The killed process may have swapped the names already, and
-		// nothing tells: swapping again would undo it silently.
-		fs.log.Error("a rename exchange the killed mount process had left unanswered is refused with EIO: it may have been carried out, and doing it again would swap the names back",
-			"old", oldName, "new", newName)
-		return gofuse.EIO
-	}
 	op := &filer.Rename{OldParent: fs.filerIno(in.NodeId), OldName: oldName, NewParent: fs.filerIno(in.Newdir), NewName: newName, Flags: in.Flags}
 	var open uint64
 	fs.openMu.Lock()
@@ -368,8 +422,19 @@ func (fs *fileSystem) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldNam
 	if in.Flags&filer.RenameExchange == 0 {
 		open = fs.openChild(cancel, op.NewParent, newName)
 		op.KeepIfOpen = open != 0
+	} else if resent(in.Unique) {
+		// The killed process may have swapped the names already:
+		// swapping again would undo it silently. Only the request's
+		// own session can tell (it answers with the first result).
+		_, st, exact := fs.applyExact(cancel, &in.InHeader, 0, op)
+		if !exact {
+			fs.log.Error("a rename exchange the killed mount process had left unanswered is refused with EIO: it may have been carried out, and doing it again would swap the names back",
+				"old", oldName, "new", newName)
+			return gofuse.EIO
+		}
+		return st
 	}
-	_, st = fs.apply(cancel, op)
+	_, st = fs.applyReq(cancel, &in.InHeader, 0, op)
 	if st.Ok() && open != 0 {
 		fs.markUnlinked(open)
 	}
@@ -405,7 +470,7 @@ func (fs *fileSystem) resentGone(h *gofuse.InHeader, st gofuse.Status, op, name 
 func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opLink, time.Now(), &st)
 	r := fs.startAttrReply(&in.InHeader)
-	res, st := fs.apply(cancel, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.Link{Ino: fs.filerIno(in.Oldnodeid), NewParent: fs.filerIno(in.NodeId), NewName: name})
 	if !st.Ok() {
 		return st
 	}
@@ -415,7 +480,7 @@ func (fs *fileSystem) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name strin
 func (fs *fileSystem) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) (st gofuse.Status) {
 	defer observe(opSymlink, time.Now(), &st)
 	r := fs.startAttrReply(h)
-	res, st := fs.apply(cancel, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
+	res, st := fs.applyReq(cancel, h, 0, &filer.Symlink{Parent: fs.filerIno(h.NodeId), Name: name, Target: target, Uid: h.Uid, Gid: h.Gid})
 	if !st.Ok() {
 		return st
 	}

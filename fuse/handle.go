@@ -167,7 +167,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	fs.openMu.RLock()
 	defer fs.openMu.RUnlock()
 	r := fs.startAttrReply(&in.InHeader)
-	res, st := fs.apply(cancel, &filer.Create{
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.Create{
 		Parent: fs.filerIno(in.NodeId), Name: name, Mode: in.Mode & 0o7777,
 		Uid: in.Uid, Gid: in.Gid, Excl: in.Flags&syscall.O_EXCL != 0,
 	})
@@ -180,7 +180,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	if in.Flags&syscall.O_TRUNC != 0 && res.Inode.Size > 0 {
 		// The name appeared (from another mount) after the kernel looked
 		// it up; the kernel skips O_TRUNC for a file it believes created.
-		if res, st = fs.apply(cancel, &filer.SetAttr{Ino: res.Inode.Ino, Valid: filer.SetSize}); !st.Ok() {
+		if res, st = fs.applyReq(cancel, &in.InHeader, 1, &filer.SetAttr{Ino: res.Inode.Ino, Valid: filer.SetSize}); !st.Ok() {
 			return st
 		}
 	}
@@ -401,7 +401,7 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) 
 	if err := f.flushLocked(fs.ctx); err != nil {
 		return dataStatus(err)
 	}
-	res, st := fs.apply(cancel, &filer.Fallocate{Ino: f.ino, Off: in.Offset, Len: in.Length, Mode: in.Mode})
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.Fallocate{Ino: f.ino, Off: in.Offset, Len: in.Length, Mode: in.Mode})
 	if !st.Ok() {
 		return st
 	}

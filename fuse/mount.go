@@ -225,9 +225,11 @@ func setReadAhead(dir string, log *slog.Logger) {
 // process kept, which tells whose acknowledged writes were lost with it.
 // A request that process had carried out but not answered is carried out
 // again: idempotent ones (reads, writes, fsync, stat, lookup) give the
-// same answer, an unlink, rmdir or rename that finds its work done
-// succeeds (resentGone), a creation that finds its name taken fails with
-// EEXIST, and a rename exchange fails with EIO.
+// same answer, and namespace changes get their first answer from the
+// filer session they ran under (applyExact). Where that cannot tell, an
+// unlink, rmdir or rename that finds its work done succeeds (resentGone),
+// a creation that finds its name taken fails with EEXIST, and a rename
+// exchange fails with EIO.
 func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed bool) (*Mounted, error) {
 	fdn := int(dev.Fd())
 	if !IsDevice(fdn) {

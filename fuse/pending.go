@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,7 +27,10 @@ import (
 // Layout (little-endian): an 8-byte magic, an 8-byte overflow word (the
 // count of dirty files the table had no slot for, plus bit 63 when an
 // earlier process's table overflowed; not 0: every file counts as listed),
-// then
+// the 8-byte request session id of the FUSE connection (see
+// fileSystem.applyReq: it names the filer sessions the mount's namespace
+// changes run under, so a request the kernel sends again after a kill
+// gets the answer its first run had), then
 // pendingSlots slots of 16 bytes: the filer inode (0: free) and the
 // handle id below which the inode's descriptors lost writes (0: those of
 // the process that wrote the slot, which is every descriptor opened
@@ -37,14 +41,26 @@ type pendingTable struct {
 	mu   sync.Mutex // guards free and the unmapping of mem; the words of mem are atomics
 	mem  []byte     // the mapping; nil once closed
 	free []int      // free slot numbers, the next one last
+
+	// id is the connection's request session id; carried says it was
+	// read from the previous process's table (the connection's
+	// requests before the resume ran under it too).
+	id      uint64
+	carried atomic.Bool
 }
 
 const (
-	pendingMagic  = "cairnpw1"
-	pendingHeader = 16
+	pendingMagic  = "cairnpw2"
+	pendingHeader = 24
 	pendingSlot   = 16
 	pendingSlots  = 4096
 	pendingSize   = pendingHeader + pendingSlots*pendingSlot
+	// pendingMagic1 is the table of an earlier version: no request
+	// session id, slots right after the overflow word. Still read, so
+	// that an upgrade can resume after a kill of the old version.
+	pendingMagic1  = "cairnpw1"
+	pendingHeader1 = 16
+	pendingSize1   = pendingHeader1 + pendingSlots*pendingSlot
 	// carriedOverflow marks an overflow read from a previous process's
 	// table; the live count is below it.
 	carriedOverflow = 1 << 63
@@ -102,12 +118,18 @@ func (l *lostWrites) empty() bool { return l == nil || l.all == 0 && len(l.cutof
 // starts empty.
 func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWrites, error) {
 	var lost *lostWrites
+	var id uint64
 	if resume {
 		old, err := os.ReadFile(path)
+		header := pendingHeader
 		switch {
 		case err != nil:
 			return nil, nil, fmt.Errorf("fuse: read the record of unstored writes %s left by the previous process: %w", path, err)
-		case len(old) != pendingSize || string(old[:8]) != pendingMagic:
+		case len(old) == pendingSize && string(old[:8]) == pendingMagic:
+			id = binary.LittleEndian.Uint64(old[16:])
+		case len(old) == pendingSize1 && string(old[:8]) == pendingMagic1:
+			header = pendingHeader1
+		default:
 			return nil, nil, fmt.Errorf("fuse: %s is not a record of unstored writes (%d bytes)", path, len(old))
 		}
 		lost = &lostWrites{cutoff: map[uint64]uint64{}}
@@ -115,7 +137,7 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 			lost.all = start
 		}
 		for i := range pendingSlots {
-			s := old[pendingHeader+i*pendingSlot:]
+			s := old[header+i*pendingSlot:]
 			ino, cut := binary.LittleEndian.Uint64(s), binary.LittleEndian.Uint64(s[8:])
 			if ino == 0 {
 				continue
@@ -150,8 +172,13 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 		_ = os.Remove(tmp)
 		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", tmp, err)
 	}
-	t := &pendingTable{mem: mem}
+	t := &pendingTable{mem: mem, id: id}
+	t.carried.Store(id != 0)
+	for t.id == 0 {
+		t.id = rand.Uint64()
+	}
 	copy(mem, pendingMagic)
+	t.word(16).Store(t.id)
 	n := 0
 	if lost != nil {
 		if lost.all != 0 {

@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -203,4 +204,55 @@ func FuzzPendingTable(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPendingRequestSession: a new table gets a request session id of its
+// own; a resume carries the id it reads, and says so; a fresh mount gets
+// a new one. A table of the earlier layout (no id) is still read, losses
+// and all, and the process gets a fresh id it does not claim to carry.
+func TestPendingRequestSession(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p")
+	t1, _, err := openPending(path, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t1.id == 0 || t1.carried.Load() {
+		t.Fatalf("new table: id %x, carried %v", t1.id, t1.carried.Load())
+	}
+	t1.add(21)
+	t2, lost, err := openPending(path, true, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t2.id != t1.id || !t2.carried.Load() || !lost.lostBefore(21, 99) {
+		t.Fatalf("resume: id %x (had %x), carried %v, lost %+v", t2.id, t1.id, t2.carried.Load(), lost.cutoff)
+	}
+	t3, _, err := openPending(path, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t3.id == t1.id || t3.carried.Load() {
+		t.Fatalf("fresh mount kept id %x", t3.id)
+	}
+
+	old := make([]byte, pendingSize1)
+	copy(old, pendingMagic1)
+	binary.LittleEndian.PutUint64(old[pendingHeader1:], 31) // slot 0: inode 31, no cutoff
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t4, lost, err := openPending(path, true, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t4.id == 0 || t4.carried.Load() || !lost.lostBefore(31, 499) || lost.lostBefore(31, 500) {
+		t.Fatalf("resume of an earlier layout: id %x, carried %v, lost %+v", t4.id, t4.carried.Load(), lost.cutoff)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) != pendingSize || string(b[:8]) != pendingMagic || binary.LittleEndian.Uint64(b[16:]) != t4.id {
+		t.Fatalf("the table is not rewritten in the current layout: %v, %d bytes", err, len(b))
+	}
+	for _, tb := range []*pendingTable{t1, t2, t3, t4} {
+		_ = tb.close()
+	}
 }

@@ -61,13 +61,13 @@ func (fs *fileSystem) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest
 func (fs *fileSystem) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) (st gofuse.Status) {
 	defer observe(opSetXAttr, time.Now(), &st)
 	fs.noCaps.forget(fs.filerIno(in.NodeId))
-	_, st = fs.apply(cancel, &filer.SetXattr{Ino: fs.filerIno(in.NodeId), Name: attr, Value: append([]byte(nil), data...), Flags: in.Flags & (filer.XattrCreate | filer.XattrReplace)})
+	_, st = fs.applyReq(cancel, &in.InHeader, 0, &filer.SetXattr{Ino: fs.filerIno(in.NodeId), Name: attr, Value: append([]byte(nil), data...), Flags: in.Flags & (filer.XattrCreate | filer.XattrReplace)})
 	return st
 }
 
 func (fs *fileSystem) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) (st gofuse.Status) {
 	defer observe(opRemoveXAttr, time.Now(), &st)
-	_, st = fs.apply(cancel, &filer.RemoveXattr{Ino: fs.filerIno(h.NodeId), Name: attr})
+	_, st = fs.applyReq(cancel, h, 0, &filer.RemoveXattr{Ino: fs.filerIno(h.NodeId), Name: attr})
 	return st
 }
 
