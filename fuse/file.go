@@ -92,11 +92,17 @@ func newFile(fs *fileSystem, in *filer.Inode) *file {
 	return f
 }
 
-// ownChangeLocked notes that this mount's own change took the file from
-// generation from to in's: the kernel's pages follow it if they agreed
-// with from and nothing came in between.
-func (f *file) ownChangeLocked(from uint64, in *filer.Inode) {
-	if f.pagesGen == from && in.Generation == from+1 {
+// ownChangeLocked notes that this mount's own change made generation
+// in.Generation of the file, from the one before: the kernel's pages
+// follow it (the change went through them) if they agreed with that one.
+// The file's state may have taken in's generation already, from a read
+// or an open that fetched the inode while the change's answer was on its
+// way: the pages still follow, and must be counted as following, or every
+// later stat would show the size from before the change (see overlay), the
+// kernel would cut the file back to it, and an O_APPEND write would land
+// there, over committed data.
+func (f *file) ownChangeLocked(in *filer.Inode) {
+	if in.Generation > 0 && f.pagesGen == in.Generation-1 {
 		f.pagesGen, f.shown = in.Generation, in.Size
 	}
 }
@@ -105,9 +111,10 @@ func (f *file) ownChangeLocked(from uint64, in *filer.Inode) {
 // own change (a truncation, a hole punched: the kernel changes its pages
 // itself).
 func (f *file) ownCommitLocked(in *filer.Inode) {
-	from := f.gen
-	f.setCommittedLocked(in)
-	f.ownChangeLocked(from, in)
+	if in.Generation > f.gen {
+		f.setCommittedLocked(in)
+	}
+	f.ownChangeLocked(in)
 }
 
 // pagesDroppedLocked notes that the kernel dropped its pages of the file
@@ -554,6 +561,9 @@ func (f *file) commitInline(ctx context.Context, set *dirtySet, size uint64, mti
 // fails, f's pieces plus sl (which show this mount's writes) are used and
 // marked stale, so the next read refetches.
 func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Slice) *filer.Inode {
+	if gap := f.fs.testGap.Load(); gap != nil {
+		(*gap)("commit", f.ino)
+	}
 	f.mu.Lock()
 	exact := in.Generation == f.gen+1
 	if exact {
@@ -562,6 +572,9 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 	// A getattr between the filer's commit and this may have taken the
 	// state it left (or a later one) already.
 	known := in.Generation <= f.gen
+	if known {
+		f.ownChangeLocked(in)
+	}
 	f.mu.Unlock()
 	if exact || known {
 		return nil
@@ -586,7 +599,7 @@ func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
 	for _, s := range sl {
 		f.pieces.Place(s)
 	}
-	f.ownChangeLocked(f.gen, in)
+	f.ownChangeLocked(in)
 	f.size, f.gen = in.Size, in.Generation
 }
 

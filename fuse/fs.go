@@ -57,8 +57,8 @@ type fileSystem struct {
 	// testGap, when set (by tests), runs at points where a request may
 	// be held to order it against others: in Open between reading the
 	// inode and registering the handle ("open"), in attribute and entry
-	// replies before the overlay ("attr"), and in Write before buffering
-	// ("write").
+	// replies before the overlay ("attr"), in Write before buffering
+	// ("write"), and before following a commit of data ("commit").
 	testGap atomic.Pointer[func(op string, ino uint64)]
 
 	mu struct {

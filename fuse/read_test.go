@@ -634,3 +634,90 @@ func TestReadWaitsForEarlierWrite(t *testing.T) {
 		t.Fatalf("after the write, the page reads %d bytes (err %v), equal to what was written: %v", n, err, n == len(page) && bytes.Equal(page, append(head, tail...)))
 	}
 }
+
+// TestOwnCommitFetchedFirst: a read that fetches the inode while the
+// answer to this mount's own commit is on its way takes the commit's
+// generation first. The kernel's pages went through the change (the
+// writes did), so stats must go on showing the size it made. They showed
+// the size from before it instead: the kernel cut the file back to that,
+// and the next O_APPEND write landed there, over committed data.
+func TestOwnCommitFetchedFirst(t *testing.T) {
+	c, _ := shared(t)
+	m, dir := c.ownMount(t)
+	p := filepath.Join(dir, "f")
+	first, more, last := randBytes(10000, 1), randBytes(5000, 2), randBytes(3000, 3)
+	mustWrite(t, p, first)
+	r, err := os.Open(p) // keeps the file's state
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := m.fs.filerIno(st.Ino)
+	inGap, resume := make(chan struct{}), make(chan struct{})
+	var once, resumed sync.Once
+	gap := func(o string, in uint64) {
+		if o == "commit" && in == ino {
+			once.Do(func() { close(inGap); <-resume })
+		}
+	}
+	m.fs.testGap.Store(&gap)
+	defer m.fs.testGap.Store(nil)
+	defer resumed.Do(func() { close(resume) })
+
+	if _, err := w.Write(more); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- w.Sync() }()
+	select {
+	case <-inGap:
+	case err := <-synced:
+		t.Fatalf("fsync ended before its commit was followed: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the commit never reached the gap")
+	}
+	// A stat sees the new generation; a read past the kernel's pages
+	// fetches it.
+	size := func() int64 {
+		var stx unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_STATX_FORCE_SYNC, unix.STATX_SIZE, &stx); err != nil {
+			t.Fatal(err)
+		}
+		return int64(stx.Size)
+	}
+	if got := size(); got != 15000 {
+		t.Fatalf("stat during the commit: %d bytes, want 15000", got)
+	}
+	if err := unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 15000)
+	if n, err := r.ReadAt(buf, 0); n != 15000 || !bytes.Equal(buf, append(append([]byte(nil), first...), more...)) {
+		t.Fatalf("read during the commit: %d bytes, %v", n, err)
+	}
+	resumed.Do(func() { close(resume) })
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got != 15000 {
+		t.Errorf("stat after the commit: %d bytes, want 15000", got)
+	}
+	if _, err := w.Write(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(append([]byte(nil), first...), more...), last...)
+	if got := c.readThroughFiler(t, "/"+filepath.Base(dir)+"/f"); !bytes.Equal(got, want) {
+		t.Fatalf("the filer holds %d bytes, want %d: an O_APPEND write landed at the wrong place", len(got), len(want))
+	}
+}
