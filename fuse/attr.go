@@ -186,9 +186,7 @@ func (fs *fileSystem) overlay(in *filer.Inode, drops *dropCounts) (ok bool, drop
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if in.Generation > f.gen {
-		f.stale = true // f's slices are older: its next read fetches them
-	} else {
-		f.refreshLocked(in) // the same generation: no list needed
+		f.markStaleLocked(in.Generation) // f's slices are older: its next read fetches them
 	}
 	gen, size := f.gen, f.size
 	if in.Generation > gen {

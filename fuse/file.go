@@ -43,7 +43,12 @@ type file struct {
 	pieces   filer.PieceList // the committed slices, as the filer's pieces (by offset)
 	size     uint64          // committed size
 	gen      uint64          // filer generation of slices and size
-	stale    bool            // the filer announced a change; refetch before reading
+	stale    bool            // the filer announced a change, or a stat saw a newer generation; refetch before reading
+	// staleGen is the newest generation that made f stale (anyGen: not
+	// known, a change event): f's state clears stale once it reaches it.
+	// staleSeq counts the times stale was set: a fetch clears stale only
+	// if it was not set again while the fetch was out (refreshIfStale).
+	staleGen, staleSeq uint64
 	// dropped is the newest generation made elsewhere that a stat saw and
 	// dropped the kernel's pages for (overlay): once per change, so that
 	// stats do not keep the kernel's attributes from being cached.
@@ -126,23 +131,51 @@ func (f *file) pagesDroppedLocked() {
 }
 
 // setCommittedLocked takes the committed state from an inode returned by
-// the filer after a change this mount made.
+// the filer. It leaves stale as it is: only a fetch begun after stale was
+// set may clear it (refreshIfStale).
 func (f *file) setCommittedLocked(in *filer.Inode) {
 	if in == nil {
 		return
 	}
 	f.pieces = filer.NewPieceList(filer.Pieces(in.Slices))
 	f.size, f.gen = in.Size, in.Generation
-	f.stale = false
 	f.taken++
+	f.clearStaleIfCurrentLocked()
+}
+
+// anyGen is the generation of a change that made a file stale when it is
+// not known: only a fetch clears it.
+const anyGen = ^uint64(0)
+
+// markStaleLocked notes that the filer has a state of the file newer than
+// f's, generation gen (anyGen: not known): its next read fetches it.
+func (f *file) markStaleLocked(gen uint64) {
+	f.stale = true
+	f.staleSeq++
+	f.staleGen = max(f.staleGen, gen)
+}
+
+// clearStaleIfCurrentLocked clears stale once f's state is at least as new
+// as every change that made it stale.
+func (f *file) clearStaleIfCurrentLocked() {
+	if f.stale && f.staleGen != anyGen && f.staleGen <= f.gen {
+		f.stale, f.staleGen = false, 0
+	}
 }
 
 // refreshIfStale fetches the file's slice list when the filer announced a
 // change (or a stat saw a newer generation) since f took it. A failed
 // fetch leaves f as it is: the read that follows reports what fails.
+//
+// Only this fetch clears stale, and only if stale was not set again while
+// it was out. An inode read earlier (by an open, or a stat's attributes)
+// may be older than what made f stale: clearing stale on it had a read
+// answered from the old slices while the kernel had been told the new
+// size, and the kernel cached the page at the old end of the file with
+// zeros past it, which later reads returned as data.
 func (f *file) refreshIfStale(ctx context.Context) {
 	f.mu.Lock()
-	stale := f.stale
+	stale, seq := f.stale, f.staleSeq
 	f.mu.Unlock()
 	if !stale {
 		return
@@ -150,19 +183,17 @@ func (f *file) refreshIfStale(ctx context.Context) {
 	if in, err := f.fs.client.GetAttr(ctx, f.ino); err == nil {
 		f.mu.Lock()
 		f.refreshLocked(in)
+		if in.Generation >= f.gen && f.staleSeq == seq {
+			f.stale, f.staleGen = false, 0
+		}
 		f.mu.Unlock()
 	}
 }
 
 // refreshLocked takes the committed state from an inode read from the
-// filer, unless it is older than what f has. The same generation is the
-// same data: only the staleness is cleared.
+// filer, if it is newer than what f has.
 func (f *file) refreshLocked(in *filer.Inode) {
-	switch {
-	case in.Generation == f.gen:
-		f.size = in.Size
-		f.stale = false
-	case in.Generation > f.gen:
+	if in.Generation > f.gen {
 		f.setCommittedLocked(in)
 	}
 }
@@ -417,9 +448,7 @@ func (f *file) flushRound(ctx context.Context, keepTail bool) error {
 	set.recycle()
 	f.preErr = nil
 	if in != nil { // nil when followCommit updated f itself
-		stale := f.stale
 		f.setCommittedLocked(in)
-		f.stale = stale // a change announced meanwhile may postdate the fetch
 	}
 	if whole {
 		// Every byte written before the round is stored. (A kept tail
@@ -588,7 +617,7 @@ func (f *file) followCommit(ctx context.Context, in *filer.Inode, sl []filer.Sli
 	}
 	f.mu.Lock()
 	f.followLocked(in, sl)
-	f.stale = true
+	f.markStaleLocked(anyGen)
 	f.mu.Unlock()
 	return nil
 }
@@ -601,6 +630,7 @@ func (f *file) followLocked(in *filer.Inode, sl []filer.Slice) {
 	}
 	f.ownChangeLocked(in)
 	f.size, f.gen = in.Size, in.Generation
+	f.clearStaleIfCurrentLocked()
 }
 
 // stickyErr is the error of the last failed flush, nil if none.

@@ -124,7 +124,13 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 		// attributes, and an open does not refresh them: a read would
 		// stop at the old end of the file (close-to-open consistency).
 		// Without a page locked, they can go before the open returns.
-		fs.notifyKernel(ino.Ino, -1)
+		// The pages go now too, not only when the kernel drops them after
+		// this reply: from here on replies show the new size (the pages
+		// are counted as dropped), and a reader of another descriptor
+		// told it in between read a page cached at the old end of the
+		// file, zeros past it, as data. A read in flight keeps its page
+		// locked, and the drop waits for it.
+		fs.notifyKernel(ino.Ino, 0)
 		if f := fs.lookupFile(ino.Ino); f != nil {
 			f.mu.Lock()
 			f.pagesDroppedLocked()

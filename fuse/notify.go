@@ -46,7 +46,7 @@ func (fs *fileSystem) watch(ctx context.Context) {
 func (fs *fileSystem) invalidate(ino uint64, off int64) {
 	if f := fs.lookupFile(ino); f != nil {
 		f.mu.Lock()
-		f.stale = true
+		f.markStaleLocked(anyGen)
 		f.mu.Unlock()
 	}
 	fs.mu.Lock()
