@@ -1,8 +1,14 @@
 package filer
 
 import (
+	"bytes"
 	"syscall"
 )
+
+// orphanLinkable is the orphan list's value for a file made by CreateTmp,
+// which Link may give a name; a file unlinked while open has an empty
+// value and stays nameless, as on Linux.
+var orphanLinkable = []byte{1}
 
 // MaxSymlinkLen is the longest symlink target, as PATH_MAX.
 const MaxSymlinkLen = 4096
@@ -86,6 +92,26 @@ func (t *txn) create(op *Create) *Result {
 	return res
 }
 
+func (t *txn) createTmp(op *CreateTmp) *Result {
+	p, e := t.dir(op.Parent)
+	switch {
+	case e != 0:
+		return errnoResult(e)
+	case p.ReadOnly():
+		return errnoResult(syscall.EROFS)
+	}
+	in := &Inode{
+		Ino: t.nextIno(), Mode: syscall.S_IFREG | op.Mode&0o7777, Uid: op.Uid, Gid: op.Gid,
+		Atime: t.now, Mtime: t.now, Ctime: t.now, Generation: 1, QuotaRoot: t.rootOf(p),
+	}
+	t.putInode(in)
+	t.must(t.orphans.Put(u64key(in.Ino), orphanLinkable))
+	t.charge(in.QuotaRoot, int64(in.chargedBytes()), 1)
+	res := t.okInode(in.Ino)
+	res.Created = true
+	return res
+}
+
 func (t *txn) symlink(op *Symlink) *Result {
 	switch {
 	case op.Target == "":
@@ -107,7 +133,8 @@ func (t *txn) link(op *Link) *Result {
 		return errnoResult(e)
 	}
 	in := t.inode(op.Ino)
-	if in == nil || in.Nlink == 0 {
+	orphan := in != nil && in.Nlink == 0 && bytes.Equal(t.orphans.Get(u64key(in.Ino)), orphanLinkable)
+	if in == nil || in.Nlink == 0 && !orphan {
 		return errnoResult(syscall.ENOENT)
 	}
 	p, e := t.dir(op.NewParent)
@@ -125,6 +152,9 @@ func (t *txn) link(op *Link) *Result {
 	in.Nlink++
 	in.Ctime = t.now
 	t.putInode(in)
+	if orphan {
+		t.must(t.orphans.Delete(u64key(in.Ino)))
+	}
 	t.putDentry(p.Ino, op.NewName, in.Ino)
 	t.touchDir(p)
 	t.putInode(p)

@@ -188,7 +188,7 @@ func init() {
 		&Mkdir{}, &Create{}, &Symlink{}, &Link{}, &Unlink{}, &Rmdir{}, &Rename{},
 		&SetAttr{}, &CommitSlices{}, &PunchHole{}, &Fallocate{}, &ReplaceSlices{},
 		&SetXattr{}, &RemoveXattr{}, &SetQuota{}, &Snapshot{}, &Clone{},
-		&DeleteSnapshot{}, &DequeueDeleted{}, &ReleaseOrphan{},
+		&DeleteSnapshot{}, &DequeueDeleted{}, &ReleaseOrphan{}, &CreateTmp{},
 		&BeginUpload{}, &ExpireUploads{}, &ExpireSessions{},
 	} {
 		typ := reflect.TypeOf(op).Elem()
@@ -217,6 +217,17 @@ type Create struct {
 	Excl   bool   `json:"excl,omitempty"`
 }
 
+// CreateTmp creates a regular file in no directory (open with O_TMPFILE
+// in Parent): an orphan with Nlink 0, charged to Parent's quota root like
+// a file created there, freed by ReleaseOrphan at its last close unless
+// Link gives it a name first.
+type CreateTmp struct {
+	Parent uint64 `json:"parent"`
+	Mode   uint32 `json:"mode"` // permission bits
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+}
+
 // Symlink creates symbolic link Name in Parent pointing at Target.
 type Symlink struct {
 	Parent uint64 `json:"parent"`
@@ -227,7 +238,10 @@ type Symlink struct {
 }
 
 // Link adds entry NewName in NewParent for inode Ino (EPERM for a
-// directory). The inode stays charged to its quota root.
+// directory). The inode stays charged to its quota root. A file made by
+// CreateTmp gets its first link and leaves the orphan list (linkat with
+// AT_EMPTY_PATH of an O_TMPFILE descriptor); a file unlinked while open
+// cannot get a name back (ENOENT), as on Linux.
 type Link struct {
 	Ino       uint64 `json:"ino"`
 	NewParent uint64 `json:"new_parent"`
@@ -470,3 +484,4 @@ func (*Clone) OpType() string          { return "clone" }
 func (*DeleteSnapshot) OpType() string { return "delete_snapshot" }
 func (*DequeueDeleted) OpType() string { return "dequeue_deleted" }
 func (*ReleaseOrphan) OpType() string  { return "release_orphan" }
+func (*CreateTmp) OpType() string      { return "create_tmp" }

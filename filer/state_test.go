@@ -367,3 +367,44 @@ func TestAttrWithoutSlices(t *testing.T) {
 		t.Fatalf("LookupAttr of a missing name: %v", err)
 	}
 }
+
+// TestCreateTmp: a file made with O_TMPFILE is an orphan in no directory,
+// charged to its directory's quota root; Link gives it a name and takes
+// it off the orphan list, once; one never linked is freed by
+// ReleaseOrphan. A file unlinked while open still cannot be linked.
+func TestCreateTmp(t *testing.T) {
+	s := newTestState(t)
+	d := s.ok(&Mkdir{Parent: RootIno, Name: "d", Mode: 0o755}).Inode
+	s.ok(&SetQuota{Ino: d.Ino, MaxInodes: 3}) // d itself and two files
+	tmp := s.ok(&CreateTmp{Parent: d.Ino, Mode: 0o600, Uid: 7, Gid: 8})
+	in := tmp.Inode
+	if !tmp.Created || in.Nlink != 0 || !in.IsRegular() || in.Mode&0o7777 != 0o600 || in.Uid != 7 || in.QuotaRoot != d.Ino {
+		t.Fatalf("tmpfile %+v", tmp)
+	}
+	if ents, err := s.ReadDir(d.Ino, "", 0); err != nil || len(ents) != 0 {
+		t.Fatalf("the tmpfile shows in its directory: %v %v", ents, err)
+	}
+	s.ok(&CommitSlices{Ino: in.Ino, Slices: []Slice{{Off: 0, Len: 10, Fid: "3,01637037d6"}}})
+	s.mustCheck()
+	linked := s.ok(&Link{Ino: in.Ino, NewParent: d.Ino, NewName: "named"}).Inode
+	if linked.Nlink != 1 || linked.Size != 10 {
+		t.Fatalf("linked tmpfile %+v", linked)
+	}
+	s.fails(&ReleaseOrphan{Ino: in.Ino}, syscall.ENOENT) // named now: its last close keeps it
+	s.ok(&Link{Ino: in.Ino, NewParent: d.Ino, NewName: "again"})
+	s.mustCheck()
+
+	// Never linked: freed at its last close. The quota counts it meanwhile.
+	gone := s.ok(&CreateTmp{Parent: d.Ino, Mode: 0o600}).Inode
+	s.fails(&CreateTmp{Parent: d.Ino, Mode: 0o600}, syscall.EDQUOT)
+	s.ok(&ReleaseOrphan{Ino: gone.Ino})
+	s.ok(&CreateTmp{Parent: d.Ino, Mode: 0o600})
+	s.fails(&CreateTmp{Parent: 999, Mode: 0o600}, syscall.ENOENT)
+	s.fails(&CreateTmp{Parent: linked.Ino, Mode: 0o600}, syscall.ENOTDIR)
+
+	// Unlinked while open: no name back.
+	s.ok(&Unlink{Parent: d.Ino, Name: "named", KeepIfOpen: true})
+	s.ok(&Unlink{Parent: d.Ino, Name: "again", KeepIfOpen: true})
+	s.fails(&Link{Ino: in.Ino, NewParent: d.Ino, NewName: "back"}, syscall.ENOENT)
+	s.ok(&ReleaseOrphan{Ino: in.Ino})
+}

@@ -241,6 +241,8 @@ func (t *txn) apply(op Op) *Result {
 		r = t.expireSessions(op)
 	case *ReleaseOrphan:
 		r = t.releaseOrphan(op)
+	case *CreateTmp:
+		r = t.createTmp(op)
 	default:
 		return errnoResult(syscall.EINVAL)
 	}

@@ -458,3 +458,58 @@ func TestMknod(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTmpfile: a file opened with O_TMPFILE is in no directory until
+// linkat gives it a name, and then keeps what was written to it; one
+// never named is freed at its last close.
+func TestTmpfile(t *testing.T) {
+	c, dir := shared(t)
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatalf("O_TMPFILE: %v", err)
+	}
+	if _, err := unix.Pwrite(fd, []byte("kept by name"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fsync(fd); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Nlink != 0 || st.Mode&0o777 != 0o640 {
+		t.Fatalf("fstat: %+v %v", st, err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("the directory lists %v (%v)", ents, err)
+	}
+	named := filepath.Join(dir, "named")
+	if err := unix.Linkat(fd, "", unix.AT_FDCWD, named, unix.AT_EMPTY_PATH); err != nil {
+		t.Fatalf("linkat: %v", err)
+	}
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, named); string(got) != "kept by name" {
+		t.Fatalf("named tmpfile reads %q", got)
+	}
+	if got := c.readThroughFiler(t, filerPath(named)); string(got) != "kept by name" {
+		t.Fatalf("the filer holds %q", got)
+	}
+	if err := unix.Stat(named, &st); err != nil || st.Nlink != 1 {
+		t.Fatalf("stat of the named tmpfile: nlink %d, %v", st.Nlink, err)
+	}
+
+	fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Pwrite(fd, []byte("scratch"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Linkat(fd, "", unix.AT_FDCWD, filepath.Join(dir, "never"), unix.AT_EMPTY_PATH); err == nil {
+		t.Fatal("linkat of an O_EXCL tmpfile succeeded")
+	}
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	waitOrphansGone(t, c, context.Background())
+}

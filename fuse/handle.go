@@ -199,6 +199,26 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 	return fs.fillEntry(cancel, res.Inode, r, &out.EntryOut)
 }
 
+// Tmpfile opens a new file in no directory (open with O_TMPFILE): an
+// orphan on the filer, freed at its last close like a file unlinked while
+// open, unless linkat (AT_EMPTY_PATH) gives it a name first.
+func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) (st gofuse.Status) {
+	defer observe(opTmpfile, time.Now(), &st)
+	fs.openMu.RLock()
+	defer fs.openMu.RUnlock()
+	r := fs.startAttrReply(&in.InHeader)
+	res, st := fs.applyReq(cancel, &in.InHeader, 0, &filer.CreateTmp{
+		Parent: fs.filerIno(in.NodeId), Mode: in.Mode & 0o7777, Uid: in.Uid, Gid: in.Gid,
+	})
+	if !st.Ok() {
+		return st
+	}
+	fs.noCaps.add(res.Inode.Ino)
+	out.Fh = fs.addHandle(res.Inode, in.Flags, 0)
+	fs.markUnlinked(res.Inode.Ino)
+	return fs.fillEntry(cancel, res.Inode, r, &out.EntryOut)
+}
+
 func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
 	defer observeVoid(opRead, time.Now())
 	fs.order.wait(in.Unique, in.NodeId, in.Offset, in.Offset+uint64(in.Size))

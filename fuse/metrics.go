@@ -79,6 +79,7 @@ const (
 	opStatFs      = "statfs"
 	opOpen        = "open"
 	opCreate      = "create"
+	opTmpfile     = "tmpfile"
 	opRead        = "read"
 	opWrite       = "write"
 	opFlush       = "flush"
