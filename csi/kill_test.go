@@ -11,9 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cairn-storage/cairn/csi"
 	"github.com/cairn-storage/cairn/csi/csitest"
 	"github.com/cairn-storage/cairn/csi/mountsvc"
+	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/pb"
 )
 
 // killAppEnv makes the test binary play the application of
@@ -78,6 +82,22 @@ func TestMountServiceKillWithHolder(t *testing.T) {
 	if r := app.ask(t, "check"); r != "ok" {
 		t.Fatalf("a descriptor with nothing unstored at the kill: %s", r)
 	}
+	// The orphans the killed process kept stay while their descriptors
+	// are open, and go once they are closed, though the new process
+	// never saw those descriptors.
+	if n := orphanCount(t, env); n != 2 {
+		t.Fatalf("the filer keeps %d orphans while their descriptors are open, want 2", n)
+	}
+	if r := app.ask(t, "closeorphans"); r != "ok" {
+		t.Fatalf("closing the orphans: %s", r)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for orphanCount(t, env) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the filer keeps %d orphans after their last descriptors closed", orphanCount(t, env))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	writeFile(t, filepath.Join(target, "new"), []byte("written after the kill"))
 	if got := readFile(t, filepath.Join(staging, "new")); got != "written after the kill" {
 		t.Fatalf("new file reads %q", got)
@@ -103,7 +123,9 @@ func TestMountServiceKillWithHolder(t *testing.T) {
 
 // runKillApp is the application of TestMountServiceKillWithHolder. It
 // stores "stored before the kill" in dir/unstored and "before" in
-// dir/kept (fsynced), keeps both open, and calls statfs on dir in a loop;
+// dir/kept (fsynced), keeps both open, makes two orphans (dir/orphan
+// unlinked while open, and a file opened with O_TMPFILE), keeps them open
+// too, and calls statfs on dir in a loop;
 // then it answers commands:
 //
 //	count     -> "count N" (statfs calls that succeeded)
@@ -111,6 +133,7 @@ func TestMountServiceKillWithHolder(t *testing.T) {
 //	dirty     -> "ok": a write to dir/unstored, not fsynced
 //	synclost  -> fsync of dir/unstored: "ok" or "err ..."
 //	closelost -> close of dir/unstored: "ok" or "err ..."
+//	closeorphans -> close of the two orphans: "ok" or "err ..."
 //	check     -> "ok": dir/kept takes a write, fsync and read back
 //	stop      -> "done N": the statfs loop stopped
 //
@@ -135,6 +158,28 @@ func runKillApp(dir string) int {
 	kept, err := open("kept", "before")
 	if err != nil {
 		say("err %v", err)
+		return 1
+	}
+	// Two files on the filer's orphan list: one unlinked while open, one
+	// made with O_TMPFILE. Their descriptors are not used again until
+	// closeorphans.
+	orphan, err := open("orphan", "unlinked while open")
+	if err == nil {
+		err = os.Remove(filepath.Join(dir, "orphan"))
+	}
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	tmp, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err == nil {
+		_, err = unix.Pwrite(tmp, []byte("never named"), 0)
+	}
+	if err == nil {
+		err = unix.Fsync(tmp)
+	}
+	if err != nil {
+		say("err O_TMPFILE: %v", err)
 		return 1
 	}
 	var (
@@ -199,6 +244,12 @@ func runKillApp(dir string) int {
 			say("%s", result(lost.Sync()))
 		case "closelost":
 			say("%s", result(lost.Close()))
+		case "closeorphans":
+			err := orphan.Close()
+			if cerr := unix.Close(tmp); err == nil {
+				err = cerr
+			}
+			say("%s", result(err))
 		case "check":
 			say("%s", killAppCheck(kept))
 		case "stop":
@@ -214,6 +265,18 @@ func runKillApp(dir string) int {
 		}
 	}
 	return 0
+}
+
+// orphanCount is the length of the filer's orphan list.
+func orphanCount(t *testing.T, env *csitest.Env) int {
+	t.Helper()
+	c := filer.NewClient([]string{env.Filer}, nil)
+	defer c.Close()
+	var orphans []uint64
+	if err := c.Read(ctxT(t), &pb.FilerReadRequest{Op: "orphans"}, &orphans); err != nil {
+		t.Fatal(err)
+	}
+	return len(orphans)
 }
 
 func killAppCheck(kept *os.File) string {

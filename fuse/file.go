@@ -35,15 +35,20 @@ type file struct {
 	// one (truncate, fallocate). Held across filer and volume calls.
 	flushMu sync.Mutex
 
-	mu       sync.Mutex      // guards the fields below
-	progress sync.Cond       // on mu: a flush took the dirty set or ended, or the background flush stopped
-	lost     error           // buffered data lost (spill file failure): reported until the file is reopened
-	refs     int             // open handles
-	unlinked bool            // an unlink or rename removed a name while open
-	pieces   filer.PieceList // the committed slices, as the filer's pieces (by offset)
-	size     uint64          // committed size
-	gen      uint64          // filer generation of slices and size
-	stale    bool            // the filer announced a change, or a stat saw a newer generation; refetch before reading
+	mu       sync.Mutex // guards the fields below
+	progress sync.Cond  // on mu: a flush took the dirty set or ended, or the background flush stopped
+	lost     error      // buffered data lost (spill file failure): reported until the file is reopened
+	refs     int        // open handles
+	unlinked bool       // an unlink or rename removed a name while open
+	// orphanSlot records the file in the record of unstored writes while
+	// this mount keeps it as an orphan (noSlot: not recorded); forgotten
+	// says the kernel forgot the inode of an adopted orphan (Forget).
+	orphanSlot int
+	forgotten  bool
+	pieces     filer.PieceList // the committed slices, as the filer's pieces (by offset)
+	size       uint64          // committed size
+	gen        uint64          // filer generation of slices and size
+	stale      bool            // the filer announced a change, or a stat saw a newer generation; refetch before reading
 	// staleGen is the newest generation that made f stale (anyGen: not
 	// known, a change event): f's state clears stale once it reaches it.
 	// staleSeq counts the times stale was set: a fetch clears stale only
@@ -88,7 +93,7 @@ type file struct {
 }
 
 func newFile(fs *fileSystem, in *filer.Inode) *file {
-	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill), pend: noSlot}
+	f := &file{fs: fs, ino: in.Ino, dirty: newDirtySet(fs.spill), pend: noSlot, orphanSlot: noSlot}
 	f.progress.L = &f.mu
 	f.setCommittedLocked(in)
 	// Opened: the kernel's pages are current (keepCache) or dropped

@@ -81,6 +81,13 @@ type fileSystem struct {
 		// (offset as for notifyKernel; see invalidate).
 		attrsOut   map[uint64]int
 		invalAfter map[uint64]int64
+		// adopted maps the orphans that descriptors from before this
+		// process may hold open (kept by the previous process, or met
+		// through a handle it opened) to their slot in the record of
+		// unstored writes. This process cannot count those descriptors:
+		// such an orphan is freed when the kernel forgets its inode,
+		// which it does only once no descriptor holds it (Forget).
+		adopted map[uint64]int
 	}
 
 	// openMu orders opens against unlinks and renames: an open holds it
@@ -122,6 +129,7 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 	fs.mu.handles = make(map[uint64]*handle)
 	fs.mu.files = make(map[uint64]*file)
 	fs.mu.kept = make(map[uint64]uint64)
+	fs.mu.adopted = make(map[uint64]int)
 	fs.mu.afterReply = make(map[uint64][]func())
 	fs.mu.attrsOut = make(map[uint64]int)
 	fs.mu.invalAfter = make(map[uint64]int64)
@@ -270,7 +278,82 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 
 // Forget needs nothing: node ids are inode numbers, nothing is kept per
 // node.
-func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
+// Forget frees an adopted orphan (see fileSystem.mu.adopted): the kernel
+// forgets the inode of an unlinked file as soon as its last descriptor is
+// closed. Other inodes need nothing: kernel node ids are filer inodes.
+func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
+	ino := fs.filerIno(nodeid)
+	fs.mu.Lock()
+	slot, ok := fs.mu.adopted[ino]
+	if !ok {
+		fs.mu.Unlock()
+		return
+	}
+	if f := fs.mu.files[ino]; f != nil {
+		// Its last release, which may come after this, frees it.
+		f.mu.Lock()
+		f.forgotten = true
+		f.mu.Unlock()
+		fs.mu.Unlock()
+		return
+	}
+	delete(fs.mu.adopted, ino)
+	fs.mu.Unlock()
+	go fs.releaseOrphan(ino, slot, "the kernel forgot a file unlinked while open before this process started: every descriptor is closed")
+}
+
+// sweepAdopted frees the adopted orphans the kernel no longer knows: the
+// last descriptor of such a file closed before this process could hear
+// of it (the previous process was killed between the close and freeing
+// it, or read the kernel's forget and died). Asking the kernel to drop
+// an inode's attributes fails with ENOENT for an inode it does not hold.
+func (fs *fileSystem) sweepAdopted() {
+	fs.mu.Lock()
+	inos := make([]uint64, 0, len(fs.mu.adopted))
+	for ino := range fs.mu.adopted {
+		inos = append(inos, ino)
+	}
+	fs.mu.Unlock()
+	for _, ino := range inos {
+		if fs.server == nil || fs.server.InodeNotify(fs.kernelIno(ino), -1, 0) != gofuse.ENOENT {
+			continue
+		}
+		fs.mu.Lock()
+		slot, ok := fs.mu.adopted[ino]
+		if ok && fs.mu.files[ino] == nil {
+			delete(fs.mu.adopted, ino)
+		} else {
+			ok = false
+		}
+		fs.mu.Unlock()
+		if ok {
+			fs.releaseOrphan(ino, slot, "freed a file unlinked while open whose descriptors all closed while no process served the mount")
+		}
+	}
+}
+
+// releaseOrphan frees orphan ino on the filer and forgets its record
+// (slot); why says what closed it.
+func (fs *fileSystem) releaseOrphan(ino uint64, slot int, why string) {
+	_, err := fs.client.Apply(fs.ctx, &filer.ReleaseOrphan{Ino: ino})
+	if err != nil && err != syscall.ENOENT {
+		fs.log.Error("freeing a file unlinked while open failed; the filer keeps it as an orphan", "ino", ino, "err", err)
+		return
+	}
+	fs.pending.removeOrphan(slot)
+	if why != "" {
+		fs.log.Info(why, "ino", ino)
+	}
+}
+
+// adoptOrphan marks orphan ino, met through a handle opened before this
+// process started, as adopted: other such descriptors may hold it open.
+// The caller holds fs.mu.
+func (fs *fileSystem) adoptOrphanLocked(ino uint64) {
+	if _, ok := fs.mu.adopted[ino]; !ok {
+		fs.mu.adopted[ino] = fs.pending.addOrphan(ino)
+	}
+}
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) (st gofuse.Status) {
 	defer observe(opGetAttr, time.Now(), &st)

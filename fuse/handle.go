@@ -87,8 +87,13 @@ func (fs *fileSystem) fileFor(cancel <-chan struct{}, nodeID, fh uint64) (*file,
 		fs.log.Info("adopting a file handle opened before this process started", "ino", ino, "fh", fh)
 		fs.addHandle(in, syscall.O_RDWR, fh)
 		if in.Nlink == 0 {
-			// Unlinked while open before the hand-over: free it at the
-			// last close, as the previous process would have.
+			// Unlinked while open before the hand-over: other
+			// descriptors from then may hold it too, which this
+			// process cannot count; it is freed once the kernel
+			// forgets it (Forget).
+			fs.mu.Lock()
+			fs.adoptOrphanLocked(ino)
+			fs.mu.Unlock()
 			fs.markUnlinked(ino)
 		}
 	}
@@ -348,6 +353,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 	// dropped the state itself: then the state is not this one's to drop.
 	gone := last && f.refs == 0 && fs.mu.files[ino] == f
 	unlinked := f.unlinked
+	free, slot := false, f.orphanSlot
 	if gone {
 		(*fs.mu.drops.of(ino))++
 		fs.addDirty(-int64(f.dirty.bytes), -int64(f.dirty.mem))
@@ -365,24 +371,40 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 			}
 			fs.mu.kept[ino] = f.gen
 		}
+		free = unlinked
+		if as, ok := fs.mu.adopted[ino]; ok && unlinked {
+			// Descriptors from before this process may hold it still:
+			// freed when the kernel forgets it, unless it did already.
+			free, slot = f.forgotten, as
+			if free {
+				delete(fs.mu.adopted, ino)
+			}
+		}
 	}
 	f.mu.Unlock()
 	fs.mu.Unlock()
-	if gone && unlinked {
-		_, err := fs.client.Apply(fs.ctx, &filer.ReleaseOrphan{Ino: ino})
-		if err != nil && err != syscall.ENOENT {
-			fs.log.Error("freeing a file unlinked while open failed; the filer keeps it as an orphan", "ino", ino, "err", err)
-		}
+	if free {
+		fs.releaseOrphan(ino, slot, "")
 	}
 }
 
 // markUnlinked notes that open file ino lost a name, so its last close
 // frees the inode if that was its last link.
 func (fs *fileSystem) markUnlinked(ino uint64) {
-	if f := fs.lookupFile(ino); f != nil {
-		f.mu.Lock()
-		f.unlinked = true
-		f.mu.Unlock()
+	fs.mu.Lock()
+	f := fs.mu.files[ino]
+	_, adopted := fs.mu.adopted[ino]
+	fs.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unlinked = true
+	if f.orphanSlot == noSlot && !adopted {
+		// Recorded, so that a process resuming after a kill of this one
+		// frees it once the kernel forgets it.
+		f.orphanSlot = f.fs.pending.addOrphan(ino)
 	}
 }
 

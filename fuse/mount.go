@@ -287,7 +287,15 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 			return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
 		}
 	}
+	if fs.pending != nil {
+		fs.mu.Lock()
+		for ino, slot := range fs.pending.orphans {
+			fs.mu.adopted[ino] = slot
+		}
+		fs.mu.Unlock()
+	}
 	m := serve(fs, srv, append([]byte(nil), init...))
+	go fs.sweepAdopted()
 	if !fs.lost.empty() {
 		// The kernel's pages and attributes of those files may show
 		// the lost bytes: drop them, so that reads show what is stored.

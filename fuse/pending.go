@@ -34,13 +34,21 @@ import (
 // pendingSlots slots of 16 bytes: the filer inode (0: free) and the
 // handle id below which the inode's descriptors lost writes (0: those of
 // the process that wrote the slot, which is every descriptor opened
-// before the reader started). A resuming process writes the slots it read
-// back with their cutoff filled in, so a second kill does not forget the
-// first one's losses. Safe for concurrent use.
+// before the reader started); then orphanSlots slots of 8 bytes: the
+// inodes the mount keeps on the filer's orphan list (unlinked while open,
+// or O_TMPFILE) for descriptors still open (see fileSystem.adopted). A
+// resuming process writes the slots it read back (the dirty ones with
+// their cutoff filled in), so a second kill does not forget the first
+// one's losses or orphans. Safe for concurrent use.
 type pendingTable struct {
 	mu   sync.Mutex // guards free and the unmapping of mem; the words of mem are atomics
 	mem  []byte     // the mapping; nil once closed
 	free []int      // free slot numbers, the next one last
+
+	freeOrphans []int // free orphan slot numbers, the next one last
+	// orphans are the inodes the previous process kept as orphans, with
+	// their slots in this table.
+	orphans map[uint64]int
 
 	// id is the connection's request session id; carried says it was
 	// read from the previous process's table (the connection's
@@ -54,7 +62,9 @@ const (
 	pendingHeader = 24
 	pendingSlot   = 16
 	pendingSlots  = 4096
-	pendingSize   = pendingHeader + pendingSlots*pendingSlot
+	orphanSlots   = 1024
+	orphanBase    = pendingHeader + pendingSlots*pendingSlot
+	pendingSize   = orphanBase + orphanSlots*8
 	// pendingMagic1 is the table of an earlier version: no request
 	// session id, slots right after the overflow word. Still read, so
 	// that an upgrade can resume after a kill of the old version.
@@ -119,6 +129,7 @@ func (l *lostWrites) empty() bool { return l == nil || l.all == 0 && len(l.cutof
 func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWrites, error) {
 	var lost *lostWrites
 	var id uint64
+	var orphans []uint64
 	if resume {
 		old, err := os.ReadFile(path)
 		header := pendingHeader
@@ -127,6 +138,11 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 			return nil, nil, fmt.Errorf("fuse: read the record of unstored writes %s left by the previous process: %w", path, err)
 		case len(old) == pendingSize && string(old[:8]) == pendingMagic:
 			id = binary.LittleEndian.Uint64(old[16:])
+			for i := range orphanSlots {
+				if ino := binary.LittleEndian.Uint64(old[orphanBase+8*i:]); ino != 0 {
+					orphans = append(orphans, ino)
+				}
+			}
 		case len(old) == pendingSize1 && string(old[:8]) == pendingMagic1:
 			header = pendingHeader1
 		default:
@@ -200,6 +216,14 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 	for i := pendingSlots - 1; i >= n; i-- {
 		t.free = append(t.free, i)
 	}
+	t.orphans = map[uint64]int{}
+	for i, ino := range orphans {
+		t.word(orphanBase + 8*i).Store(ino)
+		t.orphans[ino] = i
+	}
+	for i := orphanSlots - 1; i >= len(orphans); i-- {
+		t.freeOrphans = append(t.freeOrphans, i)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = t.close()
 		_ = os.Remove(tmp)
@@ -251,6 +275,39 @@ func (t *pendingTable) remove(slot int) {
 	}
 	t.word(pendingHeader + slot*pendingSlot).Store(0)
 	t.free = append(t.free, slot)
+}
+
+// addOrphan records that the mount keeps ino on the filer's orphan list
+// for descriptors still open, and returns its slot (noSlot when the table
+// is full or there is none: a process resuming after this one will not
+// free the orphan).
+func (t *pendingTable) addOrphan(ino uint64) int {
+	if t == nil {
+		return noSlot
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil || len(t.freeOrphans) == 0 {
+		return noSlot
+	}
+	i := t.freeOrphans[len(t.freeOrphans)-1]
+	t.freeOrphans = t.freeOrphans[:len(t.freeOrphans)-1]
+	t.word(orphanBase + 8*i).Store(ino)
+	return i
+}
+
+// removeOrphan forgets what addOrphan recorded (or a slot of orphans).
+func (t *pendingTable) removeOrphan(slot int) {
+	if t == nil || slot < 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil {
+		return
+	}
+	t.word(orphanBase + 8*slot).Store(0)
+	t.freeOrphans = append(t.freeOrphans, slot)
 }
 
 // close unmaps the table. The file stays: it is rewritten at the next
