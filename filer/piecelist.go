@@ -59,13 +59,7 @@ func (l *PieceList) Place(s Slice) {
 	// Runs a..b hold every piece s touches: a is the first run ending
 	// after lo (or the last run), b the last run starting before hi (at
 	// least a; s may fall in the gap before run a).
-	a, _ := slices.BinarySearchFunc(l.runs, lo, func(r []Slice, lo uint64) int {
-		if r[len(r)-1].end() <= lo {
-			return -1
-		}
-		return 1
-	})
-	a = min(a, len(l.runs)-1)
+	a := min(l.firstRunEndingAfter(lo), len(l.runs)-1)
 	b := a
 	for b+1 < len(l.runs) && l.runs[b+1][0].Off < hi {
 		b++
@@ -99,21 +93,10 @@ func (l *PieceList) Extents(off, length uint64) []Extent {
 	if end < off {
 		end = ^uint64(0)
 	}
-	a, _ := slices.BinarySearchFunc(l.runs, off, func(r []Slice, off uint64) int {
-		if r[len(r)-1].end() <= off {
-			return -1
-		}
-		return 1
-	})
 	var in []Slice
-	for ; a < len(l.runs) && l.runs[a][0].Off < end; a++ {
+	for a := l.firstRunEndingAfter(off); a < len(l.runs) && l.runs[a][0].Off < end; a++ {
 		r := l.runs[a]
-		i, _ := slices.BinarySearchFunc(r, off, func(p Slice, off uint64) int {
-			if p.end() <= off {
-				return -1
-			}
-			return 1
-		})
+		i := firstEndingAfter(r, off)
 		j := i
 		for j < len(r) && r[j].Off < end {
 			j++
@@ -121,4 +104,16 @@ func (l *PieceList) Extents(off, length uint64) []Extent {
 		in = append(in, r[i:j]...)
 	}
 	return PieceExtents(in, off, length)
+}
+
+// firstRunEndingAfter is the index of the first run whose last piece ends
+// after off: len(l.runs) if none does.
+func (l *PieceList) firstRunEndingAfter(off uint64) int {
+	a, _ := slices.BinarySearchFunc(l.runs, off, func(r []Slice, off uint64) int {
+		if r[len(r)-1].end() <= off {
+			return -1
+		}
+		return 1
+	})
+	return a
 }

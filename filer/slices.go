@@ -102,13 +102,7 @@ func PieceExtents(pieces []Slice, off, length uint64) []Extent {
 	if end < off {
 		end = ^uint64(0)
 	}
-	// The first piece ending after off.
-	i, _ := slices.BinarySearchFunc(pieces, off, func(p Slice, off uint64) int {
-		if p.end() <= off {
-			return -1
-		}
-		return 1
-	})
+	i := firstEndingAfter(pieces, off)
 	var out []Extent
 	at := off
 	for ; i < len(pieces) && pieces[i].Off < end; i++ {
@@ -317,12 +311,7 @@ func PlacePiece(ps []Slice, s Slice) []Slice {
 		return ps
 	}
 	lo, hi := s.Off, s.end()
-	i, _ := slices.BinarySearchFunc(ps, lo, func(p Slice, lo uint64) int {
-		if p.end() <= lo {
-			return -1
-		}
-		return 1
-	})
+	i := firstEndingAfter(ps, lo)
 	j := i
 	for j < len(ps) && ps[j].Off < hi {
 		j++
@@ -343,6 +332,18 @@ func PlacePiece(ps []Slice, s Slice) []Slice {
 		n++
 	}
 	return slices.Replace(ps, i, j, repl[:n]...)
+}
+
+// firstEndingAfter is the index of the first of pieces (in offset order,
+// never overlapping) that ends after off: len(pieces) if none does.
+func firstEndingAfter(pieces []Slice, off uint64) int {
+	i, _ := slices.BinarySearchFunc(pieces, off, func(p Slice, off uint64) int {
+		if p.end() <= off {
+			return -1
+		}
+		return 1
+	})
+	return i
 }
 
 // validateSlice checks a slice sent by a client.

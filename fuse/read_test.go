@@ -316,16 +316,8 @@ func TestRacingLastClose(t *testing.T) {
 			}
 			ino := m.fs.filerIno(st.Ino)
 
-			inGap, resume := make(chan struct{}), make(chan struct{})
-			var once, resumed sync.Once
-			gap := func(o string, in uint64) {
-				if o == op && in == ino {
-					once.Do(func() { close(inGap); <-resume })
-				}
-			}
-			m.fs.testGap.Store(&gap)
-			defer m.fs.testGap.Store(nil)
-			defer resumed.Do(func() { close(resume) })
+			inGap, release := holdAt(m, op, ino)
+			defer release()
 			type result struct {
 				size int64
 				n    int
@@ -373,7 +365,7 @@ func TestRacingLastClose(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
-			resumed.Do(func() { close(resume) })
+			release()
 			r := <-got
 			if op == "attr" && r.size != int64(len(data)) {
 				t.Errorf("stat says %d bytes, %d were written and closed", r.size, len(data))
@@ -381,6 +373,27 @@ func TestRacingLastClose(t *testing.T) {
 			if r.err != nil || r.n != len(data) || !bytes.Equal(r.b, data) {
 				t.Fatalf("read %d of %d bytes through the new handle (err %v); equal: %v", r.n, len(data), r.err, bytes.Equal(r.b[:r.n], data[:r.n]))
 			}
+		})
+	}
+}
+
+// holdAt holds the first request of m that reaches test gap point op
+// (see fileSystem.testGap) for inode ino there; inGap is closed once one
+// is held. release lets it go (and removes the hold); it may be called
+// more than once.
+func holdAt(m *Mounted, op string, ino uint64) (inGap <-chan struct{}, release func()) {
+	in, resume := make(chan struct{}), make(chan struct{})
+	var once, resumed sync.Once
+	gap := func(o string, i uint64) {
+		if o == op && i == ino {
+			once.Do(func() { close(in); <-resume })
+		}
+	}
+	m.fs.testGap.Store(&gap)
+	return in, func() {
+		resumed.Do(func() {
+			m.fs.testGap.Store(nil)
+			close(resume)
 		})
 	}
 }
@@ -661,16 +674,8 @@ func TestOwnCommitFetchedFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	ino := m.fs.filerIno(st.Ino)
-	inGap, resume := make(chan struct{}), make(chan struct{})
-	var once, resumed sync.Once
-	gap := func(o string, in uint64) {
-		if o == "commit" && in == ino {
-			once.Do(func() { close(inGap); <-resume })
-		}
-	}
-	m.fs.testGap.Store(&gap)
-	defer m.fs.testGap.Store(nil)
-	defer resumed.Do(func() { close(resume) })
+	inGap, release := holdAt(m, "commit", ino)
+	defer release()
 
 	if _, err := w.Write(more); err != nil {
 		t.Fatal(err)
@@ -703,7 +708,7 @@ func TestOwnCommitFetchedFirst(t *testing.T) {
 	if n, err := r.ReadAt(buf, 0); n != 15000 || !bytes.Equal(buf, append(append([]byte(nil), first...), more...)) {
 		t.Fatalf("read during the commit: %d bytes, %v", n, err)
 	}
-	resumed.Do(func() { close(resume) })
+	release()
 	if err := <-synced; err != nil {
 		t.Fatal(err)
 	}
