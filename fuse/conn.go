@@ -106,6 +106,16 @@ func (c *devConn) write(b []byte) error {
 	}
 }
 
+// writev writes one message from several buffers.
+func (c *devConn) writev(bs ...[]byte) error {
+	for {
+		_, err := unix.Writev(c.fd, bs)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
 // InodeNotify asks the kernel to drop its cached attributes of node and,
 // when off >= 0, its cached data from off on (length 0: to the end).
 // ENOENT means the kernel did not have the node cached.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -29,8 +30,15 @@ var errStopped = errors.New("fuse: serving stopped for a hand-over")
 // reading without closing the connection (stop), which is what hands a
 // live mount from one process to the next.
 type server struct {
-	conn    *devConn
-	ps      *gofuse.ProtocolServer
+	conn *devConn
+	ps   *gofuse.ProtocolServer
+	fs   gofuse.RawFileSystem
+	// reads are the READs being served by serveRead, by request id (the
+	// resend mark cleared), with what cancels each (an INTERRUPT).
+	reads struct {
+		sync.Mutex
+		m map[uint64]chan struct{}
+	}
 	log     *slog.Logger
 	bufSize int       // request buffer size: max_write plus room for headers
 	ins     sync.Pool // request buffers of bufSize, kept across readers
@@ -59,11 +67,13 @@ func newServer(conn *devConn, fs gofuse.RawFileSystem, order *writeOrder, opts *
 	s := &server{
 		conn:    conn,
 		ps:      gofuse.NewProtocolServer(fs, opts),
+		fs:      fs,
 		order:   order,
 		log:     log,
 		bufSize: opts.MaxWrite + 64<<10,
 		done:    make(chan struct{}),
 	}
+	s.reads.m = make(map[uint64]chan struct{})
 	s.outs.New = func() any { b := make([]byte, s.bufSize); return &b }
 	s.ins.New = s.outs.New
 	return s
@@ -215,6 +225,16 @@ func (s *server) handle(req []byte) {
 		s.log.Error("short request from the kernel; ignored", "bytes", len(req))
 		return
 	}
+	switch binary.LittleEndian.Uint32(req[4:]) {
+	case codeRead:
+		if s.serveRead(req) {
+			return
+		}
+	case codeInterrupt:
+		if s.interruptRead(req) {
+			return
+		}
+	}
 	pooled := s.outs.Get().(*[]byte)
 	defer s.outs.Put(pooled)
 	out := *pooled
@@ -244,6 +264,81 @@ func (s *server) handle(req []byte) {
 		// it; ENODEV: unmounted meanwhile.
 		s.log.Error("writing a reply to /dev/fuse failed", "opcode", op, "err", err)
 	}
+}
+
+// serveRead serves a READ itself, so that the reply goes to the kernel
+// straight from the bytes the file system returns (one writev of the
+// header and the data), where the ProtocolServer copies them into a reply
+// buffer first: that copy was 14% of the mount's CPU time in a cold
+// sequential read. The file system's Read gets no buffer (the mount's
+// returns data it holds). It reports false, doing nothing, for a request
+// too short to be a READ.
+func (s *server) serveRead(req []byte) bool {
+	if len(req) < int(unsafe.Sizeof(gofuse.ReadIn{})) {
+		return false
+	}
+	in := (*gofuse.ReadIn)(unsafe.Pointer(&req[0]))
+	unique := in.Unique
+	if resent(unique) {
+		mountResent.Inc()
+		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", codeRead)
+	}
+	cancel := make(chan struct{})
+	s.reads.Lock()
+	s.reads.m[order(unique)] = cancel
+	s.reads.Unlock()
+	res, st := s.fs.Read(cancel, in, nil)
+	s.reads.Lock()
+	delete(s.reads.m, order(unique))
+	s.reads.Unlock()
+	var data []byte
+	if st.Ok() && res != nil {
+		data, st = res.Bytes(nil)
+		defer res.Done()
+	}
+	if !st.Ok() {
+		data = nil
+	} else if len(data) > int(in.Size) {
+		data = data[:in.Size]
+	}
+	var hdr [outHeaderSize]byte
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(outHeaderSize+len(data)))
+	if !st.Ok() {
+		binary.LittleEndian.PutUint32(hdr[4:], uint32(-int32(st)))
+	}
+	binary.LittleEndian.PutUint64(hdr[8:], unique)
+	var err error
+	if len(data) == 0 {
+		err = s.conn.write(hdr[:])
+	} else {
+		err = s.conn.writev(hdr[:], data)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+		s.log.Error("writing a reply to /dev/fuse failed", "opcode", codeRead, "err", err)
+	}
+	return true
+}
+
+// interruptRead cancels the READ an INTERRUPT names if serveRead serves
+// it, and reports whether it did; other requests' interrupts go to the
+// ProtocolServer. (An INTERRUPT that comes before its READ is registered
+// is answered EAGAIN by the ProtocolServer, and the kernel sends it
+// again.)
+func (s *server) interruptRead(req []byte) bool {
+	if len(req) < inHeaderSize+8 {
+		return false
+	}
+	target := order(binary.LittleEndian.Uint64(req[inHeaderSize:]))
+	s.reads.Lock()
+	cancel, ok := s.reads.m[target]
+	if ok {
+		delete(s.reads.m, target)
+	}
+	s.reads.Unlock()
+	if ok {
+		close(cancel)
+	}
+	return ok
 }
 
 // replyBytes is the largest reply a request can have, for the requests
