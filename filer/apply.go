@@ -33,13 +33,19 @@ func (t *txn) prepCreate(parent uint64, name string) (*Inode, syscall.Errno) {
 	return p, 0
 }
 
-// addEntry gives in a new inode number, links it as name in p and charges
-// it to p's quota root.
-func (t *txn) addEntry(p *Inode, name string, in *Inode) {
+// newInode gives in a new inode number, its times and first generation,
+// and charges it to p's quota root (where it is created).
+func (t *txn) newInode(p *Inode, in *Inode) {
 	in.Ino = t.nextIno()
 	in.Atime, in.Mtime, in.Ctime = t.now, t.now, t.now
 	in.Generation = 1
 	in.QuotaRoot = t.rootOf(p)
+	t.charge(in.QuotaRoot, int64(in.chargedBytes()), 1)
+}
+
+// addEntry makes in a new inode (newInode) and links it as name in p.
+func (t *txn) addEntry(p *Inode, name string, in *Inode) {
+	t.newInode(p, in)
 	if in.IsDir() {
 		in.Nlink = 2
 		in.Parent = p.Ino
@@ -49,7 +55,6 @@ func (t *txn) addEntry(p *Inode, name string, in *Inode) {
 	}
 	t.putInode(in)
 	t.putDentry(p.Ino, name, in.Ino)
-	t.charge(in.QuotaRoot, int64(in.chargedBytes()), 1)
 	t.touchDir(p)
 	t.putInode(p)
 }
@@ -100,13 +105,10 @@ func (t *txn) createTmp(op *CreateTmp) *Result {
 	case p.ReadOnly():
 		return errnoResult(syscall.EROFS)
 	}
-	in := &Inode{
-		Ino: t.nextIno(), Mode: syscall.S_IFREG | op.Mode&0o7777, Uid: op.Uid, Gid: op.Gid,
-		Atime: t.now, Mtime: t.now, Ctime: t.now, Generation: 1, QuotaRoot: t.rootOf(p),
-	}
+	in := &Inode{Mode: syscall.S_IFREG | op.Mode&0o7777, Uid: op.Uid, Gid: op.Gid}
+	t.newInode(p, in)
 	t.putInode(in)
 	t.must(t.orphans.Put(u64key(in.Ino), orphanLinkable))
-	t.charge(in.QuotaRoot, int64(in.chargedBytes()), 1)
 	res := t.okInode(in.Ino)
 	res.Created = true
 	return res

@@ -129,9 +129,14 @@ func (f *file) ownCommitLocked(in *filer.Inode) {
 
 // pagesDroppedLocked notes that the kernel dropped its pages of the file
 // (an open without FOPEN_KEEP_CACHE): they agree with f's generation.
-func (f *file) pagesDroppedLocked() {
-	if f.gen > f.pagesGen {
-		f.pagesGen, f.shown = f.gen, f.size
+func (f *file) pagesDroppedLocked() { f.pagesAtLocked(f.gen, f.size) }
+
+// pagesAtLocked notes that the kernel's pages of the file agree with
+// generation gen, when the file had committed size size, if that is newer
+// than what they were known to agree with.
+func (f *file) pagesAtLocked(gen, size uint64) {
+	if gen > f.pagesGen {
+		f.pagesGen, f.shown = gen, size
 	}
 }
 

@@ -180,13 +180,17 @@ func (fs *fileSystem) apply(cancel <-chan struct{}, op filer.Op) (*filer.Result,
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
 	res, err := fs.client.Apply(ctx, op)
-	if err != nil {
-		if st := errStatus(err); st == gofuse.EIO {
-			fs.log.Error("filer command failed; reporting EIO", "op", op.OpType(), "err", err)
-		}
-		return res, errStatus(err)
+	return fs.applied(op, res, err)
+}
+
+// applied is the status of op's answer from the filer: the errno it
+// carries, or EIO (logged) when the filer could not be reached.
+func (fs *fileSystem) applied(op filer.Op, res *filer.Result, err error) (*filer.Result, gofuse.Status) {
+	st := errStatus(err)
+	if st == gofuse.EIO {
+		fs.log.Error("filer command failed; reporting EIO", "op", op.OpType(), "err", err)
 	}
-	return res, gofuse.OK
+	return res, st
 }
 
 // reqSlots is how many filer sessions the namespace changes of one FUSE
@@ -234,18 +238,13 @@ func (fs *fileSystem) applyExact(cancel <-chan struct{}, h *gofuse.InHeader, ste
 	if errors.Is(err, syscall.ESTALE) {
 		return nil, gofuse.OK, false
 	}
-	if err != nil {
-		if st := errStatus(err); st == gofuse.EIO {
-			fs.log.Error("filer command failed; reporting EIO", "op", op.OpType(), "err", err)
-		}
-		return res, errStatus(err), true
-	}
-	if res.Inode != nil && res.Inode.Mode == 0 {
+	if err == nil && res.Inode != nil && res.Inode.Mode == 0 {
 		// A first answer whose inode is gone since (the filer keeps the
 		// number only): what it made was removed meanwhile.
 		return nil, gofuse.ENOENT, true
 	}
-	return res, gofuse.OK, true
+	res, st = fs.applied(op, res, err)
+	return res, st, true
 }
 
 func (fs *fileSystem) getattr(cancel <-chan struct{}, ino uint64) (*filer.Inode, gofuse.Status) {
@@ -276,30 +275,35 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 	return fs.fillEntry(cancel, in, r, out)
 }
 
-// Forget needs nothing: node ids are inode numbers, nothing is kept per
-// node.
 // Forget frees an adopted orphan (see fileSystem.mu.adopted): the kernel
 // forgets the inode of an unlinked file as soon as its last descriptor is
 // closed. Other inodes need nothing: kernel node ids are filer inodes.
 func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
 	ino := fs.filerIno(nodeid)
+	if slot, ok := fs.forgetAdopted(ino); ok {
+		go fs.releaseOrphan(ino, slot, "the kernel forgot a file unlinked while open before this process started: every descriptor is closed")
+	}
+}
+
+// forgetAdopted notes that the kernel holds adopted orphan ino no more.
+// It reports the orphan's slot and true when it is to be freed now; a
+// file state this process still has frees it at its last release, which
+// may come after the kernel forgot the inode.
+func (fs *fileSystem) forgetAdopted(ino uint64) (slot int, free bool) {
 	fs.mu.Lock()
+	defer fs.mu.Unlock()
 	slot, ok := fs.mu.adopted[ino]
 	if !ok {
-		fs.mu.Unlock()
-		return
+		return 0, false
 	}
 	if f := fs.mu.files[ino]; f != nil {
-		// Its last release, which may come after this, frees it.
 		f.mu.Lock()
 		f.forgotten = true
 		f.mu.Unlock()
-		fs.mu.Unlock()
-		return
+		return 0, false
 	}
 	delete(fs.mu.adopted, ino)
-	fs.mu.Unlock()
-	go fs.releaseOrphan(ino, slot, "the kernel forgot a file unlinked while open before this process started: every descriptor is closed")
+	return slot, true
 }
 
 // sweepAdopted frees the adopted orphans the kernel no longer knows: the
@@ -318,15 +322,7 @@ func (fs *fileSystem) sweepAdopted() {
 		if fs.server == nil || fs.server.InodeNotify(fs.kernelIno(ino), -1, 0) != gofuse.ENOENT {
 			continue
 		}
-		fs.mu.Lock()
-		slot, ok := fs.mu.adopted[ino]
-		if ok && fs.mu.files[ino] == nil {
-			delete(fs.mu.adopted, ino)
-		} else {
-			ok = false
-		}
-		fs.mu.Unlock()
-		if ok {
+		if slot, ok := fs.forgetAdopted(ino); ok {
 			fs.releaseOrphan(ino, slot, "freed a file unlinked while open whose descriptors all closed while no process served the mount")
 		}
 	}
@@ -346,7 +342,7 @@ func (fs *fileSystem) releaseOrphan(ino uint64, slot int, why string) {
 	}
 }
 
-// adoptOrphan marks orphan ino, met through a handle opened before this
+// adoptOrphanLocked marks orphan ino, met through a handle opened before this
 // process started, as adopted: other such descriptors may hold it open.
 // The caller holds fs.mu.
 func (fs *fileSystem) adoptOrphanLocked(ino uint64) {

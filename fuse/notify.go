@@ -107,9 +107,7 @@ func (fs *fileSystem) pageDrop(f *file, gen, size uint64) func() {
 	return func() {
 		fs.notifyKernel(f.ino, 0)
 		f.mu.Lock()
-		if gen > f.pagesGen {
-			f.pagesGen, f.shown = gen, size
-		}
+		f.pagesAtLocked(gen, size)
 		f.mu.Unlock()
 	}
 }

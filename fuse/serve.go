@@ -225,7 +225,12 @@ func (s *server) handle(req []byte) {
 		s.log.Error("short request from the kernel; ignored", "bytes", len(req))
 		return
 	}
-	switch binary.LittleEndian.Uint32(req[4:]) {
+	op := binary.LittleEndian.Uint32(req[4:])
+	if resent(binary.LittleEndian.Uint64(req[8:])) {
+		mountResent.Inc()
+		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", op)
+	}
+	switch op {
 	case codeRead:
 		if s.serveRead(req) {
 			return
@@ -241,11 +246,6 @@ func (s *server) handle(req []byte) {
 	if need := replyBytes(req); need > len(out) {
 		out = make([]byte, need)
 	}
-	op := binary.LittleEndian.Uint32(req[4:])
-	if resent(binary.LittleEndian.Uint64(req[8:])) {
-		mountResent.Inc()
-		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", op)
-	}
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
 	if !st.Ok() && n == 0 && op != codeForget && op != codeBatchForget && op != codeInterrupt {
 		// Never leave a request unanswered: the caller would hang.
@@ -259,7 +259,12 @@ func (s *server) handle(req []byte) {
 	if n == 0 {
 		return // FORGET, BATCH_FORGET, a handled INTERRUPT: no reply
 	}
-	if err := s.conn.write(out[:n]); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+	s.reply(op, out[:n])
+}
+
+// reply writes a reply to request op, from one buffer or several.
+func (s *server) reply(op uint32, bufs ...[]byte) {
+	if err := s.conn.writev(bufs...); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 		// ENOENT: the request was interrupted and the kernel gave up on
 		// it; ENODEV: unmounted meanwhile.
 		s.log.Error("writing a reply to /dev/fuse failed", "opcode", op, "err", err)
@@ -279,10 +284,6 @@ func (s *server) serveRead(req []byte) bool {
 	}
 	in := (*gofuse.ReadIn)(unsafe.Pointer(&req[0]))
 	unique := in.Unique
-	if resent(unique) {
-		mountResent.Inc()
-		s.log.Info("serving again a request the previous process had read and not answered (it was killed)", "opcode", codeRead)
-	}
 	cancel := make(chan struct{})
 	s.reads.Lock()
 	s.reads.m[order(unique)] = cancel
@@ -307,15 +308,7 @@ func (s *server) serveRead(req []byte) bool {
 		binary.LittleEndian.PutUint32(hdr[4:], uint32(-int32(st)))
 	}
 	binary.LittleEndian.PutUint64(hdr[8:], unique)
-	var err error
-	if len(data) == 0 {
-		err = s.conn.write(hdr[:])
-	} else {
-		err = s.conn.writev(hdr[:], data)
-	}
-	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
-		s.log.Error("writing a reply to /dev/fuse failed", "opcode", codeRead, "err", err)
-	}
+	s.reply(codeRead, hdr[:], data)
 	return true
 }
 

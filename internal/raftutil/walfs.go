@@ -4,10 +4,10 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-
 	walfs "github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/types"
+
+	"github.com/cairn-storage/cairn/internal/vfs"
 )
 
 // The Raft log's fsync is the one durable step of every filer mutation
@@ -110,10 +110,5 @@ func (z *zeroFilled) Sync() error {
 		z.synced.Store(true)
 		return nil
 	}
-	for {
-		err := unix.Fdatasync(z.fd)
-		if err != unix.EINTR {
-			return err
-		}
-	}
+	return vfs.Fdatasync(z.fd)
 }

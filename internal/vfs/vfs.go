@@ -122,15 +122,20 @@ func (f osFile) Truncate(size int64) error                { return f.f.Truncate(
 func (f osFile) Close() error                             { return f.f.Close() }
 
 func (f osFile) Sync() error {
+	if err := Fdatasync(int(f.f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.f.Name(), Err: err}
+	}
+	return nil
+}
+
+// Fdatasync is fdatasync(2) of descriptor fd, tried again when a signal
+// interrupts it.
+func Fdatasync(fd int) error {
 	for {
-		err := unix.Fdatasync(int(f.f.Fd()))
-		if err == unix.EINTR {
-			continue
+		err := unix.Fdatasync(fd)
+		if err != unix.EINTR {
+			return err
 		}
-		if err != nil {
-			return &os.PathError{Op: "fdatasync", Path: f.f.Name(), Err: err}
-		}
-		return nil
 	}
 }
 
