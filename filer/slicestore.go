@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/cairn-storage/cairn/internal/fid"
 )
 
@@ -87,19 +89,12 @@ func (t *txn) slicesIn(ino, off, end uint64) []Slice {
 	}
 	var out []Slice
 	c := t.pieces.Cursor()
-	k, v := c.Seek(sliceKey(ino, off))
-	var pk, pv []byte
-	if k == nil {
-		pk, pv = c.Last()
-	} else {
-		pk, pv = c.Prev()
-	}
-	if pk != nil && keyU64(pk[:8]) == ino {
+	if pk, pv := keyBefore(c, sliceKey(ino, off)); pk != nil && keyU64(pk[:8]) == ino {
 		if s := t.piece(pk, pv); s.Off < off && s.end() > off {
 			out = append(out, s)
 		}
 	}
-	for k, v = c.Seek(sliceKey(ino, off)); k != nil && keyU64(k[:8]) == ino; k, v = c.Next() {
+	for k, v := c.Seek(sliceKey(ino, off)); k != nil && keyU64(k[:8]) == ino; k, v = c.Next() {
 		s := t.piece(k, v)
 		if s.Off >= end {
 			break
@@ -107,6 +102,32 @@ func (t *txn) slicesIn(ino, off, end uint64) []Slice {
 		out = append(out, s)
 	}
 	return out
+}
+
+// keyBefore returns the greatest key of c's bucket below key, and its
+// value; nil if there is none.
+//
+// bbolt's backward moves are not reliable in a transaction that deleted
+// keys: a leaf emptied by deletes stays in the tree until the commit
+// merges it, Prev returns nil when it steps into one (as if it were at the
+// first key), and Last loops forever when every leaf is empty. (The filer
+// applies a batch of commands in one transaction, so one command's
+// deletes can empty leaves under the next one's search.) So: First, which
+// steps over empty leaves forwards, says whether any key below key
+// exists; only then Last or Prev, and Prev again over each empty leaf
+// until it returns one.
+func keyBefore(c *bolt.Cursor, key []byte) (k, v []byte) {
+	if first, _ := c.First(); first == nil || bytes.Compare(first, key) >= 0 {
+		return nil, nil
+	}
+	if k, _ := c.Seek(key); k == nil {
+		return c.Last() // ends: some leaf holds a key
+	}
+	for {
+		if k, v := c.Prev(); k != nil {
+			return k, v
+		}
+	}
 }
 
 // pieceStats returns how many pieces file ino has and whether any of them
