@@ -17,14 +17,15 @@ import (
 func pieceFid(i int) string { return fmt.Sprintf("1,%08x%08x", i+1, i+1) }
 
 // writePieces gives file ino n pieces of size bytes each, from offset 0,
-// in commands of at most 256 slices, and returns them.
-func writePieces(s *testState, ino uint64, n int, size uint64) []Slice {
+// in commands of at most 256 slices, with the fids from number fid0 on
+// (a fid dropped once is not taken again), and returns them.
+func writePieces(s *testState, ino uint64, n int, size uint64, fid0 int) []Slice {
 	s.t.Helper()
 	var all []Slice
 	for i := 0; i < n; i += 256 {
 		var sl []Slice
 		for j := i; j < min(n, i+256); j++ {
-			sl = append(sl, Slice{Off: uint64(j) * size, Len: size, Fid: pieceFid(j)})
+			sl = append(sl, Slice{Off: uint64(j) * size, Len: size, Fid: pieceFid(fid0 + j)})
 		}
 		s.ok(&CommitSlices{Ino: ino, Slices: sl})
 		all = append(all, sl...)
@@ -58,7 +59,7 @@ func within(t *testing.T, limit time.Duration, what string, fn func()) {
 func TestPlaceAfterEveryPieceRemoved(t *testing.T) {
 	s := newTestState(t)
 	f := s.ok(&Create{Parent: RootIno, Name: "f", Mode: 0o644}).Inode.Ino
-	writePieces(s, f, 3000, 100)
+	writePieces(s, f, 3000, 100, 0)
 	if _, err := s.GetAttr(f); err != nil { // commits the batch
 		t.Fatal(err)
 	}
@@ -75,6 +76,30 @@ func TestPlaceAfterEveryPieceRemoved(t *testing.T) {
 	want := []Slice{{Off: 400000, Len: 10, Fid: "9,0a0000000a"}}
 	if !slices.Equal(in.Slices, want) {
 		t.Fatalf("pieces %v, want %v", in.Slices, want)
+	}
+
+	// The compactor's swap does the same: ReplaceSlices clears the whole
+	// file, then places the new needles' slices. On a filer whose only
+	// data is that file (a fresh cluster's first database, written in
+	// small pieces), this hung every member.
+	var gin *Inode
+	repl := []Slice{{Off: 0, Len: 150000, Fid: "9,0b0000000b"}, {Off: 150000, Len: 150000, Fid: "9,0c0000000c"}}
+	within(t, time.Minute, "the compactor's swap of a file holding every piece", func() {
+		g := s.ok(&Create{Parent: RootIno, Name: "g", Mode: 0o644}).Inode.Ino
+		writePieces(s, g, 3000, 100, 3000)
+		s.ok(&CommitSlices{Ino: f, Slices: []Slice{{Off: 0, Len: 400010}}}) // f's piece gone: g holds every piece
+		if gin, err = s.GetAttr(g); err != nil {
+			t.Error(err)
+			return
+		}
+		s.ok(&ReplaceSlices{Ino: g, ExpectGeneration: gin.Generation, NewSlices: repl})
+		gin, err = s.GetAttr(g)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gin.Slices, repl) {
+		t.Fatalf("pieces after the swap %v, want %v", gin.Slices, repl)
 	}
 }
 
@@ -96,7 +121,7 @@ func TestPiecesMatchModelAcrossEmptiedLeaves(t *testing.T) {
 			g := s.ok(&Create{Parent: RootIno, Name: "g", Mode: 0o644}).Inode.Ino
 			s.ok(&CommitSlices{Ino: g, Slices: []Slice{{Off: 0, Len: 10, Fid: "8,0800000008"}}})
 		}
-		model := writePieces(s, f, n, size)
+		model := writePieces(s, f, n, size, 0)
 		if _, err := s.GetAttr(f); err != nil {
 			t.Fatal(err)
 		}
