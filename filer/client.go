@@ -253,6 +253,14 @@ func (c *Client) ReadDir(ctx context.Context, ino uint64, after string, limit in
 	return out, c.Read(ctx, &pb.FilerReadRequest{Op: "readdir", Ino: ino, After: after, Limit: int32(limit)}, &out)
 }
 
+// CheckState checks the leader's state against every invariant the filer
+// keeps (see State.Check) and reports what it found. It reads the whole
+// state: minutes on a very large one.
+func (c *Client) CheckState(ctx context.Context) (*CheckReport, error) {
+	var r CheckReport
+	return &r, c.Read(ctx, &pb.FilerReadRequest{Op: "check"}, &r)
+}
+
 // Statfs returns the quota limits and usage that apply to ino.
 func (c *Client) Statfs(ctx context.Context, ino uint64) (*Statfs, error) {
 	var out Statfs

@@ -196,6 +196,8 @@ func (s *Server) read(req *pb.FilerReadRequest) (any, error) {
 		return st.ExpiredUploads(math.MaxInt64)
 	case "leases":
 		return st.Uploads()
+	case "check":
+		return st.CheckReport()
 	case "inline":
 		if req.Length > MaxInlineBytes {
 			return nil, fmt.Errorf("filer: inline read of %d bytes, at most %d: %w", req.Length, MaxInlineBytes, syscall.EINVAL)

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The pieces bucket is a B+tree whose leaves a transaction can empty
@@ -163,5 +166,45 @@ func TestPiecesMatchModelAcrossEmptiedLeaves(t *testing.T) {
 			}
 			t.Fatalf("round %d: %d pieces, want %d", round, len(in.Slices), len(model))
 		}
+	}
+}
+
+// TestCheckReportFindsOverlap: the check behind fs.check reports
+// overlapping pieces, the damage the old piece search left.
+func TestCheckReportFindsOverlap(t *testing.T) {
+	s := newTestState(t)
+	f := s.ok(&Create{Parent: RootIno, Name: "f", Mode: 0o644}).Inode.Ino
+	writePieces(s, f, 4, 100, 0)
+	r, err := s.CheckReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Problems) != 0 || r.Inodes != 2 || r.Pieces != 4 || r.Needles != 4 || r.ApplyIndex != 0 {
+		t.Fatalf("report of a sound state: %+v", r)
+	}
+	// Store a piece over the first two, as the search that missed the
+	// piece crossing a slice's start did.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSlices).Put(sliceKey(f, 50), encodePiece(Slice{Off: 50, Len: 100, Fid: pieceFid(0)})); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketRefs).Put([]byte(pieceFid(0)), u64key(2))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = s.CheckReport(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Problems) == 0 || !strings.Contains(strings.Join(r.Problems, "\n"), "overlaps the one before") {
+		t.Fatalf("report of overlapping pieces: %+v", r)
+	}
+	// Put the state back as it was, for the check when the test ends.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSlices).Delete(sliceKey(f, 50)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketRefs).Put([]byte(pieceFid(0)), u64key(1))
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -34,6 +34,47 @@ func (s *State) Check() error {
 	return nil
 }
 
+// CheckReport is what a check of a member's state found (fs.check).
+type CheckReport struct {
+	// ApplyIndex is the last Raft log entry the checked state holds.
+	ApplyIndex uint64 `json:"apply_index"`
+	Inodes     int    `json:"inodes"`
+	Pieces     int    `json:"pieces"`  // stored pieces of regular files
+	Needles    int    `json:"needles"` // distinct needles (and inline blobs) referenced
+	// Problems are the broken invariants found, at most maxCheckProblems;
+	// More counts those left out.
+	Problems []string `json:"problems,omitempty"`
+	More     int      `json:"more,omitempty"`
+}
+
+// maxCheckProblems is the most problems a CheckReport lists.
+const maxCheckProblems = 100
+
+// CheckReport runs Check's verification on one consistent view of the
+// state and reports what it covered and found. It reads the whole state
+// (every inode is held in memory while it runs).
+func (s *State) CheckReport() (*CheckReport, error) {
+	r := &CheckReport{}
+	err := s.view(func(t *txn) error {
+		r.ApplyIndex = t.metaU64(metaApplyIndex)
+		r.Inodes = t.inodes.Stats().KeyN
+		r.Pieces = t.pieces.Stats().KeyN
+		r.Needles = t.refs.Stats().KeyN
+		for _, p := range t.check() {
+			if len(r.Problems) == maxCheckProblems {
+				r.More++
+				continue
+			}
+			r.Problems = append(r.Problems, p.Error())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 func (t *txn) check() []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-storage/cairn/filer"
+	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
@@ -255,4 +257,35 @@ func appWaitHealthy(t *testing.T, c *testcluster.Cluster) {
 // whose server is gone.
 func isDeadMountErr(err error) bool {
 	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.EIO) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// checkFilerStateAtEnd has every running filer of c check its own copy
+// of the state (fs.check -all) when the test ends, unless it failed
+// already: the workload must leave the metadata sound.
+func checkFilerStateAtEnd(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		for _, f := range c.Filers {
+			if !f.Running() {
+				continue
+			}
+			fc := filer.NewClient([]string{f.HTTP}, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			var r filer.CheckReport
+			err := fc.Read(ctx, &pb.FilerReadRequest{Op: "check", StaleOk: true}, &r)
+			cancel()
+			fc.Close()
+			switch {
+			case err != nil:
+				t.Errorf("checking the state of filer %s: %v", f.Name, err)
+			case len(r.Problems) > 0:
+				t.Errorf("filer %s: the state at log index %d has %d problems:\n%s", f.Name, r.ApplyIndex, len(r.Problems)+r.More, strings.Join(r.Problems, "\n"))
+			default:
+				t.Logf("filer %s: state sound at log index %d (%d inodes, %d pieces, %d needles)", f.Name, r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+			}
+		}
+	})
 }

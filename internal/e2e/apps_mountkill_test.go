@@ -106,6 +106,7 @@ func verifyFsyncRecords(t *testing.T, path string, w, n int) {
 func TestMountKilledUnderFsync(t *testing.T) {
 	needApps(t, "fuse3")
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
+	checkFilerStateAtEnd(t, c)
 	m := startAppMount(t, c)
 	const writers = 4
 	acked := make([]int, writers)
@@ -196,6 +197,7 @@ func fuseMountsAt(t *testing.T, dir string) int {
 func TestMountRestartsOverDeadMount(t *testing.T) {
 	needApps(t, "fuse3")
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
+	checkFilerStateAtEnd(t, c)
 	m := startAppMount(t, c)
 	t.Cleanup(func() {
 		// Peel off every layer, stacked dead mounts included.

@@ -368,6 +368,7 @@ func TestAppPostgres(t *testing.T) {
 	}
 	uid, gid := pgUser(t)
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 2, Filers: 3, Replication: "001"})
+	checkFilerStateAtEnd(t, c)
 	m := startAppMount(t, c)
 	// t.TempDir's parent is private to root: let postgres reach the mount.
 	if err := os.Chmod(filepath.Dir(m.Point), 0o755); err != nil {

@@ -173,6 +173,7 @@ func tsdbBlocks(dir string) []string {
 func TestAppPrometheus(t *testing.T) {
 	needApps(t, "prometheus", "/usr/bin/prometheus", "/usr/bin/promtool")
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
+	checkFilerStateAtEnd(t, c)
 	m := startAppMount(t, c)
 	tsdb := filepath.Join(m.Point, "prometheus")
 	if err := os.Mkdir(tsdb, 0o755); err != nil {

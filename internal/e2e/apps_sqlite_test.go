@@ -80,6 +80,7 @@ func expectLine(t *testing.T, p *pipeProc, want string, timeout time.Duration) {
 func TestAppSQLite(t *testing.T) {
 	needApps(t, "sqlite3", sqliteBin)
 	c := testcluster.Start(t, testcluster.Options{Masters: 1, Volumes: 1, Filers: 1})
+	checkFilerStateAtEnd(t, c)
 	m := startAppMount(t, c)
 	// Thousands of transactions in all: WAL commits cost fewer fsyncs, so
 	// it runs twice as many.
