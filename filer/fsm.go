@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -25,6 +27,27 @@ type FSM struct {
 	// decoding it again. Every other member, and a proposal that outlived
 	// its call, decodes the log entry.
 	proposed sync.Map // *byte -> *Command
+
+	// applying is the log entry being applied: its index, and when its
+	// Apply began (unix ns; 0 while none runs). See Applying.
+	applying struct {
+		index atomic.Uint64
+		since atomic.Int64
+	}
+	// beforeApply, if set (tests), runs on the FSM goroutine before each
+	// command is applied.
+	beforeApply atomic.Pointer[func(index uint64)]
+}
+
+// Applying returns the index of the log entry being applied and how long
+// its Apply has been running; 0 and 0 while none is. An apply that runs
+// for long means the state machine is stuck: every later change waits.
+func (f *FSM) Applying() (index uint64, running time.Duration) {
+	since := f.applying.since.Load()
+	if since == 0 {
+		return 0, 0
+	}
+	return f.applying.index.Load(), max(0, time.Since(time.Unix(0, since)))
 }
 
 // Proposal registers c, encoded as b, until the returned function is
@@ -74,6 +97,9 @@ func (f *FSM) Close() error { return f.st.Close() }
 // panics: the state no longer matches the log, and the process must
 // restart and rebuild it.
 func (f *FSM) Apply(l *raft.Log) any {
+	f.applying.index.Store(l.Index)
+	f.applying.since.Store(time.Now().UnixNano())
+	defer f.applying.since.Store(0)
 	c := &Command{}
 	var decodeErr error
 	if l.Type == raft.LogCommand {
@@ -87,6 +113,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return fmt.Errorf("log index %d: %w", l.Index, decodeErr)
 		}
 		return nil
+	}
+	if fn := f.beforeApply.Load(); fn != nil {
+		(*fn)(l.Index)
 	}
 	res, err := f.st.Apply(l.Index, c)
 	if err != nil {

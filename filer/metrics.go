@@ -88,6 +88,12 @@ func newMetrics(s *Server) *metrics {
 	raftGauge("cairn_filer_raft_commit_index", "Raft commit index of this filer.", "commit_index")
 	raftGauge("cairn_filer_raft_applied_index", "Raft applied index of this filer.", "applied_index")
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cairn_filer_apply_running_seconds", Help: "How long the Raft log entry being applied to the state has been running (0 while none is); more than a few seconds means the state machine is stuck.",
+	}, func() float64 {
+		_, d := s.fsm.Applying()
+		return d.Seconds()
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cairn_filer_raft_leader", Help: "1 when this filer is the Raft leader.",
 	}, func() float64 {
 		if s.node != nil && s.node.IsLeader() {

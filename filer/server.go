@@ -45,7 +45,12 @@ type Config struct {
 	// UploadTimeout is how long a needle may stay uploaded but unreferenced
 	// before the GC deletes it (default 1h).
 	UploadTimeout time.Duration
-	Security      *security.Config
+	// ApplyStuckAfter is how long applying one Raft log entry may run
+	// before the filer reports its state machine stuck: an error in the
+	// log, /readyz failing, and cairn_filer_apply_running_seconds
+	// (default 1m; an entry normally applies in well under a second).
+	ApplyStuckAfter time.Duration
+	Security        *security.Config
 	// HTTPAPI is the mode of the namespace HTTP API: HTTPAPIReadWrite
 	// (default), HTTPAPIReadOnly or HTTPAPIOff.
 	HTTPAPI string
@@ -96,6 +101,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.UploadTimeout <= 0 {
 		cfg.UploadTimeout = time.Hour
+	}
+	if cfg.ApplyStuckAfter <= 0 {
+		cfg.ApplyStuckAfter = time.Minute
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 4 << 20
@@ -174,18 +182,54 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("filer started", "http", s.url, "grpc", gl.Addr().String(), "dir", s.cfg.Dir, "peers", s.cfg.Peers, "masters", s.cfg.Masters)
 	// Ending the event streams first lets gRPC stop gracefully.
 	closeHub := func(ctx context.Context) { <-ctx.Done(); s.hub.close() }
-	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, append(apiLoops, s.gcLoop, s.compactLoop, closeHub)...)
+	runErr := rpc.Serve(ctx, "filer", hs, hl, gs, gl, append(apiLoops, s.gcLoop, s.compactLoop, s.applyWatchLoop, closeHub)...)
 	s.pool.Close()
 	s.log.Info("filer stopped")
 	return runErr
 }
 
-// Ready returns nil when this member knows a leader.
+// Ready returns nil when this member knows a leader and its state
+// machine is not stuck (see applyStuck).
 func (s *Server) Ready() error {
 	if s.node.LeaderHTTP() == "" {
 		return errors.New("filer: no leader elected yet")
 	}
+	if index, running, stuck := s.applyStuck(); stuck {
+		return fmt.Errorf("filer: applying Raft log entry %d has not finished after %s, so no change can be applied (see the filer's log)", index, running.Round(time.Second))
+	}
 	return nil
+}
+
+// applyStuck reports the log entry being applied, how long it has run,
+// and whether that is longer than cfg.ApplyStuckAfter.
+func (s *Server) applyStuck() (index uint64, running time.Duration, stuck bool) {
+	index, running = s.fsm.Applying()
+	return index, running, running >= s.cfg.ApplyStuckAfter
+}
+
+// applyWatchLoop logs an error while the state machine is stuck on one
+// log entry (once when found, then every ten times ApplyStuckAfter): a
+// filer in that state still answers health checks and elections, but
+// every change waits, and a restart replays the same entry.
+func (s *Server) applyWatchLoop(ctx context.Context) {
+	tick := time.NewTicker(min(5*time.Second, max(s.cfg.ApplyStuckAfter/4, 10*time.Millisecond)))
+	defer tick.Stop()
+	var told uint64
+	var toldAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		index, running, stuck := s.applyStuck()
+		if !stuck || index == told && time.Since(toldAt) < 10*s.cfg.ApplyStuckAfter {
+			continue
+		}
+		told, toldAt = index, time.Now()
+		s.log.Error("applying a Raft log entry has not finished; this filer applies no further change, so writes and namespace changes wait and fail at their deadlines, and a restart replays the same entry. This is a bug: save a goroutine dump (run the filer with --debug-addr and fetch /debug/pprof/goroutine?debug=2) and report it with the log",
+			"index", index, "running", running.Round(time.Second).String())
+	}
 }
 
 func (s *Server) routes() http.Handler {
