@@ -227,7 +227,7 @@ func (s *Server) applyWatchLoop(ctx context.Context) {
 			continue
 		}
 		told, toldAt = index, time.Now()
-		s.log.Error("applying a Raft log entry has not finished; this filer applies no further change, so writes and namespace changes wait and fail at their deadlines, and a restart replays the same entry. This is a bug: save a goroutine dump (run the filer with --debug-addr and fetch /debug/pprof/goroutine?debug=2) and report it with the log",
+		s.log.Error("applying a Raft log entry has not finished; until it does, this filer applies no further change (writes and namespace changes wait and fail at their deadlines). If it never finishes it is a bug, and a restart replays the same entry: save a goroutine dump (run the filer with --debug-addr and fetch /debug/pprof/goroutine?debug=2) and report it with the log",
 			"index", index, "running", running.Round(time.Second).String())
 	}
 }
