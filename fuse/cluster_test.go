@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,7 +55,33 @@ func TestMain(m *testing.M) {
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
 	}
+	if stateDamaged && code == 0 {
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// stateDamaged is set when the shared cluster's filer state failed its
+// check at the end of the run (checkState).
+var stateDamaged bool
+
+// checkState runs the filer's whole invariant check (fs.check) on the
+// state every test of the run left behind, and reports problems on
+// stderr (failing the run).
+func (c *cluster) checkState() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := c.client.CheckState(ctx)
+	switch {
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "checking the filer state at the end of the run:", err)
+		stateDamaged = true
+	case len(r.Problems) > 0:
+		fmt.Fprintf(os.Stderr, "the filer state at the end of the run has %d problems:\n%s\n", len(r.Problems)+r.More, strings.Join(r.Problems, "\n"))
+		stateDamaged = true
+	default:
+		fmt.Fprintf(os.Stderr, "the filer state at the end of the run is sound: log index %d, %d inodes, %d pieces, %d needles\n", r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+	}
 }
 
 // requireFUSE skips the test unless it can mount: root and /dev/fuse.
@@ -85,6 +112,7 @@ func shared(t *testing.T) (*cluster, string) {
 			if err := sharedMount.Unmount(); err != nil {
 				fmt.Fprintln(os.Stderr, "unmount:", err)
 			}
+			sharedCluster.checkState()
 			sharedCluster.stop()
 			os.RemoveAll(base)
 		})
