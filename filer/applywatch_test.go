@@ -1,7 +1,6 @@
 package filer_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,29 +17,11 @@ import (
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
 
-// lockedBuffer is a log destination safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestStuckApplyIsReported: a state machine stuck on one log entry (as an
 // endless loop in a command's apply left it) is reported by /readyz, the
 // log and a metric, and clears once the entry is applied.
 func TestStuckApplyIsReported(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	n := startNodeCfg(t, filer.Config{ApplyStuckAfter: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	release := make(chan struct{})
