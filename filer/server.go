@@ -209,8 +209,8 @@ func (s *Server) applyStuck() (index uint64, running time.Duration, stuck bool) 
 
 // applyWatchLoop logs an error while the state machine is stuck on one
 // log entry (once when found, then every ten times ApplyStuckAfter): a
-// filer in that state still answers health checks and elections, but
-// every change waits, and a restart replays the same entry.
+// filer in that state keeps its Raft role and looks alive, but every
+// change waits, and a restart replays the same entry.
 func (s *Server) applyWatchLoop(ctx context.Context) {
 	tick := time.NewTicker(min(5*time.Second, max(s.cfg.ApplyStuckAfter/4, 10*time.Millisecond)))
 	defer tick.Stop()
