@@ -167,6 +167,11 @@ func (c *Client) Read(ctx context.Context, req *pb.FilerReadRequest, out any) er
 	if err != nil {
 		return err
 	}
+	return decodeRead(resp, out)
+}
+
+// decodeRead turns a read's answer into its error or its value in out.
+func decodeRead(resp *pb.FilerReadResponse, out any) error {
 	if resp.Errno != 0 {
 		return syscall.Errno(resp.Errno)
 	}
@@ -259,6 +264,29 @@ func (c *Client) ReadDir(ctx context.Context, ino uint64, after string, limit in
 func (c *Client) CheckState(ctx context.Context) (*CheckReport, error) {
 	var r CheckReport
 	return &r, c.Read(ctx, &pb.FilerReadRequest{Op: "check"}, &r)
+}
+
+// CheckOwnState has the filer this client reaches check its own copy of
+// the state (a read any member serves), not the leader's. Give the client
+// one address to choose the member.
+func (c *Client) CheckOwnState(ctx context.Context) (*CheckReport, error) {
+	var r CheckReport
+	return &r, c.Read(ctx, &pb.FilerReadRequest{Op: "check", StaleOk: true}, &r)
+}
+
+// CheckMember has the one filer fc is connected to check its own copy of
+// the state, not the leader's, and returns its report. Unlike a Client it
+// does not retry: a filer that does not answer is reported at once.
+func CheckMember(ctx context.Context, fc pb.FilerClient) (*CheckReport, error) {
+	resp, err := fc.Read(ctx, &pb.FilerReadRequest{Op: "check", StaleOk: true})
+	if err != nil {
+		return nil, err
+	}
+	var r CheckReport
+	if err := decodeRead(resp, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // Statfs returns the quota limits and usage that apply to ino.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrCorrupt is wrapped by every error reporting a broken invariant of the
@@ -17,21 +18,11 @@ var ErrCorrupt = errors.New("filer: state corrupt")
 // charged, orphans, xattrs and snapshots. It returns nil or an error
 // wrapping ErrCorrupt listing the first problems found.
 func (s *State) Check() error {
-	var problems []error
-	err := s.view(func(t *txn) error {
-		problems = t.check()
-		return nil
-	})
+	r, err := s.CheckReport()
 	if err != nil {
 		return err
 	}
-	if len(problems) > 0 {
-		if len(problems) > 20 {
-			problems = problems[:20]
-		}
-		return fmt.Errorf("%w: %w", ErrCorrupt, errors.Join(problems...))
-	}
-	return nil
+	return r.Err()
 }
 
 // CheckReport is what a check of a member's state found (fs.check).
@@ -45,6 +36,25 @@ type CheckReport struct {
 	// More counts those left out.
 	Problems []string `json:"problems,omitempty"`
 	More     int      `json:"more,omitempty"`
+}
+
+// Summary says what the check covered, in one line.
+func (r *CheckReport) Summary() string {
+	return fmt.Sprintf("log index %d: %d inodes, %d pieces, %d needles referenced", r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+}
+
+// Err is nil for a sound state, and otherwise an ErrCorrupt listing the
+// problems found.
+func (r *CheckReport) Err() error {
+	if len(r.Problems) == 0 {
+		return nil
+	}
+	more := ""
+	if r.More > 0 {
+		more = fmt.Sprintf("\n... and %d more", r.More)
+	}
+	return fmt.Errorf("%w: %d problems in the state at log index %d:\n%s%s",
+		ErrCorrupt, len(r.Problems)+r.More, r.ApplyIndex, strings.Join(r.Problems, "\n"), more)
 }
 
 // maxCheckProblems is the most problems a CheckReport lists.

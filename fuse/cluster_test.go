@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,16 +71,15 @@ func (c *cluster) checkState() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := c.client.CheckState(ctx)
-	switch {
-	case err != nil:
+	if err == nil {
+		err = r.Err()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "checking the filer state at the end of the run:", err)
 		stateDamaged = true
-	case len(r.Problems) > 0:
-		fmt.Fprintf(os.Stderr, "the filer state at the end of the run has %d problems:\n%s\n", len(r.Problems)+r.More, strings.Join(r.Problems, "\n"))
-		stateDamaged = true
-	default:
-		fmt.Fprintf(os.Stderr, "the filer state at the end of the run is sound: log index %d, %d inodes, %d pieces, %d needles\n", r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+		return
 	}
+	fmt.Fprintf(os.Stderr, "the filer state at the end of the run is sound: %s\n", r.Summary())
 }
 
 // requireFUSE skips the test unless it can mount: root and /dev/fuse.

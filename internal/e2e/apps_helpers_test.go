@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/cairn-storage/cairn/filer"
-	"github.com/cairn-storage/cairn/internal/pb"
 	"github.com/cairn-storage/cairn/internal/testcluster"
 	"github.com/cairn-storage/cairn/internal/testutil"
 )
@@ -274,18 +273,17 @@ func checkFilerStateAtEnd(t *testing.T, c *testcluster.Cluster) {
 			}
 			fc := filer.NewClient([]string{f.HTTP}, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			var r filer.CheckReport
-			err := fc.Read(ctx, &pb.FilerReadRequest{Op: "check", StaleOk: true}, &r)
+			r, err := fc.CheckOwnState(ctx)
 			cancel()
 			fc.Close()
-			switch {
-			case err != nil:
-				t.Errorf("checking the state of filer %s: %v", f.Name, err)
-			case len(r.Problems) > 0:
-				t.Errorf("filer %s: the state at log index %d has %d problems:\n%s", f.Name, r.ApplyIndex, len(r.Problems)+r.More, strings.Join(r.Problems, "\n"))
-			default:
-				t.Logf("filer %s: state sound at log index %d (%d inodes, %d pieces, %d needles)", f.Name, r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+			if err == nil {
+				err = r.Err()
 			}
+			if err != nil {
+				t.Errorf("filer %s: %v", f.Name, err)
+				continue
+			}
+			t.Logf("filer %s: state sound at %s", f.Name, r.Summary())
 		}
 	})
 }

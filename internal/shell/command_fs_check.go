@@ -2,13 +2,11 @@ package shell
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 
 	"github.com/cairn-storage/cairn/filer"
-	"github.com/cairn-storage/cairn/internal/pb"
 	"google.golang.org/grpc/status"
 )
 
@@ -103,18 +101,7 @@ func checkMember(ctx context.Context, env *Env, addr string) (*filer.CheckReport
 	if err != nil {
 		return nil, err
 	}
-	resp, err := fc.Read(ctx, &pb.FilerReadRequest{Op: "check", StaleOk: true})
-	if err != nil {
-		return nil, err
-	}
-	if resp.Errno != 0 {
-		return nil, fmt.Errorf("%s: %s", addr, resp.Error)
-	}
-	var r filer.CheckReport
-	if err := json.Unmarshal(resp.Json, &r); err != nil {
-		return nil, fmt.Errorf("%s: bad answer: %w", addr, err)
-	}
-	return &r, nil
+	return filer.CheckMember(ctx, fc)
 }
 
 func printFsCheck(w io.Writer, out []FsCheckJSON) error {
@@ -127,8 +114,7 @@ func printFsCheck(w io.Writer, out []FsCheckJSON) error {
 		if n := len(r.Problems) + r.More; n > 0 {
 			verdict = fmt.Sprintf("%d problems", n)
 		}
-		fmt.Fprintf(w, "%s: %s (log index %d: %d inodes, %d pieces, %d needles referenced)\n",
-			r.Filer, verdict, r.ApplyIndex, r.Inodes, r.Pieces, r.Needles)
+		fmt.Fprintf(w, "%s: %s (%s)\n", r.Filer, verdict, r.Summary())
 		for _, p := range r.Problems {
 			fmt.Fprintf(w, "  %s\n", p)
 		}
