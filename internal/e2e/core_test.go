@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -104,6 +105,7 @@ func verifyAll(t *testing.T, c *testcluster.Cluster, log *ackLog, copies int) {
 	})
 	log.mu.Lock()
 	defer log.mu.Unlock()
+	began := time.Now()
 	locs := map[string][]string{}
 	bad := 0
 	for fid, want := range log.acked {
@@ -119,7 +121,7 @@ func verifyAll(t *testing.T, c *testcluster.Cluster, log *ackLog, copies int) {
 			locs[vid] = l
 		}
 		for _, url := range locs[vid] {
-			got, err := c.Get(url, fid)
+			got, err := getPatiently(t, c, url, fid)
 			if err != nil || !bytes.Equal(got, want) {
 				bad++
 				if bad <= 10 {
@@ -131,7 +133,28 @@ func verifyAll(t *testing.T, c *testcluster.Cluster, log *ackLog, copies int) {
 	if bad > 0 {
 		t.Fatalf("%d acknowledged needle copies lost or wrong out of %d needles", bad, len(log.acked))
 	}
-	t.Logf("verified %d acknowledged needles on %d replicas each", len(log.acked), copies)
+	t.Logf("verified %d acknowledged needles on %d replicas each in %v", len(log.acked), copies, time.Since(began).Round(time.Millisecond))
+}
+
+// getPatiently reads needle fid from url, asking again (up to three times
+// in all) when the answer does not come within the client's timeout. A read
+// that times out has not lost the needle: the bytes it finally returns are
+// still checked by the caller, and a server that never answers still fails
+// the test. Each timeout is logged with the machine's load, so a slow
+// answer on a busy machine can be told from a stuck server.
+func getPatiently(t *testing.T, c *testcluster.Cluster, url, fid string) ([]byte, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		began := time.Now()
+		got, err := c.Get(url, fid)
+		var nerr net.Error
+		if err == nil || !errors.As(err, &nerr) || !nerr.Timeout() || attempt == 3 {
+			return got, err
+		}
+		load, _ := os.ReadFile("/proc/loadavg")
+		t.Logf("read of %s on %s timed out after %v (attempt %d, load average %s); asking again",
+			fid, url, time.Since(began).Round(time.Millisecond), attempt, strings.TrimSpace(string(load)))
+	}
 }
 
 // TestKillCycles is the storage core's acceptance test: 3 masters and 3
