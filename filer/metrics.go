@@ -25,6 +25,9 @@ type metrics struct {
 	readLatency *prometheus.HistogramVec
 	gcDeleted   prometheus.Counter
 	compactions prometheus.Counter
+	// piecesRepaired counts files the compactor found with damaged pieces
+	// and repaired.
+	piecesRepaired prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -60,7 +63,11 @@ func newMetrics(s *Server) *metrics {
 		Name: "cairn_filer_read_seconds", Help: "Namespace read latency by operation, leader check included.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	}, []string{"op"})
-	reg.MustRegister(m.ops, m.opLatency, m.requests, m.reqLatency, m.reads, m.readLatency, m.gcDeleted, m.compactions)
+	m.piecesRepaired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_filer_pieces_repaired_total",
+		Help: "Files whose pieces overlapped or passed their size (stored by an earlier version) that the compactor repaired.",
+	})
+	reg.MustRegister(m.ops, m.opLatency, m.requests, m.reqLatency, m.reads, m.readLatency, m.gcDeleted, m.compactions, m.piecesRepaired)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cairn_filer_raft_state", Help: "Raft state: 0 follower, 1 candidate, 2 leader, 3 shut down.",
 	}, func() float64 {

@@ -195,7 +195,7 @@ func TestCheckReportFindsOverlap(t *testing.T) {
 	if r, err = s.CheckReport(); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Problems) == 0 || !strings.Contains(strings.Join(r.Problems, "\n"), "overlaps the one before") {
+	if len(r.Problems) == 0 || !strings.Contains(strings.Join(r.Problems, "\n"), "overlaps a piece before it") {
 		t.Fatalf("report of overlapping pieces: %+v", r)
 	}
 	// Put the state back as it was, for the check when the test ends.

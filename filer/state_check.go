@@ -36,7 +36,14 @@ type CheckReport struct {
 	// More counts those left out.
 	Problems []string `json:"problems,omitempty"`
 	More     int      `json:"more,omitempty"`
+	// Repairable are the regular files whose pieces overlap or reach past
+	// their size, at most maxRepairable, in inode order: Client.RepairPieces
+	// (fs.check -repair) fixes them.
+	Repairable []uint64 `json:"repairable,omitempty"`
 }
+
+// maxRepairable is the most inodes a CheckReport lists as repairable.
+const maxRepairable = 100000
 
 // Summary says what the check covered, in one line.
 func (r *CheckReport) Summary() string {
@@ -70,7 +77,9 @@ func (s *State) CheckReport() (*CheckReport, error) {
 		r.Inodes = t.inodes.Stats().KeyN
 		r.Pieces = t.pieces.Stats().KeyN
 		r.Needles = t.refs.Stats().KeyN
-		for _, p := range t.check() {
+		problems, repairable := t.checkAll()
+		r.Repairable = repairable[:min(len(repairable), maxRepairable)]
+		for _, p := range problems {
 			if len(r.Problems) == maxCheckProblems {
 				r.More++
 				continue
@@ -86,6 +95,13 @@ func (s *State) CheckReport() (*CheckReport, error) {
 }
 
 func (t *txn) check() []error {
+	errs, _ := t.checkAll()
+	return errs
+}
+
+// checkAll is check, and also returns the regular files whose pieces
+// overlap or pass their size (see RepairedPieces), in inode order.
+func (t *txn) checkAll() ([]error, []uint64) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -106,7 +122,7 @@ func (t *txn) check() []error {
 	}
 	if r := inodes[RootIno]; r == nil || !r.IsDir() {
 		bad("root directory missing")
-		return errs
+		return errs, nil
 	}
 
 	links := map[uint64]uint32{}    // entries pointing at each inode
@@ -157,7 +173,8 @@ func (t *txn) check() []error {
 	}))
 
 	refs := map[string]uint64{}
-	errs = append(errs, t.checkPieces(inodes, refs)...)
+	pieceErrs, repairable := t.checkPieces(inodes, refs)
+	errs = append(errs, pieceErrs...)
 	errs = append(errs, t.checkInlineBlobs(refs)...)
 	type use struct{ bytes, inodes uint64 }
 	usage := map[uint64]*use{}
@@ -224,14 +241,21 @@ func (t *txn) check() []error {
 		}
 		return nil
 	}))
-	return errs
+	return errs, repairable
 }
 
 // checkPieces checks the slices bucket: every piece belongs to a regular
 // file, lies within its size, has a needle and does not overlap the
-// previous piece of its file. It counts the references in refs.
-func (t *txn) checkPieces(inodes map[uint64]*Inode, refs map[string]uint64) []error {
+// previous piece of its file. It counts the references in refs, and
+// returns the files with pieces overlapping or past their size.
+func (t *txn) checkPieces(inodes map[uint64]*Inode, refs map[string]uint64) ([]error, []uint64) {
 	var errs []error
+	var repairable []uint64
+	damaged := func(ino uint64) {
+		if len(repairable) == 0 || repairable[len(repairable)-1] != ino {
+			repairable = append(repairable, ino)
+		}
+	}
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	var prevIno, prevEnd uint64
 	t.must(t.pieces.ForEach(func(k, v []byte) error {
@@ -248,16 +272,21 @@ func (t *txn) checkPieces(inodes map[uint64]*Inode, refs map[string]uint64) []er
 			bad("inode %d: bad slice %+v", ino, s)
 		case s.end() > in.Size:
 			bad("inode %d: slice %+v past the size %d", ino, s, in.Size)
+			damaged(ino)
 		case ino == prevIno && s.Off < prevEnd:
-			bad("inode %d: slice %+v overlaps the one before, which ends at %d", ino, s, prevEnd)
+			bad("inode %d: slice %+v overlaps a piece before it, which ends at %d", ino, s, prevEnd)
+			damaged(ino)
 		}
 		if s.Fid != "" {
 			refs[s.Fid]++
 		}
-		prevIno, prevEnd = ino, s.end()
+		if ino != prevIno {
+			prevEnd = 0
+		}
+		prevIno, prevEnd = ino, max(prevEnd, s.end()) // a piece may overlap any before it
 		return nil
 	}))
-	return errs
+	return errs, repairable
 }
 
 func (t *txn) checkInode(in *Inode, inodes map[uint64]*Inode, links uint32, dirEntry map[uint64]uint64,

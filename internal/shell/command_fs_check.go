@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/cairn-storage/cairn/filer"
 	"google.golang.org/grpc/status"
@@ -14,7 +15,7 @@ func init() {
 	register(&Command{
 		Name:    "fs.check",
 		Summary: "verify the filer's metadata against every invariant it keeps",
-		Usage:   "[-all]",
+		Usage:   "[-all | -repair]",
 		Help: `Checks the filer leader's state: link counts against directory entries,
 every directory reachable from the root, each file's pieces in order, not
 overlapping and within its size, needle reference counts against the pieces
@@ -25,27 +26,40 @@ the state (each member applies the same log, so their reports should agree).
 The check reads the whole state in one consistent view while the filer keeps
 serving; on a state of millions of inodes it takes a while and holds every
 inode in the filer's memory. It changes nothing. It fails when a problem is
-found: report the problems listed, they mean the metadata is damaged.`,
+found: report the problems listed, they mean the metadata is damaged.
+
+With -repair, files whose pieces overlap or reach past their size (the
+damage an earlier version's piece search could leave) are repaired through
+the leader, keeping the bytes written last, and the state is checked again.
+Each repair is one metadata command, guarded like a compaction: a file
+written meanwhile is read and repaired again. Other problems are not
+repaired.`,
 		New: func(fs *flag.FlagSet) Runner {
 			c := &fsCheck{}
 			fs.BoolVar(&c.all, "all", false, "check every filer's own copy of the state, not only the leader's")
+			fs.BoolVar(&c.repair, "repair", false, "repair files whose pieces overlap or pass their size, then check again")
 			return c
 		},
 	})
 }
 
-type fsCheck struct{ all bool }
+type fsCheck struct{ all, repair bool }
 
 // FsCheckJSON is one filer's report in fs.check.
 type FsCheckJSON struct {
 	Filer string `json:"filer"` // "leader", or the address checked with -all
 	filer.CheckReport
 	Error string `json:"error,omitempty"` // the filer could not be asked
+	// Repaired are the files -repair repaired before this report.
+	Repaired []uint64 `json:"repaired,omitempty"`
 }
 
 func (c *fsCheck) Run(ctx context.Context, env *Env, args []string) error {
 	if err := wantArgs("fs.check", args, 0, 0, "no arguments"); err != nil {
 		return err
+	}
+	if c.all && c.repair {
+		return fmt.Errorf("fs.check: -repair works through the leader; give it without -all")
 	}
 	var out []FsCheckJSON
 	if !c.all {
@@ -58,7 +72,17 @@ func (c *fsCheck) Run(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("fs.check: %w", err)
 		}
-		out = append(out, FsCheckJSON{Filer: "leader", CheckReport: *r})
+		var repaired []uint64
+		if c.repair && len(r.Repairable) > 0 {
+			if repaired, err = repairPieces(ctx, env, fc, r.Repairable); err != nil {
+				return err
+			}
+			env.Progressf("fs.check: checking the filer leader's state again")
+			if r, err = fc.CheckState(ctx); err != nil {
+				return fmt.Errorf("fs.check: %w", err)
+			}
+		}
+		out = append(out, FsCheckJSON{Filer: "leader", CheckReport: *r, Repaired: repaired})
 	} else {
 		if len(env.Filers) == 0 {
 			return fmt.Errorf("fs.check: no filer configured; start the shell with --filer host:8888")
@@ -94,6 +118,24 @@ func (c *fsCheck) Run(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
+// repairPieces repairs the pieces of each file in inos through the leader
+// and returns those it changed. It stops at the first file it cannot
+// repair; those repaired before stay repaired.
+func repairPieces(ctx context.Context, env *Env, fc *filer.Client, inos []uint64) ([]uint64, error) {
+	var repaired []uint64
+	for i, ino := range inos {
+		env.Progressf("fs.check: repairing the pieces of inode %d (%d of %d)", ino, i+1, len(inos))
+		changed, err := fc.RepairPieces(ctx, ino)
+		if err != nil {
+			return repaired, fmt.Errorf("fs.check: %d of %d files repaired, then: %w", len(repaired), len(inos), err)
+		}
+		if changed {
+			repaired = append(repaired, ino)
+		}
+	}
+	return repaired, nil
+}
+
 // checkMember asks the filer at addr to check its own state (not the
 // leader's: the read is served by that member).
 func checkMember(ctx context.Context, env *Env, addr string) (*filer.CheckReport, error) {
@@ -114,6 +156,9 @@ func printFsCheck(w io.Writer, out []FsCheckJSON) error {
 		if n := len(r.Problems) + r.More; n > 0 {
 			verdict = fmt.Sprintf("%d problems", n)
 		}
+		if len(r.Repaired) > 0 {
+			fmt.Fprintf(w, "%s: repaired the pieces of %d files: inodes %s\n", r.Filer, len(r.Repaired), inoList(r.Repaired, 20))
+		}
 		fmt.Fprintf(w, "%s: %s (%s)\n", r.Filer, verdict, r.Summary())
 		for _, p := range r.Problems {
 			fmt.Fprintf(w, "  %s\n", p)
@@ -121,6 +166,25 @@ func printFsCheck(w io.Writer, out []FsCheckJSON) error {
 		if r.More > 0 {
 			fmt.Fprintf(w, "  ... and %d more\n", r.More)
 		}
+		if len(r.Repairable) > 0 {
+			fmt.Fprintf(w, "  the pieces of %d files can be repaired with fs.check -repair: inodes %s\n", len(r.Repairable), inoList(r.Repairable, 20))
+		}
 	}
 	return nil
+}
+
+// inoList formats up to max inode numbers, saying how many more there are.
+func inoList(inos []uint64, max int) string {
+	var b strings.Builder
+	for i, ino := range inos {
+		if i == max {
+			fmt.Fprintf(&b, " and %d more", len(inos)-max)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, ino)
+	}
+	return b.String()
 }

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -25,6 +26,16 @@ func TestFsCheck(t *testing.T) {
 	}
 	if text := mustRun(t, "-c", "fs.check"); !strings.Contains(text, "leader: ok (log index ") {
 		t.Fatalf("fs.check text: %q", text)
+	}
+	// A sound state has nothing to repair. (Damaged pieces and their
+	// repair are tested in the filer package, which can damage a state.)
+	mustJSON(t, &out, "fs.check -repair")
+	if len(out) != 1 || len(out[0].Problems) != 0 || len(out[0].Repaired) != 0 || len(out[0].Repairable) != 0 {
+		t.Fatalf("fs.check -repair of a sound state: %+v", out)
+	}
+	if code := Main(context.Background(), []string{"--master", cluster(t).Masters[0].HTTP, "--filer", cluster(t).Filers[0].HTTP,
+		"-c", "fs.check -all -repair"}, strings.NewReader(""), io.Discard, io.Discard); code == 0 {
+		t.Fatal("fs.check -all -repair succeeded; want a usage error")
 	}
 
 	// A filer that does not answer is reported, and the command fails.
