@@ -213,5 +213,12 @@ func (v *Volume) syncGroup(group []*appended) error {
 			r.finish(nil)
 		}
 	}
+	// Durable now: their pages leave the page cache. A reader of this
+	// data caches it where it reads it (the mount's page cache and chunk
+	// cache, this server's needle cache); kept here too, written data
+	// would only grow the page cache, which on a virtual machine makes
+	// every later write slower (see docs/storage-core.md).
+	start := group[0].end - group[0].size
+	vfs.DropCache(group[0].file, start, last.end-start)
 	return nil
 }

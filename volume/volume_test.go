@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/cairn-storage/cairn/internal/testutil"
 	"github.com/cairn-storage/cairn/internal/vfs"
 	"github.com/cairn-storage/cairn/internal/vfs/errorfs"
 	"github.com/cairn-storage/cairn/internal/vfs/memfs"
+	"golang.org/x/sys/unix"
 )
 
 var bgCtx = context.Background()
@@ -702,4 +706,50 @@ func TestReplicateRecords(t *testing.T) {
 	if pi := primary.Index(); pi[0] != idx[0] || pi[1] != idx[1] {
 		t.Fatalf("indexes differ: %+v vs %+v", pi, idx)
 	}
+}
+
+// TestSyncedWritesLeaveThePageCache: once a write is durable, its pages
+// are dropped from the page cache (readers cache what they read; see
+// docs/storage-core.md), and the needle still reads back whole.
+func TestSyncedWritesLeaveThePageCache(t *testing.T) {
+	dir := t.TempDir()
+	v, err := OpenVolume(vfs.OS, dir, 3, "", "000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	data := testPayload(7, 4<<20)
+	mustWrite(t, v, 1, 2, data)
+	f, err := os.Open(v.path(extData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	pages := (len(m) + os.Getpagesize() - 1) / os.Getpagesize()
+	vec := make([]byte, pages)
+	// The pages are dropped just after the write is acknowledged. The
+	// superblock and the page the record shares with it may stay.
+	testutil.WaitFor(t, 10*time.Second, "the written pages to leave the page cache", func() error {
+		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+			return errno
+		}
+		resident := 0
+		for _, b := range vec {
+			resident += int(b & 1)
+		}
+		if resident > 2 {
+			return fmt.Errorf("%d of the volume file's %d pages are in the page cache", resident, pages)
+		}
+		return nil
+	})
+	mustRead(t, v, 1, 2, data)
 }

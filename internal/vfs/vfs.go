@@ -128,6 +128,20 @@ func (f osFile) Sync() error {
 	return nil
 }
 
+// DropCache asks the kernel to drop the cached pages of bytes [off, off+n)
+// of f (posix_fadvise DONTNEED). Pages not yet written back are left
+// alone, so nothing is lost; it only frees memory. A file of another FS
+// (the test file systems) ignores it, as does a kernel that refuses.
+func DropCache(f File, off, n int64) {
+	if d, ok := f.(interface{ dropCache(off, n int64) }); ok && n > 0 {
+		d.dropCache(off, n)
+	}
+}
+
+func (f osFile) dropCache(off, n int64) {
+	_ = unix.Fadvise(int(f.f.Fd()), off, n, unix.FADV_DONTNEED)
+}
+
 // Fdatasync is fdatasync(2) of descriptor fd, tried again when a signal
 // interrupts it.
 func Fdatasync(fd int) error {
