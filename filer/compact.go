@@ -104,17 +104,16 @@ func (s *Server) compact(ctx context.Context, ino uint64) error {
 	if err != nil {
 		return err
 	}
-	if !piecesSound(in.Slices, in.Size) {
+	if op := repairOf(in); op != nil {
 		// Left by a filer before the fix of the piece search: compacting
 		// would keep whatever bytes the damaged list reads as. Repair
 		// first (the later write wins); a later pass compacts.
-		fixed := RepairedPieces(in.Slices, in.Size)
-		if _, err := s.applyOp(ctx, &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fixed}); err != nil {
+		if _, err := s.applyOp(ctx, op); err != nil {
 			return err
 		}
 		s.met.piecesRepaired.Inc()
 		s.log.Warn("repaired a file whose pieces overlapped or passed its size (stored by an earlier version); the bytes written last are kept",
-			"ino", ino, "pieces_before", len(in.Slices), "pieces_after", len(fixed))
+			"ino", ino, "pieces_before", len(in.Slices), "pieces_after", len(op.NewSlices))
 		return nil
 	}
 	chunk := uint64(s.cfg.ChunkSize)

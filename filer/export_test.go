@@ -1,10 +1,6 @@
 package filer
 
-import (
-	"bytes"
-
-	bolt "go.etcd.io/bbolt"
-)
+import bolt "go.etcd.io/bbolt"
 
 // SetBeforeApply makes s run fn on its state machine's goroutine before
 // each command is applied (tests only).
@@ -16,30 +12,20 @@ func SetBeforeApply(s *Server, fn func(index uint64)) { s.fsm.beforeApply.Store(
 // left, for repair tests. Needles no longer named keep their count.
 func OverwritePieces(s *Server, ino uint64, ps []Slice) error {
 	return rawUpdate(s.fsm.State(), func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSlices)
-		var old [][]byte
-		c := b.Cursor()
-		prefix := u64key(ino)
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			old = append(old, append([]byte(nil), k...))
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
+		return catch(func() error {
+			t := newTxn(tx, 0)
+			for _, p := range t.fileSlices(ino) {
+				t.must(t.pieces.Delete(sliceKey(ino, p.Off)))
 			}
-		}
-		refs := map[string]uint64{}
-		for _, p := range ps {
-			if err := b.Put(sliceKey(ino, p.Off), encodePiece(p)); err != nil {
-				return err
+			refs := map[string]uint64{}
+			for _, p := range ps {
+				t.putPiece(ino, p)
+				refs[p.Fid]++
 			}
-			refs[p.Fid]++
-		}
-		for f, n := range refs {
-			if err := tx.Bucket(bucketRefs).Put([]byte(f), u64key(n)); err != nil {
-				return err
+			for f, n := range refs {
+				t.must(t.refs.Put([]byte(f), u64key(n)))
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }

@@ -50,6 +50,15 @@ func piecesSound(ps []Slice, size uint64) bool {
 	return true
 }
 
+// repairOf returns the command that repairs the pieces of regular file in
+// (in.Slices filled), guarded by its generation; nil when they are sound.
+func repairOf(in *Inode) *ReplaceSlices {
+	if piecesSound(in.Slices, in.Size) {
+		return nil
+	}
+	return &ReplaceSlices{Ino: in.Ino, ExpectGeneration: in.Generation, NewSlices: RepairedPieces(in.Slices, in.Size)}
+}
+
 // RepairPieces makes the pieces of regular file ino sound again (see
 // RepairedPieces), through the leader. It reports whether it changed
 // anything: false means the pieces were already sound. A file that
@@ -63,11 +72,11 @@ func (c *Client) RepairPieces(ctx context.Context, ino uint64) (changed bool, er
 		if !in.IsRegular() {
 			return false, fmt.Errorf("filer: repair pieces of inode %d: not a regular file: %w", ino, syscall.EINVAL)
 		}
-		if piecesSound(in.Slices, in.Size) {
+		op := repairOf(in)
+		if op == nil {
 			return false, nil
 		}
-		fixed := RepairedPieces(in.Slices, in.Size)
-		_, err = c.Apply(ctx, &ReplaceSlices{Ino: ino, ExpectGeneration: in.Generation, NewSlices: fixed})
+		_, err = c.Apply(ctx, op)
 		if errors.Is(err, syscall.EAGAIN) {
 			continue // written meanwhile: read it again
 		}
