@@ -189,7 +189,7 @@ func init() {
 		&SetAttr{}, &CommitSlices{}, &PunchHole{}, &Fallocate{}, &ReplaceSlices{},
 		&SetXattr{}, &RemoveXattr{}, &SetQuota{}, &Snapshot{}, &Clone{},
 		&DeleteSnapshot{}, &DequeueDeleted{}, &ReleaseOrphan{}, &CreateTmp{},
-		&BeginUpload{}, &ExpireUploads{}, &ExpireSessions{},
+		&BeginUpload{}, &ExpireUploads{}, &ExpireSessions{}, &FixRefs{},
 	} {
 		typ := reflect.TypeOf(op).Elem()
 		opTypes[op.OpType()] = func() Op { return reflect.New(typ).Interface().(Op) }

@@ -29,3 +29,20 @@ func OverwritePieces(s *Server, ino uint64, ps []Slice) error {
 		})
 	})
 }
+
+// SetRefCount sets the reference count of needle fid to n as it is (0
+// removes it), unchecked: the damage a miscounted reference leaves, for
+// repair tests.
+func SetRefCount(s *Server, fid string, n uint64) error {
+	return rawUpdate(s.fsm.State(), func(tx *bolt.Tx) error {
+		return catch(func() error {
+			t := newTxn(tx, 0)
+			if n == 0 {
+				t.must(t.refs.Delete([]byte(fid)))
+				return nil
+			}
+			t.must(t.refs.Put([]byte(fid), u64key(n)))
+			return nil
+		})
+	})
+}

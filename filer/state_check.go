@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -40,9 +41,15 @@ type CheckReport struct {
 	// their size, at most maxRepairable, in inode order: Client.RepairPieces
 	// (fs.check -repair) fixes them.
 	Repairable []uint64 `json:"repairable,omitempty"`
+	// RefFixes are the needles whose reference count differs from the
+	// pieces naming them (and that are not queued for deletion), at most
+	// maxRepairable, in fid order: Client.FixRefs (fs.check -repair) sets
+	// their counts.
+	RefFixes []RefFix `json:"ref_fixes,omitempty"`
 }
 
-// maxRepairable is the most inodes a CheckReport lists as repairable.
+// maxRepairable is the most inodes, and the most needles, a CheckReport
+// lists as repairable.
 const maxRepairable = 100000
 
 // Summary says what the check covered, in one line.
@@ -77,9 +84,10 @@ func (s *State) CheckReport() (*CheckReport, error) {
 		r.Inodes = t.inodes.Stats().KeyN
 		r.Pieces = t.pieces.Stats().KeyN
 		r.Needles = t.refs.Stats().KeyN
-		problems, repairable := t.checkAll()
-		r.Repairable = repairable[:min(len(repairable), maxRepairable)]
-		for _, p := range problems {
+		f := t.checkAll()
+		r.Repairable = f.repairable[:min(len(f.repairable), maxRepairable)]
+		r.RefFixes = f.refFixes[:min(len(f.refFixes), maxRepairable)]
+		for _, p := range f.problems {
 			if len(r.Problems) == maxCheckProblems {
 				r.More++
 				continue
@@ -95,13 +103,22 @@ func (s *State) CheckReport() (*CheckReport, error) {
 }
 
 func (t *txn) check() []error {
-	errs, _ := t.checkAll()
-	return errs
+	return t.checkAll().problems
 }
 
-// checkAll is check, and also returns the regular files whose pieces
-// overlap or pass their size (see RepairedPieces), in inode order.
-func (t *txn) checkAll() ([]error, []uint64) {
+// checkFindings is what checkAll found.
+type checkFindings struct {
+	problems []error
+	// repairable are the regular files whose pieces overlap or pass their
+	// size (see RepairedPieces), in inode order.
+	repairable []uint64
+	// refFixes are the needles whose count differs from their references
+	// and that are not queued for deletion (see FixRefs), in fid order.
+	refFixes []RefFix
+}
+
+// checkAll is check, and also finds what can be repaired.
+func (t *txn) checkAll() checkFindings {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -122,7 +139,7 @@ func (t *txn) checkAll() ([]error, []uint64) {
 	}
 	if r := inodes[RootIno]; r == nil || !r.IsDir() {
 		bad("root directory missing")
-		return errs, nil
+		return checkFindings{problems: errs}
 	}
 
 	links := map[uint64]uint32{}    // entries pointing at each inode
@@ -192,11 +209,16 @@ func (t *txn) checkAll() ([]error, []uint64) {
 		}
 	}
 
+	var refFixes []RefFix
 	t.must(t.refs.ForEach(func(k, v []byte) error {
+		queued := t.deleteq.Get(k) != nil
 		if n := binary.BigEndian.Uint64(v); n != refs[string(k)] {
 			bad("needle %s: count %d, referenced %d times", k, n, refs[string(k)])
+			if !queued {
+				refFixes = append(refFixes, RefFix{Fid: string(k), Count: n, Refs: refs[string(k)]})
+			}
 		}
-		if t.deleteq.Get(k) != nil {
+		if queued {
 			bad("needle %s is referenced and queued for deletion", k)
 		}
 		return nil
@@ -210,11 +232,15 @@ func (t *txn) checkAll() ([]error, []uint64) {
 		}
 		return nil
 	}))
-	for f := range refs {
+	for f, n := range refs {
 		if t.refs.Get([]byte(f)) == nil {
 			bad("needle %s referenced without a count", f)
+			if t.deleteq.Get([]byte(f)) == nil {
+				refFixes = append(refFixes, RefFix{Fid: f, Refs: n})
+			}
 		}
 	}
+	slices.SortFunc(refFixes, func(a, b RefFix) int { return strings.Compare(a.Fid, b.Fid) })
 	t.must(t.quotas.ForEach(func(k, v []byte) error {
 		root := keyU64(k)
 		var q Quota
@@ -241,7 +267,7 @@ func (t *txn) checkAll() ([]error, []uint64) {
 		}
 		return nil
 	}))
-	return errs, repairable
+	return checkFindings{problems: errs, repairable: repairable, refFixes: refFixes}
 }
 
 // checkPieces checks the slices bucket: every piece belongs to a regular

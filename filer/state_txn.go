@@ -243,6 +243,8 @@ func (t *txn) apply(op Op) *Result {
 		r = t.releaseOrphan(op)
 	case *CreateTmp:
 		r = t.createTmp(op)
+	case *FixRefs:
+		r = t.fixRefs(op)
 	default:
 		return errnoResult(syscall.EINVAL)
 	}

@@ -2,10 +2,12 @@ package shell
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 
 	"github.com/cairn-storage/cairn/filer"
 	"google.golang.org/grpc/status"
@@ -30,14 +32,17 @@ found: report the problems listed, they mean the metadata is damaged.
 
 With -repair, files whose pieces overlap or reach past their size (the
 damage an earlier version's piece search could leave) are repaired through
-the leader, keeping the bytes written last, and the state is checked again.
-Each repair is one metadata command, guarded like a compaction: a file
-written meanwhile is read and repaired again. Other problems are not
-repaired.`,
+the leader, keeping the bytes written last. Each repair is one metadata
+command, guarded like a compaction: a file written meanwhile is read and
+repaired again. Then needles whose reference count differs from the
+pieces naming them get the count of their references (a needle named by
+none is freed), guarded by the count the check saw; and the state is
+checked again. Every member of the filer group must run a version that
+knows these repairs. Other problems are not repaired.`,
 		New: func(fs *flag.FlagSet) Runner {
 			c := &fsCheck{}
 			fs.BoolVar(&c.all, "all", false, "check every filer's own copy of the state, not only the leader's")
-			fs.BoolVar(&c.repair, "repair", false, "repair files whose pieces overlap or pass their size, then check again")
+			fs.BoolVar(&c.repair, "repair", false, "repair files whose pieces overlap or pass their size and wrong needle reference counts, then check again")
 			return c
 		},
 	})
@@ -52,6 +57,9 @@ type FsCheckJSON struct {
 	Error string `json:"error,omitempty"` // the filer could not be asked
 	// Repaired are the files -repair repaired before this report.
 	Repaired []uint64 `json:"repaired,omitempty"`
+	// RefsFixed is how many needles' reference counts -repair set before
+	// this report.
+	RefsFixed int `json:"refs_fixed,omitempty"`
 }
 
 func (c *fsCheck) Run(ctx context.Context, env *Env, args []string) error {
@@ -82,7 +90,13 @@ func (c *fsCheck) Run(ctx context.Context, env *Env, args []string) error {
 				return fmt.Errorf("fs.check: %w", err)
 			}
 		}
-		out = append(out, FsCheckJSON{Filer: "leader", CheckReport: *r, Repaired: repaired})
+		fixed := 0
+		if c.repair && len(r.RefFixes) > 0 {
+			if r, fixed, err = fixRefs(ctx, env, fc, r); err != nil {
+				return err
+			}
+		}
+		out = append(out, FsCheckJSON{Filer: "leader", CheckReport: *r, Repaired: repaired, RefsFixed: fixed})
 	} else {
 		if len(env.Filers) == 0 {
 			return fmt.Errorf("fs.check: no filer configured; start the shell with --filer host:8888")
@@ -136,6 +150,27 @@ func repairPieces(ctx context.Context, env *Env, fc *filer.Client, inos []uint64
 	return repaired, nil
 }
 
+// fixRefs sets the reference counts check r of the leader's state lists as
+// wrong, then checks again, and returns that check and how many counts it
+// set. A count that moved since the check refuses the fix (FixRefs): the
+// state is checked again and the fix retried, a few times.
+func fixRefs(ctx context.Context, env *Env, fc *filer.Client, r *filer.CheckReport) (*filer.CheckReport, int, error) {
+	total := 0
+	for attempt := 1; len(r.RefFixes) > 0 && attempt <= 3; attempt++ {
+		env.Progressf("fs.check: setting the reference counts of %d needles", len(r.RefFixes))
+		fixed, err := fc.FixRefs(ctx, r.RefFixes)
+		total += fixed
+		if err != nil && (!errors.Is(err, syscall.EAGAIN) || attempt == 3) {
+			return nil, total, fmt.Errorf("fs.check: %d reference counts set, then: %w", total, err)
+		}
+		env.Progressf("fs.check: checking the filer leader's state again")
+		if r, err = fc.CheckState(ctx); err != nil {
+			return nil, total, fmt.Errorf("fs.check: %w", err)
+		}
+	}
+	return r, total, nil
+}
+
 // checkMember asks the filer at addr to check its own state (not the
 // leader's: the read is served by that member).
 func checkMember(ctx context.Context, env *Env, addr string) (*filer.CheckReport, error) {
@@ -159,6 +194,9 @@ func printFsCheck(w io.Writer, out []FsCheckJSON) error {
 		if len(r.Repaired) > 0 {
 			fmt.Fprintf(w, "%s: repaired the pieces of %d files: inodes %s\n", r.Filer, len(r.Repaired), inoList(r.Repaired, 20))
 		}
+		if r.RefsFixed > 0 {
+			fmt.Fprintf(w, "%s: set the reference counts of %d needles to the pieces naming them\n", r.Filer, r.RefsFixed)
+		}
 		fmt.Fprintf(w, "%s: %s (%s)\n", r.Filer, verdict, r.Summary())
 		for _, p := range r.Problems {
 			fmt.Fprintf(w, "  %s\n", p)
@@ -168,6 +206,9 @@ func printFsCheck(w io.Writer, out []FsCheckJSON) error {
 		}
 		if len(r.Repairable) > 0 {
 			fmt.Fprintf(w, "  the pieces of %d files can be repaired with fs.check -repair: inodes %s\n", len(r.Repairable), inoList(r.Repairable, 20))
+		}
+		if len(r.RefFixes) > 0 {
+			fmt.Fprintf(w, "  the reference counts of %d needles can be repaired with fs.check -repair\n", len(r.RefFixes))
 		}
 	}
 	return nil
