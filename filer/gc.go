@@ -46,14 +46,20 @@ func (t *txn) dropSlices(sl []Slice) {
 			t.must(t.refs.Put(k, u64key(n-1)))
 			continue
 		}
-		t.must(t.refs.Delete(k))
-		if fid.IsInline(s.Fid) {
-			// Held by the filer itself: gone with its last reference.
-			t.dropInline(k)
-			continue
-		}
-		t.must(t.deleteq.Put(k, []byte{}))
+		t.freeNeedle(k)
 	}
+}
+
+// freeNeedle drops the count of needle k, which no piece names any more:
+// an inline blob (held by the filer itself) goes with it, a needle on the
+// volume servers goes to the delete queue.
+func (t *txn) freeNeedle(k []byte) {
+	t.must(t.refs.Delete(k))
+	if fid.IsInline(string(k)) {
+		t.dropInline(k)
+		return
+	}
+	t.must(t.deleteq.Put(k, []byte{}))
 }
 
 func (t *txn) dequeueDeleted(op *DequeueDeleted) *Result {

@@ -164,13 +164,7 @@ func (t *txn) fixRefs(op *FixRefs) *Result {
 			t.must(t.refs.Put(k, u64key(f.Refs)))
 			continue
 		}
-		// Named by no piece: freed as by the drop of its last reference.
-		t.must(t.refs.Delete(k))
-		if fid.IsInline(f.Fid) {
-			t.dropInline(k)
-			continue
-		}
-		t.must(t.deleteq.Put(k, []byte{}))
+		t.freeNeedle(k) // named by no piece: freed as by the drop of its last reference
 	}
 	return &Result{}
 }
