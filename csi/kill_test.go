@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -292,4 +293,93 @@ func killAppCheck(kept *os.File) string {
 		return fmt.Sprintf("err read back %q, %v", buf, err)
 	}
 	return "ok"
+}
+
+// TestMountServiceKillWithoutResend: where the kernel cannot send again
+// the requests a killed mount service had read and not answered (before
+// Linux 6.9; forced here with CAIRN_FUSE_RESEND=off), the next start
+// answers them with EIO from the list the killed process kept, and the
+// mount goes on: the application blocked in such a request gets one
+// I/O error, not a hang and not ENOTCONN, and the mount serves
+// everything after. The filer is stopped (SIGSTOP) so that a mkdir is
+// still in the killed process's hands; a cycle where the mkdir was not
+// (the kernel had not handed it over yet) is tried again.
+func TestMountServiceKillWithoutResend(t *testing.T) {
+	env := csitest.StartWithHolder(t)
+	env.StartCSIProcess(t, csi.ModeMonolith)
+	createVolume(t, env, "r", 0, nil)
+	staging, target := publish(t, env, "r")
+	writeFile(t, filepath.Join(target, "kept"), []byte("written before the kills"))
+	t.Setenv("CAIRN_FUSE_RESEND", "off") // inherited by the mount services started from here on
+	filerProc := env.Cluster.Filers[0]
+
+	answered := 0
+	for cycle := 1; cycle <= 5 && answered == 0; cycle++ {
+		name := filepath.Join(target, fmt.Sprintf("d%d", cycle))
+		if err := filerProc.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		mkdir := exec.Command("mkdir", name)
+		var stderr strings.Builder
+		mkdir.Stderr = &stderr
+		if err := mkdir.Start(); err != nil {
+			_ = filerProc.Signal(syscall.SIGCONT)
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- mkdir.Wait() }()
+		// mkdir waits in the kernel for the mount's answer.
+		wchan := ""
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(wchan, "request_wait_answer") && !strings.Contains(wchan, "fuse") && time.Now().Before(deadline) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", mkdir.Process.Pid))
+			wchan = string(b)
+			time.Sleep(time.Millisecond)
+		}
+		logBefore := strings.Count(env.MountSvc.Log(), "they were answered with EIO")
+		env.MountSvc.Signal(syscall.SIGKILL)
+		if err := filerProc.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		env.MountSvc.Start(t)
+		csitest.WaitSocket(t, env.MountSocket)
+		var err error
+		select {
+		case err = <-exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("cycle %d: mkdir still waits two minutes after the restart (wchan %q)", cycle, wchan)
+		}
+		log := env.MountSvc.Log()
+		if strings.Contains(log, "dropping its connection") {
+			t.Fatalf("cycle %d: the held connection was dropped:\n%s", cycle, log)
+		}
+		took := strings.Count(log, "they were answered with EIO") - logBefore
+		t.Logf("cycle %d: mkdir waited in %q at the kill; it ended with %v %q; takeovers answering EIO: %d", cycle, strings.TrimSpace(wchan), err, strings.TrimSpace(stderr.String()), took)
+		switch {
+		case err != nil && strings.Contains(stderr.String(), "Input/output error"):
+			if !strings.Contains(log, "requests=1") {
+				t.Fatalf("cycle %d: mkdir got EIO, but the mount service does not say it answered one request:\n%s", cycle, log)
+			}
+			answered++
+		case err != nil:
+			t.Fatalf("cycle %d: mkdir failed otherwise: %v %s", cycle, err, stderr.String())
+		}
+		// Served again after the kill, whatever became of the mkdir.
+		p := filepath.Join(target, fmt.Sprintf("after%d", cycle))
+		writeFile(t, p, []byte("written after the kill"))
+		if got := readFile(t, p); got != "written after the kill" {
+			t.Fatalf("cycle %d: a file written after the kill reads %q", cycle, got)
+		}
+	}
+	if answered == 0 {
+		t.Fatal("in 5 cycles the killed mount service never had the mkdir in its hands")
+	}
+	if got := readFile(t, filepath.Join(target, "kept")); got != "written before the kills" {
+		t.Fatalf("kept file reads %q", got)
+	}
+	mounts, err := mountsvc.NewClient(env.MountSocket).List(ctxT(t))
+	if err != nil || len(mounts) != 1 || !mounts[0].Alive || mounts[0].Dir != staging {
+		t.Fatalf("after the kills the mount service hosts %v (%v), want the staging mount", mounts, err)
+	}
+	unpublish(t, env, "r", staging, target)
 }

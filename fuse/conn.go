@@ -151,6 +151,24 @@ func (c *devConn) resend() error {
 	return nil
 }
 
+// replyError answers request unique with errno, and reports whether the
+// kernel was waiting for that answer (false: no such request is being
+// served, it was answered already).
+func (c *devConn) replyError(unique uint64, errno unix.Errno) (bool, error) {
+	var b [outHeaderSize]byte
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.LittleEndian.PutUint32(b[4:], uint32(-int32(errno)))
+	binary.LittleEndian.PutUint64(b[8:], unique)
+	switch err := c.write(b[:]); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	default:
+		return false, fmt.Errorf("fuse: answer request %d: %w", unique, err)
+	}
+}
+
 // dup returns a duplicate of the descriptor (close-on-exec), sharing the
 // connection: the kernel keeps a FUSE connection while any duplicate is
 // open.

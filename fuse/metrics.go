@@ -42,6 +42,10 @@ var (
 		Name: "cairn_mount_resent_requests_total",
 		Help: "FUSE requests served after the kernel sent them again: requests a killed mount process had read and not answered, taken over by the process that resumed the mount.",
 	})
+	mountFailedAfterKill = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_mount_failed_after_kill_requests_total",
+		Help: "FUSE requests a killed mount process had read and not answered, answered with EIO by the process that resumed the mount because the kernel could not send them again (before Linux 6.9).",
+	})
 	mountLostFiles = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cairn_mount_lost_write_files_total",
 		Help: "Files whose acknowledged but unstored writes died with a killed mount process, as found by the process that resumed the mount; fsync and close fail with EIO on their descriptors opened before the kill.",
@@ -59,7 +63,7 @@ var (
 // cairn server, the CSI mount service). They are shared by every mount in
 // the process; register them once per registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties, mountFlushes, mountResent, mountLostFiles}
+	return []prometheus.Collector{mountOps, mountOpSeconds, mountCacheHits, mountCacheMisses, mountDirties, mountFlushes, mountResent, mountFailedAfterKill, mountLostFiles}
 }
 
 // Operation names, the values of the op label.

@@ -151,6 +151,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 	fs.order = newWriteOrder()
 	srv := newServer(conn, fs, fs.order, opts, fs.log)
 	srv.replied = fs.replied
+	srv.inflight = fs.pending
 	init, err := srv.handshake()
 	if err != nil {
 		_ = unix.Unmount(cfg.Dir, unix.MNT_DETACH)
@@ -220,9 +221,10 @@ func setReadAhead(dir string, log *slog.Logger) {
 //
 // killed says the previous process did not hand the connection over (it
 // was killed, or crashed): the kernel is asked to send again the requests
-// it had read and not answered (Linux 6.9 or later; an older kernel
-// makes Resume fail), and cfg.PendingFile must name the record that
-// process kept, which tells whose acknowledged writes were lost with it.
+// it had read and not answered (Linux 6.9 or later; an older kernel gets
+// them answered with EIO, see takeOverUnanswered), and cfg.PendingFile
+// must name the record that process kept, which tells whose acknowledged
+// writes were lost with it and which requests it was serving.
 // A request that process had carried out but not answered is carried out
 // again: idempotent ones (reads, writes, fsync, stat, lookup) give the
 // same answer, and namespace changes get their first answer from the
@@ -275,13 +277,14 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 	fs.order = newWriteOrder()
 	srv := newServer(conn, fs, fs.order, opts, fs.log)
 	srv.replied = fs.replied
+	srv.inflight = fs.pending
 	if err := srv.resume(init); err != nil {
 		conn.close()
 		fs.close()
 		return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
 	}
 	if killed {
-		if err := conn.resend(); err != nil {
+		if err := fs.takeOverUnanswered(conn); err != nil {
 			conn.close()
 			fs.close()
 			return nil, fmt.Errorf("fuse: resume %s: %w", cfg.Dir, err)
@@ -313,6 +316,47 @@ func Resume(ctx context.Context, cfg Config, dev *os.File, init []byte, killed b
 	}
 	fs.log.Info("resumed serving a live mount", "root", cfg.Root, "filers", fs.client.Addrs(), "read_only", cfg.ReadOnly, "after_kill", killed)
 	return m, nil
+}
+
+// resendEnv, set to "off", makes a process resuming a mount after a kill
+// answer the requests the killed process had read with EIO instead of
+// asking the kernel to send them again, as on a kernel before Linux 6.9.
+const resendEnv = "CAIRN_FUSE_RESEND"
+
+// takeOverUnanswered deals with the requests a killed process had read
+// from conn and not answered, before this process reads any: the kernel
+// waits for their replies forever. It asks the kernel to send them again
+// (Linux 6.9 or later), and they are served like any other. Where the
+// kernel cannot, they are answered with EIO, from the list of requests in
+// flight the killed process kept in its record of unstored writes: an
+// application sees an I/O error once for each (the outcome of a change
+// among them is unknown to it, as after any EIO), and the mount goes on.
+// Without that list (a record of an earlier version) it fails.
+func (fs *fileSystem) takeOverUnanswered(conn *devConn) error {
+	var why error
+	if os.Getenv(resendEnv) == "off" {
+		why = fmt.Errorf("asking the kernel to send them again is turned off (%s=off)", resendEnv)
+	} else if why = conn.resend(); why == nil {
+		return nil
+	}
+	t := fs.pending
+	if t == nil || !t.knowsUnanswered {
+		return fmt.Errorf("%w; the killed process kept no list of the requests it had read, so they cannot be answered either", why)
+	}
+	answered := 0
+	for _, u := range t.unanswered {
+		ok, err := conn.replyError(u, unix.EIO)
+		if err != nil {
+			return err
+		}
+		if ok {
+			answered++
+		}
+	}
+	mountFailedAfterKill.Add(float64(answered))
+	fs.log.Warn("the kernel cannot send again the requests the killed mount process had read and not answered; they were answered with EIO (their applications see one I/O error each; the outcome of a change among them is unknown)",
+		"requests", answered, "why", why)
+	return nil
 }
 
 // openPendingOrWarn starts a fresh record of unstored writes at path. A

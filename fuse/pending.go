@@ -36,10 +36,14 @@ import (
 // the process that wrote the slot, which is every descriptor opened
 // before the reader started); then orphanSlots slots of 8 bytes: the
 // inodes the mount keeps on the filer's orphan list (unlinked while open,
-// or O_TMPFILE) for descriptors still open (see fileSystem.adopted). A
-// resuming process writes the slots it read back (the dirty ones with
-// their cutoff filled in), so a second kill does not forget the first
-// one's losses or orphans. Safe for concurrent use.
+// or O_TMPFILE) for descriptors still open (see fileSystem.adopted); then
+// inflightSlots slots of 8 bytes: the unique ids of the requests the
+// process has read from the kernel and not answered yet (0: free; see
+// server.loop). A resuming process writes the dirty and orphan slots it
+// read back (the dirty ones with their cutoff filled in), so a second
+// kill does not forget the first one's losses or orphans; the requests in
+// flight it answers itself, before it reads any (Resume). Safe for
+// concurrent use.
 type pendingTable struct {
 	mu   sync.Mutex // guards free and the unmapping of mem; the words of mem are atomics
 	mem  []byte     // the mapping; nil once closed
@@ -55,16 +59,29 @@ type pendingTable struct {
 	// requests before the resume ran under it too).
 	id      uint64
 	carried atomic.Bool
+
+	freeInflight []int // free in-flight slot numbers, the next one last
+	// unanswered are the requests the previous process had read and not
+	// answered, as its table listed them; knowsUnanswered says its table
+	// had that list (earlier versions kept none).
+	unanswered      []uint64
+	knowsUnanswered bool
 }
 
 const (
-	pendingMagic  = "cairnpw2"
+	pendingMagic  = "cairnpw3"
 	pendingHeader = 24
 	pendingSlot   = 16
 	pendingSlots  = 4096
 	orphanSlots   = 1024
 	orphanBase    = pendingHeader + pendingSlots*pendingSlot
-	pendingSize   = orphanBase + orphanSlots*8
+	inflightSlots = 1024
+	inflightBase  = orphanBase + orphanSlots*8
+	pendingSize   = inflightBase + inflightSlots*8
+	// pendingMagic2 is the table of the version before: no requests in
+	// flight. Still read, like pendingMagic1.
+	pendingMagic2 = "cairnpw2"
+	pendingSize2  = inflightBase
 	// pendingMagic1 is the table of an earlier version: no request
 	// session id, slots right after the overflow word. Still read, so
 	// that an upgrade can resume after a kill of the old version.
@@ -129,18 +146,28 @@ func (l *lostWrites) empty() bool { return l == nil || l.all == 0 && len(l.cutof
 func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWrites, error) {
 	var lost *lostWrites
 	var id uint64
-	var orphans []uint64
+	var orphans, unanswered []uint64
+	knowsUnanswered := false
 	if resume {
 		old, err := os.ReadFile(path)
 		header := pendingHeader
 		switch {
 		case err != nil:
 			return nil, nil, fmt.Errorf("fuse: read the record of unstored writes %s left by the previous process: %w", path, err)
-		case len(old) == pendingSize && string(old[:8]) == pendingMagic:
+		case len(old) == pendingSize && string(old[:8]) == pendingMagic,
+			len(old) == pendingSize2 && string(old[:8]) == pendingMagic2:
 			id = binary.LittleEndian.Uint64(old[16:])
 			for i := range orphanSlots {
 				if ino := binary.LittleEndian.Uint64(old[orphanBase+8*i:]); ino != 0 {
 					orphans = append(orphans, ino)
+				}
+			}
+			if string(old[:8]) == pendingMagic {
+				knowsUnanswered = true
+				for i := range inflightSlots {
+					if u := binary.LittleEndian.Uint64(old[inflightBase+8*i:]); u != 0 {
+						unanswered = append(unanswered, u)
+					}
 				}
 			}
 		case len(old) == pendingSize1 && string(old[:8]) == pendingMagic1:
@@ -188,7 +215,7 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 		_ = os.Remove(tmp)
 		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", tmp, err)
 	}
-	t := &pendingTable{mem: mem, id: id}
+	t := &pendingTable{mem: mem, id: id, unanswered: unanswered, knowsUnanswered: knowsUnanswered}
 	t.carried.Store(id != 0)
 	for t.id == 0 {
 		t.id = rand.Uint64()
@@ -223,6 +250,9 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 	}
 	for i := orphanSlots - 1; i >= len(orphans); i-- {
 		t.freeOrphans = append(t.freeOrphans, i)
+	}
+	for i := inflightSlots - 1; i >= 0; i-- {
+		t.freeInflight = append(t.freeInflight, i)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = t.close()
@@ -308,6 +338,50 @@ func (t *pendingTable) removeOrphan(slot int) {
 	}
 	t.word(orphanBase + 8*slot).Store(0)
 	t.freeOrphans = append(t.freeOrphans, slot)
+}
+
+// claimInflight returns a slot for the requests one reader serves, one
+// at a time (noSlot when the table is full or there is none: that
+// reader's requests are not recorded).
+func (t *pendingTable) claimInflight() int {
+	if t == nil {
+		return noSlot
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil || len(t.freeInflight) == 0 {
+		return noSlot
+	}
+	i := t.freeInflight[len(t.freeInflight)-1]
+	t.freeInflight = t.freeInflight[:len(t.freeInflight)-1]
+	return i
+}
+
+// setInflight records in slot the request unique being served, or 0 once
+// it is answered.
+func (t *pendingTable) setInflight(slot int, unique uint64) {
+	if t == nil || slot < 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem != nil {
+		t.word(inflightBase + 8*slot).Store(unique)
+	}
+}
+
+// releaseInflight gives back what claimInflight returned.
+func (t *pendingTable) releaseInflight(slot int) {
+	if t == nil || slot < 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mem == nil {
+		return
+	}
+	t.word(inflightBase + 8*slot).Store(0)
+	t.freeInflight = append(t.freeInflight, slot)
 }
 
 // close unmaps the table. The file stays: it is rewritten at the next

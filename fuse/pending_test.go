@@ -256,3 +256,69 @@ func TestPendingRequestSession(t *testing.T) {
 		_ = tb.close()
 	}
 }
+
+// TestPendingInflight: the requests a process has read and not answered
+// are what the next process reads back as unanswered; the new table
+// starts with none of its own; a table of the version before lists no
+// requests, and says so.
+func TestPendingInflight(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pending", "m")
+	t1, _, err := openPending(path, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t1.knowsUnanswered || len(t1.unanswered) != 0 {
+		t.Fatalf("a fresh table reads requests back: %v", t1.unanswered)
+	}
+	var slots []int
+	for range inflightSlots {
+		slots = append(slots, t1.claimInflight())
+	}
+	if s := t1.claimInflight(); s != noSlot {
+		t.Fatalf("claim beyond %d slots gave %d", inflightSlots, s)
+	}
+	t1.setInflight(slots[0], 102) // answered below
+	t1.setInflight(slots[1], 104)
+	t1.setInflight(slots[7], 110|uniqueResend)
+	t1.setInflight(slots[0], 0)
+	t1.releaseInflight(slots[2])
+	if s := t1.claimInflight(); s != slots[2] {
+		t.Fatalf("a released slot is not given again: %d, want %d", s, slots[2])
+	}
+	// The process dies here, with two requests read and not answered.
+
+	t2, _, err := openPending(path, true, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !t2.knowsUnanswered || len(t2.unanswered) != 2 || t2.unanswered[0] != 104 || t2.unanswered[1] != 110|uniqueResend {
+		t.Fatalf("unanswered after the kill: %v (known %v), want [104 %d]", t2.unanswered, t2.knowsUnanswered, uint64(110|uniqueResend))
+	}
+	for i := range inflightSlots {
+		if u := t2.word(inflightBase + 8*i).Load(); u != 0 {
+			t.Fatalf("the new table starts with request %d in slot %d", u, i)
+		}
+	}
+	t2.setInflight(t2.claimInflight(), 200)
+
+	// The layout before: orphans read back, no requests known.
+	old := make([]byte, pendingSize2)
+	copy(old, pendingMagic2)
+	binary.LittleEndian.PutUint64(old[orphanBase:], 41)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t3, _, err := openPending(path, true, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t3.knowsUnanswered || len(t3.unanswered) != 0 || len(t3.orphans) != 1 {
+		t.Fatalf("resume of the layout before: known %v, unanswered %v, orphans %v", t3.knowsUnanswered, t3.unanswered, t3.orphans)
+	}
+	for _, tb := range []*pendingTable{t1, t2, t3} {
+		_ = tb.close()
+	}
+	var nilTable *pendingTable
+	nilTable.setInflight(nilTable.claimInflight(), 1) // no table: records nothing
+	nilTable.releaseInflight(noSlot)
+}

@@ -56,6 +56,10 @@ type server struct {
 	// replied, if set, runs after each request's reply is written (or
 	// the request was found to need none), with the request's id.
 	replied func(unique uint64)
+	// inflight, if set, records the requests read and not yet answered,
+	// so that a process resuming the connection after a kill can answer
+	// them where the kernel cannot send them again (Resume).
+	inflight *pendingTable
 
 	readers sync.WaitGroup // running readers, each with the request it serves
 	done    chan struct{}  // closed when every reader has returned
@@ -155,6 +159,8 @@ func (s *server) loop() {
 	pooled := s.ins.Get().(*[]byte)
 	defer s.ins.Put(pooled)
 	buf := *pooled
+	slot := s.inflight.claimInflight()
+	defer s.inflight.releaseInflight(slot)
 	for {
 		s.mu.Lock()
 		if s.idle >= maxIdleReaders {
@@ -166,7 +172,11 @@ func (s *server) loop() {
 		s.readMu.Lock()
 		n, err := s.conn.read(buf, time.Time{})
 		var write uint64
+		answer := err == nil && needsReply(buf[:n])
 		if err == nil {
+			if answer {
+				s.inflight.setInflight(slot, binary.LittleEndian.Uint64(buf[8:]))
+			}
 			write = s.order.note(buf[:n])
 		}
 		s.readMu.Unlock()
@@ -196,6 +206,9 @@ func (s *server) loop() {
 			go s.loop()
 		}
 		s.handle(buf[:n])
+		if answer {
+			s.inflight.setInflight(slot, 0)
+		}
 		s.order.served(write)
 		if s.replied != nil && n >= inHeaderSize {
 			s.replied(binary.LittleEndian.Uint64(buf[8:]))
@@ -210,6 +223,16 @@ const uniqueResend = 1 << 63
 // resent reports whether the request with this unique id is one the
 // kernel sent again after the process that first read it was killed.
 func resent(unique uint64) bool { return unique&uniqueResend != 0 }
+
+// needsReply reports whether request req is one the kernel waits for a
+// reply to (all but FORGET, BATCH_FORGET and INTERRUPT).
+func needsReply(req []byte) bool {
+	if len(req) < inHeaderSize {
+		return false
+	}
+	op := binary.LittleEndian.Uint32(req[4:])
+	return op != codeForget && op != codeBatchForget && op != codeInterrupt
+}
 
 func isForget(req []byte) bool {
 	if len(req) < inHeaderSize {
