@@ -10,9 +10,18 @@
 // mount options match cairn's mount (fuse/mount.go): allow_other,
 // default_permissions, 1 s entry and attribute timeouts, 1 MiB MaxWrite and
 // read-ahead, no READDIRPLUS.
+//
+// Every read and write goes through this process, as through any FUSE
+// file system that keeps its data elsewhere. go-fuse's loopback would
+// otherwise give the kernel each open file's descriptor on the original
+// disk (kernel passthrough, Linux 6.9 or later, as root), after which the
+// kernel reads and writes that file itself and only the metadata reaches
+// this process: a bypass of FUSE no file system with its data on other
+// machines can use. -kernel-passthrough allows it, to measure it.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -36,6 +45,7 @@ func main() {
 	readAhead := flag.Int("max-read-ahead", 1<<20, "kernel read-ahead in bytes")
 	readDirPlus := flag.Bool("readdirplus", false, "answer READDIRPLUS (cairn's mount does not)")
 	debug := flag.Bool("debug", false, "log every FUSE request")
+	kernelPassthrough := flag.Bool("kernel-passthrough", false, "let the kernel read and write open files on the original disk itself (Linux 6.9+, root), bypassing this process")
 	flag.Parse()
 	if flag.NArg() != 2 {
 		flag.Usage()
@@ -47,6 +57,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "passthrough: %s: %v\n", orig, err)
 		os.Exit(1)
+	}
+	if !*kernelPassthrough {
+		root = &node{root.(*fs.LoopbackNode)}
 	}
 	opts := &fs.Options{
 		EntryTimeout: timeout,
@@ -100,4 +113,46 @@ func main() {
 		fmt.Fprintf(os.Stderr, "passthrough: %s: server loop did not stop after unmount\n", mnt)
 		os.Exit(1)
 	}
+}
+
+// node is a loopback node whose files are served by this process: they
+// do not give the kernel their descriptor (see -kernel-passthrough). Its
+// children are nodes too.
+type node struct {
+	*fs.LoopbackNode
+}
+
+var (
+	_ fs.NodeWrapChilder = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeCreater     = (*node)(nil)
+)
+
+func (n *node) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{ops.(*fs.LoopbackNode)}
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+	return served(fh), fuseFlags, errno
+}
+
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	in, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	return in, served(fh), fuseFlags, errno
+}
+
+// servedFile is a loopback file that offers the kernel no descriptor to
+// read and write by itself.
+type servedFile struct {
+	*fs.LoopbackFile
+}
+
+func (servedFile) PassthroughFd() (int, bool) { return -1, false }
+
+func served(fh fs.FileHandle) fs.FileHandle {
+	if lf, ok := fh.(*fs.LoopbackFile); ok {
+		return servedFile{lf}
+	}
+	return fh
 }
