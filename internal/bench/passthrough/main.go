@@ -59,7 +59,7 @@ func main() {
 		os.Exit(1)
 	}
 	if !*kernelPassthrough {
-		root = &node{root.(*fs.LoopbackNode)}
+		root = servedRoot(root)
 	}
 	opts := &fs.Options{
 		EntryTimeout: timeout,
@@ -127,6 +127,12 @@ var (
 	_ fs.NodeOpener      = (*node)(nil)
 	_ fs.NodeCreater     = (*node)(nil)
 )
+
+// servedRoot makes the loopback root from fs.NewLoopbackRoot serve its
+// files' reads and writes itself, and its children's.
+func servedRoot(root fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{root.(*fs.LoopbackNode)}
+}
 
 func (n *node) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
 	return &node{ops.(*fs.LoopbackNode)}
