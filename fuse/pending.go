@@ -49,7 +49,7 @@ type pendingTable struct {
 	mem  []byte     // the mapping; nil once closed
 	free []int      // free slot numbers, the next one last
 
-	freeOrphans []int // free orphan slot numbers, the next one last
+	orphanSlots slotRegion // the inodes kept on the orphan list
 	// orphans are the inodes the previous process kept as orphans, with
 	// their slots in this table.
 	orphans map[uint64]int
@@ -60,7 +60,7 @@ type pendingTable struct {
 	id      uint64
 	carried atomic.Bool
 
-	freeInflight []int // free in-flight slot numbers, the next one last
+	inflight slotRegion // the requests read and not answered
 	// unanswered are the requests the previous process had read and not
 	// answered, as its table listed them; knowsUnanswered says its table
 	// had that list (earlier versions kept none).
@@ -215,7 +215,8 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 		_ = os.Remove(tmp)
 		return nil, nil, fmt.Errorf("fuse: map the record of unstored writes %s: %w", tmp, err)
 	}
-	t := &pendingTable{mem: mem, id: id, unanswered: unanswered, knowsUnanswered: knowsUnanswered}
+	t := &pendingTable{mem: mem, id: id, unanswered: unanswered, knowsUnanswered: knowsUnanswered,
+		orphanSlots: slotRegion{base: orphanBase}, inflight: slotRegion{base: inflightBase}}
 	t.carried.Store(id != 0)
 	for t.id == 0 {
 		t.id = rand.Uint64()
@@ -249,10 +250,10 @@ func openPending(path string, resume bool, start uint64) (*pendingTable, *lostWr
 		t.orphans[ino] = i
 	}
 	for i := orphanSlots - 1; i >= len(orphans); i-- {
-		t.freeOrphans = append(t.freeOrphans, i)
+		t.orphanSlots.free = append(t.orphanSlots.free, i)
 	}
 	for i := inflightSlots - 1; i >= 0; i-- {
-		t.freeInflight = append(t.freeInflight, i)
+		t.inflight.free = append(t.inflight.free, i)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = t.close()
@@ -307,27 +308,33 @@ func (t *pendingTable) remove(slot int) {
 	t.free = append(t.free, slot)
 }
 
-// addOrphan records that the mount keeps ino on the filer's orphan list
-// for descriptors still open, and returns its slot (noSlot when the table
-// is full or there is none: a process resuming after this one will not
-// free the orphan).
-func (t *pendingTable) addOrphan(ino uint64) int {
+// slotRegion is a region of 8-byte words of the table, handed out one
+// slot at a time: the words are the table's, the free list is this
+// process's (guarded by the table's mu).
+type slotRegion struct {
+	base int   // offset of slot 0
+	free []int // free slot numbers, the next one last
+}
+
+// take returns a free slot of r holding v (noSlot when none is free, or
+// there is no table).
+func (t *pendingTable) take(r *slotRegion, v uint64) int {
 	if t == nil {
 		return noSlot
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.mem == nil || len(t.freeOrphans) == 0 {
+	if t.mem == nil || len(r.free) == 0 {
 		return noSlot
 	}
-	i := t.freeOrphans[len(t.freeOrphans)-1]
-	t.freeOrphans = t.freeOrphans[:len(t.freeOrphans)-1]
-	t.word(orphanBase + 8*i).Store(ino)
+	i := r.free[len(r.free)-1]
+	r.free = r.free[:len(r.free)-1]
+	t.word(r.base + 8*i).Store(v)
 	return i
 }
 
-// removeOrphan forgets what addOrphan recorded (or a slot of orphans).
-func (t *pendingTable) removeOrphan(slot int) {
+// give clears slot of r and frees it.
+func (t *pendingTable) give(r *slotRegion, slot int) {
 	if t == nil || slot < 0 {
 		return
 	}
@@ -336,8 +343,26 @@ func (t *pendingTable) removeOrphan(slot int) {
 	if t.mem == nil {
 		return
 	}
-	t.word(orphanBase + 8*slot).Store(0)
-	t.freeOrphans = append(t.freeOrphans, slot)
+	t.word(r.base + 8*slot).Store(0)
+	r.free = append(r.free, slot)
+}
+
+// addOrphan records that the mount keeps ino on the filer's orphan list
+// for descriptors still open, and returns its slot (noSlot when the table
+// is full or there is none: a process resuming after this one will not
+// free the orphan).
+func (t *pendingTable) addOrphan(ino uint64) int {
+	if t == nil {
+		return noSlot
+	}
+	return t.take(&t.orphanSlots, ino)
+}
+
+// removeOrphan forgets what addOrphan recorded (or a slot of orphans).
+func (t *pendingTable) removeOrphan(slot int) {
+	if t != nil {
+		t.give(&t.orphanSlots, slot)
+	}
 }
 
 // claimInflight returns a slot for the requests one reader serves, one
@@ -347,14 +372,7 @@ func (t *pendingTable) claimInflight() int {
 	if t == nil {
 		return noSlot
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.mem == nil || len(t.freeInflight) == 0 {
-		return noSlot
-	}
-	i := t.freeInflight[len(t.freeInflight)-1]
-	t.freeInflight = t.freeInflight[:len(t.freeInflight)-1]
-	return i
+	return t.take(&t.inflight, 0)
 }
 
 // setInflight records in slot the request unique being served, or 0 once
@@ -372,16 +390,9 @@ func (t *pendingTable) setInflight(slot int, unique uint64) {
 
 // releaseInflight gives back what claimInflight returned.
 func (t *pendingTable) releaseInflight(slot int) {
-	if t == nil || slot < 0 {
-		return
+	if t != nil {
+		t.give(&t.inflight, slot)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.mem == nil {
-		return
-	}
-	t.word(inflightBase + 8*slot).Store(0)
-	t.freeInflight = append(t.freeInflight, slot)
 }
 
 // close unmaps the table. The file stays: it is rewritten at the next
