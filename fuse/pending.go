@@ -317,11 +317,8 @@ type slotRegion struct {
 }
 
 // take returns a free slot of r holding v (noSlot when none is free, or
-// there is no table).
+// the table is closed). r is one of t's regions.
 func (t *pendingTable) take(r *slotRegion, v uint64) int {
-	if t == nil {
-		return noSlot
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.mem == nil || len(r.free) == 0 {
@@ -333,9 +330,10 @@ func (t *pendingTable) take(r *slotRegion, v uint64) int {
 	return i
 }
 
-// give clears slot of r and frees it.
+// give clears slot of r and frees it (noSlot: nothing to do). r is one
+// of t's regions.
 func (t *pendingTable) give(r *slotRegion, slot int) {
-	if t == nil || slot < 0 {
+	if slot < 0 {
 		return
 	}
 	t.mu.Lock()
@@ -384,7 +382,7 @@ func (t *pendingTable) setInflight(slot int, unique uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.mem != nil {
-		t.word(inflightBase + 8*slot).Store(unique)
+		t.word(t.inflight.base + 8*slot).Store(unique)
 	}
 }
 

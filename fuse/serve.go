@@ -270,7 +270,7 @@ func (s *server) handle(req []byte) {
 		out = make([]byte, need)
 	}
 	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
-	if !st.Ok() && n == 0 && op != codeForget && op != codeBatchForget && op != codeInterrupt {
+	if !st.Ok() && n == 0 && needsReply(req) {
 		// Never leave a request unanswered: the caller would hang.
 		s.log.Error("could not serve a request; answering EIO", "opcode", op, "status", st)
 		n = outHeaderSize
