@@ -554,60 +554,55 @@ no_file() {
 	return 0
 }
 
+# fio_sample PROFILE TARGET ROUND VALUE DETAIL FIO_ARGS...: one fio sample
+# of the round's file on TARGET, after the page cache is dropped: VALUE and
+# DETAIL (fio_get expressions; DETAIL may be empty) make its result, a
+# failed fio a FAIL. Returns fio's status.
+fio_sample() {
+	local p=$1 t=$2 r=$3 value=$4 detail=$5 n=$1-$2-r$3
+	shift 5
+	drop_caches
+	if fio_run "$p" "$t" "$r" --filename="${TDIR[$t]}/seq.dat" --size="${SEQ_MB}M" "$@"; then
+		set_result "$p" "$t" "$r" "$(fio_get "$n" "$value")" "${detail:+$(fio_get "$n" "$detail")}"
+		return 0
+	fi
+	fail_result "$p" "$t" "$r"
+	return 1
+}
+
 # run_seqwrite TARGET ROUND: write the round's file (fresh, 1 MiB writes,
 # end_fsync); the round's read and random write samples use it.
 run_seqwrite() {
-	local t=$1 r=$2 f=${TDIR[$1]}/seq.dat n=seqwrite-$1-r$2
-	rm -f -- "$f"
+	local t=$1 r=$2
+	rm -f -- "${TDIR[$t]}/seq.dat"
 	SEQ_OK[$t]=0
-	drop_caches
-	if fio_run seqwrite "$t" "$r" --filename="$f" --rw=write --bs=1M --size="${SEQ_MB}M" --end_fsync=1; then
+	if fio_sample seqwrite "$t" "$r" 'job["write"]["bw_bytes"] / MB' \
+		'"%.1f s for %d MiB" % (job["job_runtime"] / 1000, job["write"]["io_bytes"] >> 20)' \
+		--rw=write --bs=1M --end_fsync=1; then
 		SEQ_OK[$t]=1
-		set_result seqwrite "$t" "$r" "$(fio_get "$n" 'job["write"]["bw_bytes"] / MB')" \
-			"$(fio_get "$n" '"%.1f s for %d MiB" % (job["job_runtime"] / 1000, job["write"]["io_bytes"] >> 20)')"
-	else
-		fail_result seqwrite "$t" "$r"
 	fi
 }
 
 # run_seqread TARGET ROUND: 1 MiB buffered reads of the round's file, cold.
 run_seqread() {
-	local t=$1 r=$2 f=${TDIR[$1]}/seq.dat n=seqread-$1-r$2
-	no_file seqread "$t" "$r" && return 0
-	drop_caches
-	if fio_run seqread "$t" "$r" --filename="$f" --rw=read --bs=1M --size="${SEQ_MB}M" --invalidate=1; then
-		set_result seqread "$t" "$r" "$(fio_get "$n" 'job["read"]["bw_bytes"] / MB')"
-	else
-		fail_result seqread "$t" "$r"
-	fi
+	no_file seqread "$1" "$2" && return 0
+	fio_sample seqread "$1" "$2" 'job["read"]["bw_bytes"] / MB' '' --rw=read --bs=1M --invalidate=1 || true
 }
 
 # run_randread TARGET ROUND: 4 KiB buffered random reads, cold.
 run_randread() {
-	local t=$1 r=$2 f=${TDIR[$1]}/seq.dat n=randread-$1-r$2
-	no_file randread "$t" "$r" && return 0
-	drop_caches
-	if fio_run randread "$t" "$r" --filename="$f" --rw=randread --bs=4k --size="${SEQ_MB}M" --invalidate=1 \
-		--io_size="${RANDREAD_MB}M" --runtime="$RAND_SECS"; then
-		set_result randread "$t" "$r" "$(fio_get "$n" 'job["read"]["iops"]')" \
-			"$(fio_get "$n" '"clat p50 %.2f ms, p99 %.2f ms" % (pct(job["read"]["clat_ns"], "50.000000"), pct(job["read"]["clat_ns"], "99.000000"))')"
-	else
-		fail_result randread "$t" "$r"
-	fi
+	no_file randread "$1" "$2" && return 0
+	fio_sample randread "$1" "$2" 'job["read"]["iops"]' \
+		'"clat p50 %.2f ms, p99 %.2f ms" % (pct(job["read"]["clat_ns"], "50.000000"), pct(job["read"]["clat_ns"], "99.000000"))' \
+		--rw=randread --bs=4k --invalidate=1 --io_size="${RANDREAD_MB}M" --runtime="$RAND_SECS" || true
 }
 
 # run_randwrite TARGET ROUND: 4 KiB random writes, fsync after each.
 run_randwrite() {
-	local t=$1 r=$2 f=${TDIR[$1]}/seq.dat n=randwrite-$1-r$2
-	no_file randwrite "$t" "$r" && return 0
-	drop_caches
-	if fio_run randwrite "$t" "$r" --filename="$f" --rw=randwrite --bs=4k --size="${SEQ_MB}M" --fsync=1 \
-		--runtime="$RAND_SECS" --time_based; then
-		set_result randwrite "$t" "$r" "$(fio_get "$n" 'job["write"]["iops"]')" \
-			"$(fio_get "$n" '"write p50 %.3f ms, fsync mean %.2f ms / p99 %.2f ms" % (pct(job["write"]["clat_ns"], "50.000000"), job["sync"]["lat_ns"]["mean"] / 1e6, pct(job["sync"]["lat_ns"], "99.000000"))')"
-	else
-		fail_result randwrite "$t" "$r"
-	fi
+	no_file randwrite "$1" "$2" && return 0
+	fio_sample randwrite "$1" "$2" 'job["write"]["iops"]' \
+		'"write p50 %.3f ms, fsync mean %.2f ms / p99 %.2f ms" % (pct(job["write"]["clat_ns"], "50.000000"), job["sync"]["lat_ns"]["mean"] / 1e6, pct(job["sync"]["lat_ns"], "99.000000"))' \
+		--rw=randwrite --bs=4k --fsync=1 --runtime="$RAND_SECS" --time_based || true
 }
 
 # run_smallfiles TARGET ROUND: create SMALL_N files of 1 KiB (open, write,
