@@ -173,6 +173,13 @@ var ErrNoSpace = errors.New("filer: volume servers out of space")
 
 // Read returns n bytes of needle id starting at off (fewer at its end).
 func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte, error) {
+	return d.ReadBuf(ctx, id, off, n, nil)
+}
+
+// ReadBuf is Read that reads the volume server's answer into buf's array
+// when it fits in cap(buf) (a caller's buffer to use again), and into a
+// new one otherwise. Whatever buf held is overwritten.
+func (d *DataClient) ReadBuf(ctx context.Context, id string, off, n int64, buf []byte) ([]byte, error) {
 	f, err := fid.Parse(id)
 	if err != nil {
 		return nil, err
@@ -198,7 +205,7 @@ func (d *DataClient) Read(ctx context.Context, id string, off, n int64) ([]byte,
 			}
 		}
 		for _, u := range urls {
-			code, body, err := d.do(ctx, http.MethodGet, u, id, nil, fmt.Sprintf("bytes=%d-%d", off, off+n-1), auth)
+			code, body, err := d.doBuf(ctx, http.MethodGet, u, id, nil, fmt.Sprintf("bytes=%d-%d", off, off+n-1), auth, buf)
 			switch {
 			case err != nil:
 				errs = append(errs, err.Error())
@@ -289,6 +296,12 @@ func (d *DataClient) locations(ctx context.Context, vid uint32, fresh bool) ([]s
 }
 
 func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Reader, rng, auth string) (int, []byte, error) {
+	return d.doBuf(ctx, method, host, id, body, rng, auth, nil)
+}
+
+// doBuf is do reading the response body into buf's array when its
+// announced length fits in cap(buf).
+func (d *DataClient) doBuf(ctx context.Context, method, host, id string, body io.Reader, rng, auth string, buf []byte) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, d.Scheme+"://"+host+"/"+id, body)
 	if err != nil {
 		return 0, nil, err
@@ -307,6 +320,11 @@ func (d *DataClient) do(ctx context.Context, method, host, id string, body io.Re
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
+	if n := resp.ContentLength; n > 0 && n <= int64(cap(buf)) {
+		b := buf[:n]
+		_, err := io.ReadFull(resp.Body, b)
+		return resp.StatusCode, b, err
+	}
 	if n := resp.ContentLength; n > 0 && n <= maxPrealloc {
 		// One allocation of the announced size instead of io.ReadAll's
 		// growing copies (needle reads are up to a few MiB).

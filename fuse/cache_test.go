@@ -25,7 +25,8 @@ type fakeNeedles struct {
 	gate    chan struct{} // if set, every fetch waits for it
 }
 
-func (n *fakeNeedles) fetch(_ context.Context, fid string, off, count int64) ([]byte, error) {
+// fetch answers as the data client does: into buf's array when it fits.
+func (n *fakeNeedles) fetch(_ context.Context, fid string, off, count int64, buf []byte) ([]byte, error) {
 	n.fetches.Add(1)
 	if n.gate != nil {
 		<-n.gate
@@ -37,7 +38,11 @@ func (n *fakeNeedles) fetch(_ context.Context, fid string, off, count int64) ([]
 	if off >= int64(len(d)) {
 		return nil, nil
 	}
-	return append([]byte(nil), d[off:min(int64(len(d)), off+count)]...), nil
+	part := d[off:min(int64(len(d)), off+count)]
+	if len(part) <= cap(buf) {
+		return append(buf[:0], part...), nil
+	}
+	return append([]byte(nil), part...), nil
 }
 
 func TestChunkCacheReadsExactRanges(t *testing.T) {
@@ -71,7 +76,7 @@ func TestChunkCacheRandomReadsFetchSmallPieces(t *testing.T) {
 	big := randBytes(chunkSize+777, 5)
 	var mu sync.Mutex
 	var asked [][2]int64
-	fetch := func(_ context.Context, fid string, off, n int64) ([]byte, error) {
+	fetch := func(_ context.Context, fid string, off, n int64, _ []byte) ([]byte, error) {
 		mu.Lock()
 		asked = append(asked, [2]int64{off, n})
 		mu.Unlock()
@@ -400,3 +405,121 @@ func TestStatsAfterChangeElsewhereStayCached(t *testing.T) {
 
 // mountReads counts the reads the mounts of the test process answered.
 func mountReads() float64 { return metricValue(mountOps.WithLabelValues(opRead, "ok")) }
+
+// A chunk's buffer is used again only once it is out of the cache and no
+// reader holds it: a view taken before its chunk is evicted keeps its
+// bytes however many other chunks are loaded meanwhile, and its buffer
+// serves a later fetch once the view is released.
+func TestChunkCacheReusesBuffersOnlyWhenUnused(t *testing.T) {
+	n := &fakeNeedles{data: map[string][]byte{}}
+	for i := range 6 {
+		n.data[fmt.Sprintf("1,%02x", i)] = randBytes(chunkSize, uint64(10+i))
+	}
+	c := newChunkCache(2*chunkSize, n.fetch)
+	ctx := context.Background()
+
+	held, release, ok, err := c.view(ctx, ctx, "1,00", 100, 4096, false)
+	if err != nil || !ok {
+		t.Fatalf("view: ok %v, err %v", ok, err)
+	}
+	dst := make([]byte, chunkSize)
+	for i := 1; i < 6; i++ {
+		fid := fmt.Sprintf("1,%02x", i)
+		if got, err := c.read(ctx, ctx, fid, 0, dst, false); err != nil || got != chunkSize || !bytes.Equal(dst, n.data[fid]) {
+			t.Fatalf("read of %s: %d bytes, err %v, or other bytes", fid, got, err)
+		}
+	}
+	if c.has(bigKey("1,00", 0)) {
+		t.Fatal("needle 0 is still cached after 5 more chunks in a cache of 2")
+	}
+	if !bytes.Equal(held, n.data["1,00"][100:4196]) {
+		t.Fatal("a view's bytes changed after its chunk was evicted while the view was held")
+	}
+	c.mu.Lock()
+	for _, b := range c.mu.free {
+		if within(held, b) {
+			c.mu.Unlock()
+			t.Fatal("the buffer of a held view is on the free list")
+		}
+	}
+	recycled := len(c.mu.free)
+	c.mu.Unlock()
+	if recycled == 0 {
+		t.Fatal("no evicted chunk's buffer was put on the free list")
+	}
+
+	release()
+	release() // a second call does nothing
+	c.mu.Lock()
+	var found bool
+	for _, b := range c.mu.free {
+		found = found || within(held, b)
+	}
+	c.mu.Unlock()
+	if !found {
+		t.Fatal("the released view's buffer did not go to the free list")
+	}
+	// The next whole-chunk fetch reads into a recycled buffer.
+	b, release, ok, err := c.view(ctx, ctx, "1,00", 0, chunkSize, false)
+	if err != nil || !ok || !bytes.Equal(b, n.data["1,00"]) {
+		t.Fatalf("view of needle 0 again: ok %v, err %v, or other bytes", ok, err)
+	}
+	c.mu.Lock()
+	ch := c.mu.chunks[bigKey("1,00", 0)]
+	c.mu.Unlock()
+	if ch == nil || ch.buf == nil {
+		t.Fatal("a whole chunk fetched with buffers on the free list did not use one")
+	}
+	release()
+}
+
+// Readers that view and copy chunks while others evict them never see
+// another chunk's bytes (run with -race).
+func TestChunkCacheRecyclingUnderConcurrentReaders(t *testing.T) {
+	n := &fakeNeedles{data: map[string][]byte{}}
+	const needles = 8
+	for i := range needles {
+		n.data[fmt.Sprintf("1,%02x", i)] = randBytes(chunkSize/4, uint64(40+i))
+	}
+	// Room for 3 of the 8 needles: most reads evict something.
+	c := newChunkCache(3*chunkSize/4, n.fetch)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 3000)
+			for i := range 300 {
+				fid := fmt.Sprintf("1,%02x", (r*7+i*3)%needles)
+				off := uint64((i * 4099) % (chunkSize/4 - 3000))
+				want := n.data[fid][off : off+3000]
+				if i%2 == 0 {
+					b, release, ok, err := c.view(ctx, ctx, fid, off, 3000, false)
+					if err != nil || !ok {
+						errs <- fmt.Errorf("view: ok %v, err %v", ok, err)
+						return
+					}
+					runtime.Gosched() // let others evict and fetch meanwhile
+					same := bytes.Equal(b, want)
+					release()
+					if !same {
+						errs <- fmt.Errorf("a view of %s at %d held other bytes", fid, off)
+						return
+					}
+					continue
+				}
+				if got, err := c.read(ctx, ctx, fid, off, dst, false); err != nil || got != 3000 || !bytes.Equal(dst, want) {
+					errs <- fmt.Errorf("read of %s at %d: %d bytes, err %v, or other bytes", fid, off, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

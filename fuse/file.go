@@ -653,11 +653,11 @@ func (f *file) stickyErr() error {
 // read returns up to n bytes at off: buffered writes over committed data,
 // zeros in holes, short at the end of the file. The bytes may be the
 // chunk cache's own (see chunkCache.view): the caller must not modify
-// them.
-func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
-	b, err := f.readOnce(ctx, off, n)
+// them, and must call release (never nil) once it no longer reads them.
+func (f *file) read(ctx context.Context, off uint64, n int) (b []byte, release func(), err error) {
+	b, release, err = f.readOnce(ctx, off, n)
 	if err == nil || errors.Is(err, context.Canceled) {
-		return b, err
+		return b, release, err
 	}
 	// The slices this mount knew may have been replaced meanwhile (another
 	// mount's write, or the filer compacting the file) and their needles
@@ -667,7 +667,7 @@ func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 	f.mu.Unlock()
 	in, gerr := f.fs.client.GetAttr(ctx, f.ino)
 	if gerr != nil || in.Generation <= gen {
-		return nil, err
+		return nil, nop, err
 	}
 	f.fs.dropPages(f.ino)
 	f.mu.Lock()
@@ -676,13 +676,15 @@ func (f *file) read(ctx context.Context, off uint64, n int) ([]byte, error) {
 	return f.readOnce(ctx, off, n)
 }
 
-func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) {
+// readOnce is read with the slice list the file holds now. release is
+// never nil, even with an error.
+func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, func(), error) {
 	f.refreshIfStale(ctx)
 	f.mu.Lock()
 	size := f.sizeLocked()
 	if off >= size {
 		f.mu.Unlock()
-		return nil, nil
+		return nil, nop, nil
 	}
 	want := min(uint64(n), size-off)
 	end := off + want
@@ -703,7 +705,7 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			if err != nil {
 				f.mu.Unlock()
 				f.fs.log.Error("reading buffered data back from the spill file failed", "ino", f.ino, "err", err)
-				return nil, err
+				return nil, nop, err
 			}
 			for _, s := range cov {
 				covered = covered.Add(s.off, s.end())
@@ -727,17 +729,18 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 	// buffer and copying them into it first.
 	if direct && len(exts) == 1 && exts[0].Fid != "" && exts[0].Off == off && exts[0].Len == want {
 		e := exts[0]
-		b, ok, err := f.fs.cache.view(ctx, f.fs.ctx, e.Fid, e.NeedleOff, int(want), random)
+		b, release, ok, err := f.fs.cache.view(ctx, f.fs.ctx, e.Fid, e.NeedleOff, int(want), random)
 		if err != nil {
 			f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
-			return nil, err
+			return nil, nop, err
 		}
 		if ok {
 			if uint64(len(b)) != want {
-				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
+				release()
+				return nil, nop, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
 			}
 			f.readDone(taken, off, end)
-			return b, nil
+			return b, release, nil
 		}
 	}
 	if buf == nil {
@@ -752,15 +755,15 @@ func (f *file) readOnce(ctx context.Context, off uint64, n int) ([]byte, error) 
 			got, err := f.fs.cache.read(ctx, f.fs.ctx, e.Fid, e.NeedleOff+iv.Lo-e.Off, dst, random)
 			if err != nil {
 				f.fs.log.Warn("reading file data from the volume servers failed", "ino", f.ino, "fid", e.Fid, "err", err)
-				return nil, err
+				return nil, nop, err
 			}
 			if got != len(dst) {
-				return nil, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
+				return nil, nop, fmt.Errorf("fuse: needle %s of inode %d is shorter than its slice: %w", e.Fid, f.ino, errShortNeedle)
 			}
 		}
 	}
 	f.readDone(taken, off, end)
-	return buf, nil
+	return buf, nop, nil
 }
 
 // bufferedLocked reports whether buffered writes (being flushed or not)

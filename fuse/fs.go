@@ -123,8 +123,8 @@ func newFileSystem(ctx context.Context, cfg Config, client *filer.Client, root u
 		log:           log,
 		limits:        limitsFor(false, 0, 0),
 	}
-	fs.cache = newChunkCache(chunkCacheBytes, func(ctx context.Context, fid string, off, n int64) ([]byte, error) {
-		return fs.data.Read(ctx, fid, off, n)
+	fs.cache = newChunkCache(chunkCacheBytes, func(ctx context.Context, fid string, off, n int64, buf []byte) ([]byte, error) {
+		return fs.data.ReadBuf(ctx, fid, off, n, buf)
 	})
 	fs.mu.handles = make(map[uint64]*handle)
 	fs.mu.files = make(map[uint64]*file)

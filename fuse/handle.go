@@ -233,12 +233,23 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte
 	}
 	ctx, stop := fs.opCtx(cancel)
 	defer stop()
-	b, err := f.read(ctx, in.Offset, int(in.Size))
+	b, release, err := f.read(ctx, in.Offset, int(in.Size))
 	if err != nil {
 		return nil, errStatus(err)
 	}
-	return gofuse.ReadResultData(b), gofuse.OK
+	return readResult{b, release}, gofuse.OK
 }
+
+// readResult is a READ's answer: bytes that may be the chunk cache's own,
+// released once the reply to the kernel is written (Done).
+type readResult struct {
+	data    []byte
+	release func()
+}
+
+func (r readResult) Bytes([]byte) ([]byte, gofuse.Status) { return r.data, gofuse.OK }
+func (r readResult) Size() int                             { return len(r.data) }
+func (r readResult) Done()                                 { r.release() }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
 	defer observeVoid(opWrite, time.Now())

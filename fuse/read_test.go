@@ -55,15 +55,16 @@ func newReadFixture(t *testing.T, count int, size uint64, gate chan struct{}) *r
 
 func (x *readFixture) read(t *testing.T, off uint64, n int) []byte {
 	t.Helper()
-	b, err := x.f.read(context.Background(), off, n)
+	b, release, err := x.f.read(context.Background(), off, n)
 	if err != nil {
 		t.Fatalf("read %d bytes at %d: %v", n, off, err)
 	}
+	defer release()
 	want := x.data[off:min(uint64(len(x.data)), off+uint64(n))]
 	if !bytes.Equal(b, want) {
 		t.Fatalf("read %d bytes at %d: got %d bytes that differ from the file's", n, off, len(b))
 	}
-	return b
+	return bytes.Clone(b)
 }
 
 // prefetched reports whether the chunk of needle i is cached or being
@@ -93,28 +94,28 @@ func TestChunkCacheView(t *testing.T) {
 	c := newChunkCache(8*chunkSize, n.fetch)
 	ctx := context.Background()
 
-	b, ok, err := c.view(ctx, ctx, "1,01", 1000, 5000, false)
+	b, _, ok, err := c.view(ctx, ctx, "1,01", 1000, 5000, false)
 	if err != nil || !ok || !bytes.Equal(b, big[1000:6000]) {
 		t.Fatalf("view within a chunk: ok %v, err %v, equal %v", ok, err, bytes.Equal(b, big[1000:6000]))
 	}
 	// A range across two chunks is not viewed, and fetches nothing.
 	before := n.fetches.Load()
-	if _, ok, err := c.view(ctx, ctx, "1,01", chunkSize-10, 20, false); ok || err != nil {
+	if _, _, ok, err := c.view(ctx, ctx, "1,01", chunkSize-10, 20, false); ok || err != nil {
 		t.Fatalf("view across chunks: ok %v, err %v; want not ok", ok, err)
 	}
 	if n.fetches.Load() != before {
 		t.Fatalf("a view across chunks fetched")
 	}
 	// The needle's end: fewer bytes; past it: none.
-	if b, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+90, 1000, false); !ok || err != nil || !bytes.Equal(b, big[2*chunkSize+90:]) {
+	if b, _, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+90, 1000, false); !ok || err != nil || !bytes.Equal(b, big[2*chunkSize+90:]) {
 		t.Fatalf("view at the needle's end: %d bytes, ok %v, err %v", len(b), ok, err)
 	}
-	if b, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+200, 10, false); !ok || err != nil || len(b) != 0 {
+	if b, _, ok, err := c.view(ctx, ctx, "1,01", 2*chunkSize+200, 10, false); !ok || err != nil || len(b) != 0 {
 		t.Fatalf("view past the needle's end: %d bytes, ok %v, err %v", len(b), ok, err)
 	}
 	// A random reader gets a small piece unless the chunk is cached.
 	before = n.fetches.Load()
-	if b, ok, err := c.view(ctx, ctx, "1,01", chunkSize+pieceSize+5, 4096, true); !ok || err != nil || !bytes.Equal(b, big[chunkSize+pieceSize+5:][:4096]) {
+	if b, _, ok, err := c.view(ctx, ctx, "1,01", chunkSize+pieceSize+5, 4096, true); !ok || err != nil || !bytes.Equal(b, big[chunkSize+pieceSize+5:][:4096]) {
 		t.Fatalf("small view: ok %v, err %v", ok, err)
 	}
 	if !c.has(chunkKey{"1,01", pieceSize, (chunkSize + pieceSize) / pieceSize}) || c.has(bigKey("1,01", chunkSize)) {
@@ -130,7 +131,10 @@ func TestChunkCacheView(t *testing.T) {
 // are copied: all of them return the file's bytes.
 func TestReadDirectAndCopied(t *testing.T) {
 	x := newReadFixture(t, 3, 2*chunkSize, nil) // needles of two chunks
-	b := x.read(t, 4096, 256<<10)
+	b, release, err := x.f.read(context.Background(), 4096, 256<<10)
+	if err != nil || !bytes.Equal(b, x.data[4096:4096+256<<10]) {
+		t.Fatalf("read within one chunk: err %v, or other bytes", err)
+	}
 	ch, err := x.f.fs.cache.get(context.Background(), context.Background(), bigKey(x.fids[0], 0))
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +142,8 @@ func TestReadDirectAndCopied(t *testing.T) {
 	if &b[0] != &ch.data[4096] {
 		t.Errorf("a read within one chunk was copied")
 	}
+	x.f.fs.cache.release(ch)
+	release()
 	x.read(t, chunkSize-1000, 256<<10)          // across two chunks of a needle
 	x.read(t, 2*chunkSize-1000, 256<<10)        // across two needles
 	x.read(t, uint64(len(x.data))-100, 256<<10) // the end of the file
@@ -197,8 +203,9 @@ func TestReadAheadRetriesBusyChunks(t *testing.T) {
 	x := newReadFixture(t, 16, 2<<20, gate) // needles of 2 MiB: one chunk each
 	done := make(chan []byte, 1)
 	go func() {
-		b, _ := x.f.read(context.Background(), 0, 1<<20)
-		done <- b
+		b, release, _ := x.f.read(context.Background(), 0, 1<<20)
+		done <- bytes.Clone(b)
+		release()
 	}()
 	gate <- struct{}{} // lets the reader's own fetch of needle 0 through
 	if b := <-done; !bytes.Equal(b, x.data[:1<<20]) {
