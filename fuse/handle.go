@@ -248,8 +248,8 @@ type readResult struct {
 }
 
 func (r readResult) Bytes([]byte) ([]byte, gofuse.Status) { return r.data, gofuse.OK }
-func (r readResult) Size() int                             { return len(r.data) }
-func (r readResult) Done()                                 { r.release() }
+func (r readResult) Size() int                            { return len(r.data) }
+func (r readResult) Done()                                { r.release() }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
 	defer observeVoid(opWrite, time.Now())
