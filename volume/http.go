@@ -233,7 +233,11 @@ func (s *Server) serveRange(w http.ResponseWriter, r *http.Request, v *Volume, i
 	}
 	var rg Range
 	if off < int64(st.Size) {
-		if rg, err = s.readRange(r.Context(), v, id, off, n); err != nil {
+		var release func()
+		rg, release, err = s.readRange(r.Context(), v, id, off, n)
+		// The bytes are written (or the write failed) before this returns.
+		defer release()
+		if err != nil {
 			httpx.WriteError(w, writeStatus(err), err.Error())
 			return true
 		}

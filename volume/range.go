@@ -33,35 +33,71 @@ const maxRangeGap = 128 << 10
 // scan when the volume opens). Errors: those of Read, and ErrInvalid for a
 // negative off or n.
 func (v *Volume) ReadRange(key uint64, cookie uint32, off, n int64) (Range, error) {
+	r, _, err := v.rangeRead(key, cookie, off, n, false)
+	return r, err
+}
+
+// ReadRangeBuf is ReadRange for a caller that sends the bytes on at once
+// (the HTTP range read): a range covering a whole needle that is not in
+// the needle cache is read into a reused buffer (getRecordBuf) rather than
+// a new one, and is not cached. release, never nil, gives the buffer back:
+// the caller calls it once it no longer reads r.Data.
+//
+// Such a read is the mount fetching a whole chunk, which it caches itself;
+// a fresh buffer of a few MiB costs its zeroing and, while the heap grows,
+// a page fault per page (docs/storage-core.md).
+func (v *Volume) ReadRangeBuf(key uint64, cookie uint32, off, n int64) (r Range, release func(), err error) {
+	return v.rangeRead(key, cookie, off, n, true)
+}
+
+func (v *Volume) rangeRead(key uint64, cookie uint32, off, n int64, reuse bool) (Range, func(), error) {
+	r, release, err := v.readRangeOnce(key, cookie, off, n, reuse)
+	if release == nil {
+		release = func() {}
+	}
+	return r, release, err
+}
+
+func (v *Volume) readRangeOnce(key uint64, cookie uint32, off, n int64, reuse bool) (Range, func(), error) {
 	if off < 0 || n < 0 {
-		return Range{}, fmt.Errorf("volume: range of %d bytes at %d of needle %d: %w", n, off, key, ErrInvalid)
+		return Range{}, nil, fmt.Errorf("volume: range of %d bytes at %d of needle %d: %w", n, off, key, ErrInvalid)
 	}
 	v.mu.RLock()
 	e, err := v.liveLocked(key, cookie)
 	if err != nil {
 		v.mu.RUnlock()
-		return Range{}, err
+		return Range{}, nil, err
 	}
 	size := int64(e.dataLen)
 	r := Range{Off: off, Size: size, AppendNs: e.appendNs, CRC: e.crc}
 	n = max(0, min(n, size-off))
 	if n == 0 {
 		v.mu.RUnlock()
-		return r, nil
+		return r, nil, nil
 	}
 	if whole := v.cache.Load().get(cacheKey{vol: v, key: key, appendNs: e.appendNs, off: e.off}); whole != nil {
 		v.mu.RUnlock()
 		r.Data = whole.Data[off : off+n]
-		return r, nil
+		return r, nil, nil
 	}
 	first, last := off/blockSize, (off+n-1)/blockSize
 	if e.format != formatV2 || (first == 0 && last == blockCount(e.dataLen)-1) {
+		if reuse && !e.corrupt && e.size() >= poolMinRecord {
+			rec, _ := getRecordBuf(e.size())
+			nd, err := v.readReused(key, e, rec)
+			if err != nil {
+				putRecordBuf(rec)
+				return Range{}, nil, err
+			}
+			return rangeOf(nd, off, n), func() { putRecordBuf(rec) }, nil
+		}
 		v.mu.RUnlock()
-		return v.readRangeWhole(key, cookie, off, n)
+		r, err := v.readRangeWhole(key, cookie, off, n)
+		return r, nil, err
 	}
 	if e.corrupt {
 		v.mu.RUnlock()
-		return Range{}, fmt.Errorf("volume: needle %d in volume %s failed its checksum; repair it from a replica: %w", key, v.base, ErrCorrupt)
+		return Range{}, nil, fmt.Errorf("volume: needle %d in volume %s failed its checksum; repair it from a replica: %w", key, v.base, ErrCorrupt)
 	}
 	want := header{format: e.format, cookie: e.cookie, key: key, appendNs: e.appendNs, dataLen: e.dataLen, dataCRC: e.crc}
 	r.Data, err = readRange(v.mu.file, e.off, want, off, n)
@@ -69,11 +105,27 @@ func (v *Volume) ReadRange(key uint64, cookie uint32, off, n int64) (Range, erro
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			v.markCorrupt(key, e)
-			return Range{}, fmt.Errorf("volume: needle %d in volume %s needs repair from a replica: %w", key, v.base, err)
+			return Range{}, nil, fmt.Errorf("volume: needle %d in volume %s needs repair from a replica: %w", key, v.base, err)
 		}
-		return Range{}, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
+		return Range{}, nil, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
 	}
-	return r, nil
+	return r, nil, nil
+}
+
+// readReused reads and checks the needle of e into rec (of e.size()
+// bytes), with v.mu read-locked, which it unlocks. A corrupt needle is
+// marked as Read marks it.
+func (v *Volume) readReused(key uint64, e entry, rec []byte) (*Needle, error) {
+	err := v.readRecordLocked(key, e, rec)
+	v.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	nd, err := v.verifiedNeedle(key, e, rec)
+	if err != nil && errors.Is(err, ErrCorrupt) {
+		v.markCorrupt(key, e)
+	}
+	return nd, err
 }
 
 // readRangeWhole serves a range from a whole-needle Read.

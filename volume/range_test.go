@@ -357,3 +357,68 @@ func FuzzParseRange(f *testing.F) {
 		}
 	})
 }
+
+// A whole-needle range read for a sender (ReadRangeBuf) reads into reused
+// buffers: each read returns its own needle's bytes however the buffers
+// go round, a damaged needle fails with ErrCorrupt and is marked, and the
+// needle is not put in the needle cache.
+func TestReadRangeBufWholeNeedles(t *testing.T) {
+	m := newTestMemFS(t)
+	v := mustOpenVolume(t, m)
+	v.setCache(newNeedleCache(DefaultCacheBytes))
+	var datas [][]byte
+	for i := range 4 {
+		d := testPayload(uint64(i+1), 4*poolMinRecord+i*1000)
+		mustWrite(t, v, uint64(i+1), 1, d)
+		datas = append(datas, d)
+	}
+	for round := range 3 {
+		var held [][]byte
+		var releases []func()
+		for i, d := range datas {
+			r, release, err := v.ReadRangeBuf(uint64(i+1), 1, 0, int64(len(d)))
+			if err != nil || !bytes.Equal(r.Data, d) {
+				t.Fatalf("round %d, needle %d: err %v, or other bytes", round, i+1, err)
+			}
+			held, releases = append(held, r.Data), append(releases, release)
+		}
+		// Every buffer is still held: none was handed out twice.
+		for i, b := range held {
+			if !bytes.Equal(b, datas[i]) {
+				t.Fatalf("round %d: needle %d's bytes changed while held", round, i+1)
+			}
+		}
+		for _, release := range releases {
+			release()
+		}
+	}
+	if n := v.cache.Load().get(cacheKey{vol: v, key: 1, appendNs: v.mu.index[1].appendNs, off: v.mu.index[1].off}); n != nil {
+		t.Fatal("a whole-needle read for a sender was put in the needle cache")
+	}
+	// A part of a needle, and a needle too small to pool, read as before.
+	small := testPayload(9, 1000)
+	mustWrite(t, v, 9, 1, small)
+	if r, release, err := v.ReadRangeBuf(9, 1, 0, 1000); err != nil || !bytes.Equal(r.Data, small) {
+		t.Fatalf("small needle: %v", err)
+	} else {
+		release()
+	}
+	if r, release, err := v.ReadRangeBuf(2, 1, 10, blockSize); err != nil || !bytes.Equal(r.Data, datas[1][10:10+blockSize]) {
+		t.Fatalf("part of a needle: %v", err)
+	} else {
+		release()
+	}
+
+	patchFile(t, m, datPath(1), dataStart(v, 3)+blockSize+3, []byte{^datas[2][blockSize+3]})
+	if _, release, err := v.ReadRangeBuf(3, 1, 0, int64(len(datas[2]))); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("whole read of a damaged needle: %v, want ErrCorrupt", err)
+	} else {
+		release()
+	}
+	if in := v.Info(); in.CorruptCount != 1 {
+		t.Fatalf("corrupt count %d after the damage was found", in.CorruptCount)
+	}
+	if _, err := v.ReadRange(3, 1, 0, 10); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("range of the needle marked corrupt: %v, want ErrCorrupt", err)
+	}
+}

@@ -205,17 +205,19 @@ func (s *Server) read(ctx context.Context, v *Volume, id fid.FileID) (*Needle, e
 // reading only the blocks they cover. A damaged block, or a needle this
 // copy lacks while it catches up, is served as read does (repair from a
 // replica, or a replica's copy) from the whole needle.
-func (s *Server) readRange(ctx context.Context, v *Volume, id fid.FileID, off, n int64) (Range, error) {
-	rg, err := v.ReadRange(id.Key, id.Cookie, off, n)
+// release, never nil, is ReadRangeBuf's: the caller calls it once done
+// with the bytes.
+func (s *Server) readRange(ctx context.Context, v *Volume, id fid.FileID, off, n int64) (Range, func(), error) {
+	rg, release, err := v.ReadRangeBuf(id.Key, id.Cookie, off, n)
 	_, behind := s.behind(id.Volume)
 	if err == nil || !(errors.Is(err, ErrCorrupt) || behind && errors.Is(err, ErrNotFound)) {
-		return rg, err
+		return rg, release, err
 	}
 	nd, err := s.read(ctx, v, id)
 	if err != nil {
-		return Range{}, err
+		return Range{}, release, err
 	}
-	return rangeOf(nd, off, n), nil
+	return rangeOf(nd, off, n), release, nil
 }
 
 // repair replaces a corrupt local needle with a verified copy from another

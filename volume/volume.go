@@ -342,13 +342,21 @@ func (v *Volume) readRawLocked(key uint64, e entry) ([]byte, error) {
 		return nil, fmt.Errorf("volume: needle %d in volume %s failed its checksum; repair it from a replica: %w", key, v.base, ErrCorrupt)
 	}
 	rec := make([]byte, e.size())
+	if err := v.readRecordLocked(key, e, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// readRecordLocked reads the record of e into rec, of e.size() bytes.
+func (v *Volume) readRecordLocked(key uint64, e entry, rec []byte) error {
 	if n, err := v.mu.file.ReadAt(rec, e.off); n < len(rec) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
+		return fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
 	}
-	return rec, nil
+	return nil
 }
 
 func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
@@ -356,6 +364,12 @@ func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
 	if err != nil {
 		return nil, err
 	}
+	return v.verifiedNeedle(key, e, rec)
+}
+
+// verifiedNeedle checks that rec is the record of e, with good CRCs, and
+// returns its needle, whose Data lies in rec.
+func (v *Volume) verifiedNeedle(key uint64, e entry, rec []byte) (*Needle, error) {
 	h, err := verifyRecord(rec)
 	if err == nil && (h.key != key || h.appendNs != e.appendNs) {
 		err = fmt.Errorf("volume: record at offset %d is not needle %d: %w", e.off, key, ErrCorrupt)
