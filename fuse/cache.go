@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"sync"
@@ -240,8 +241,9 @@ func (c *chunkCache) putBufLocked(b []byte) {
 }
 
 // load fetches ch and publishes the outcome. A whole chunk is read into a
-// buffer from the free list when there is one. The cache holds a
-// reference to a loaded chunk until it evicts it.
+// buffer from the free list when there is one; one shorter than half a
+// chunk is copied out of it, which gives the buffer back at once. The
+// cache holds a reference to a loaded chunk until it evicts it.
 func (c *chunkCache) load(ctx context.Context, ch *chunk) {
 	var buf []byte
 	if ch.key.size == chunkSize {
@@ -256,8 +258,13 @@ func (c *chunkCache) load(ctx context.Context, ch *chunk) {
 		}
 	}
 	data, err := c.fetch(ctx, ch.key.fid, int64(ch.key.idx*ch.key.size), int64(ch.key.size), buf)
-	c.mu.Lock()
 	inBuf := buf != nil && err == nil && within(data, buf)
+	if inBuf && len(data) < chunkSize/2 {
+		// A short needle (or its end): the cache counts the bytes it
+		// holds, not the 4 MiB buffer, so keep only a copy of them.
+		data, inBuf = bytes.Clone(data), false
+	}
+	c.mu.Lock()
 	if buf != nil && !inBuf {
 		c.putBufLocked(buf)
 	}

@@ -523,3 +523,24 @@ func TestChunkCacheRecyclingUnderConcurrentReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A needle much shorter than a chunk, fetched as one, keeps no 4 MiB
+// buffer: the cache bounds the bytes it holds, not its buffers.
+func TestChunkCacheShortNeedleKeepsNoBuffer(t *testing.T) {
+	n := &fakeNeedles{data: map[string][]byte{"1,01": randBytes(100<<10, 77)}}
+	c := newChunkCache(8*chunkSize, n.fetch)
+	ctx := context.Background()
+	b, release, ok, err := c.view(ctx, ctx, "1,01", 0, 100<<10, false)
+	if err != nil || !ok || !bytes.Equal(b, n.data["1,01"]) {
+		t.Fatalf("view of a short needle: ok %v, err %v, or other bytes", ok, err)
+	}
+	defer release()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch := c.mu.chunks[bigKey("1,01", 0)]; ch == nil || ch.buf != nil || cap(ch.data) >= chunkSize {
+		t.Fatal("a 100 KiB needle is held in a whole-chunk buffer")
+	}
+	if len(c.mu.free) != 1 {
+		t.Fatalf("%d buffers on the free list, want the one the fetch did not keep", len(c.mu.free))
+	}
+}
