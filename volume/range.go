@@ -82,9 +82,9 @@ func (v *Volume) readRangeOnce(key uint64, cookie uint32, off, n int64, reuse bo
 	}
 	first, last := off/blockSize, (off+n-1)/blockSize
 	if e.format != formatV2 || (first == 0 && last == blockCount(e.dataLen)-1) {
-		if reuse && !e.corrupt && e.size() >= poolMinRecord {
+		if reuse && e.size() >= poolMinRecord {
 			rec, _ := getRecordBuf(e.size())
-			nd, err := v.readReused(key, e, rec)
+			nd, err := v.readAndUnlock(key, e, rec)
 			if err != nil {
 				putRecordBuf(rec)
 				return Range{}, nil, err
@@ -110,22 +110,6 @@ func (v *Volume) readRangeOnce(key uint64, cookie uint32, off, n int64, reuse bo
 		return Range{}, nil, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
 	}
 	return r, nil, nil
-}
-
-// readReused reads and checks the needle of e into rec (of e.size()
-// bytes), with v.mu read-locked, which it unlocks. A corrupt needle is
-// marked as Read marks it.
-func (v *Volume) readReused(key uint64, e entry, rec []byte) (*Needle, error) {
-	err := v.readRecordLocked(key, e, rec)
-	v.mu.RUnlock()
-	if err != nil {
-		return nil, err
-	}
-	nd, err := v.verifiedNeedle(key, e, rec)
-	if err != nil && errors.Is(err, ErrCorrupt) {
-		v.markCorrupt(key, e)
-	}
-	return nd, err
 }
 
 // readRangeWhole serves a range from a whole-needle Read.

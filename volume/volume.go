@@ -265,11 +265,7 @@ func (v *Volume) Read(key uint64, cookie uint32) (*Needle, error) {
 		v.mu.RUnlock()
 		return n, nil
 	}
-	n, err := v.readLocked(key, e)
-	v.mu.RUnlock()
-	if err != nil && errors.Is(err, ErrCorrupt) {
-		v.markCorrupt(key, e)
-	}
+	n, err := v.readAndUnlock(key, e, nil)
 	if err == nil {
 		cache.put(ck, n)
 	}
@@ -322,7 +318,7 @@ func (v *Volume) ReadRecord(key uint64) ([]byte, error) {
 		v.mu.RUnlock()
 		return nil, fmt.Errorf("volume: needle %d in volume %s: %w", key, v.base, ErrNotFound)
 	}
-	rec, err := v.readRawLocked(key, e)
+	rec, err := v.readRawLocked(key, e, nil)
 	v.mu.RUnlock()
 	if err == nil {
 		_, err = verifyRecord(rec)
@@ -336,40 +332,31 @@ func (v *Volume) ReadRecord(key uint64) ([]byte, error) {
 	return rec, nil
 }
 
-// readRawLocked reads the record of e from disk and checks it is e's record.
-func (v *Volume) readRawLocked(key uint64, e entry) ([]byte, error) {
+// readRawLocked reads the record of e from disk into rec (of e.size()
+// bytes; nil: a new buffer) and checks it is e's record.
+func (v *Volume) readRawLocked(key uint64, e entry, rec []byte) ([]byte, error) {
 	if e.corrupt {
 		return nil, fmt.Errorf("volume: needle %d in volume %s failed its checksum; repair it from a replica: %w", key, v.base, ErrCorrupt)
 	}
-	rec := make([]byte, e.size())
-	if err := v.readRecordLocked(key, e, rec); err != nil {
-		return nil, err
+	if rec == nil {
+		rec = make([]byte, e.size())
 	}
-	return rec, nil
-}
-
-// readRecordLocked reads the record of e into rec, of e.size() bytes.
-func (v *Volume) readRecordLocked(key uint64, e entry, rec []byte) error {
 	if n, err := v.mu.file.ReadAt(rec, e.off); n < len(rec) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
+		return nil, fmt.Errorf("volume: read needle %d at offset %d of %s: %w", key, e.off, v.path(extData), err)
 	}
-	return nil
+	return rec, nil
 }
 
-func (v *Volume) readLocked(key uint64, e entry) (*Needle, error) {
-	rec, err := v.readRawLocked(key, e)
+// readLocked reads and checks the needle of e, into rec as readRawLocked
+// does; its Data lies in that buffer.
+func (v *Volume) readLocked(key uint64, e entry, rec []byte) (*Needle, error) {
+	rec, err := v.readRawLocked(key, e, rec)
 	if err != nil {
 		return nil, err
 	}
-	return v.verifiedNeedle(key, e, rec)
-}
-
-// verifiedNeedle checks that rec is the record of e, with good CRCs, and
-// returns its needle, whose Data lies in rec.
-func (v *Volume) verifiedNeedle(key uint64, e entry, rec []byte) (*Needle, error) {
 	h, err := verifyRecord(rec)
 	if err == nil && (h.key != key || h.appendNs != e.appendNs) {
 		err = fmt.Errorf("volume: record at offset %d is not needle %d: %w", e.off, key, ErrCorrupt)
@@ -386,6 +373,17 @@ func (v *Volume) verifiedNeedle(key uint64, e entry, rec []byte) (*Needle, error
 		Data:     rec[start : start+int64(h.dataLen) : start+int64(h.dataLen)],
 		CRC:      h.dataCRC,
 	}, nil
+}
+
+// readAndUnlock is readLocked with v.mu read-locked, which it unlocks
+// before marking a needle it found corrupt.
+func (v *Volume) readAndUnlock(key uint64, e entry, rec []byte) (*Needle, error) {
+	n, err := v.readLocked(key, e, rec)
+	v.mu.RUnlock()
+	if err != nil && errors.Is(err, ErrCorrupt) {
+		v.markCorrupt(key, e)
+	}
+	return n, err
 }
 
 // markCorrupt flags key's entry e as corrupt if it is still the latest.
@@ -517,7 +515,7 @@ func (v *Volume) Verify(ctx context.Context) (corrupt []uint64, err error) {
 			v.mu.RUnlock()
 			continue
 		}
-		_, rerr := v.readLocked(ie.Key, e)
+		_, rerr := v.readLocked(ie.Key, e, nil)
 		v.mu.RUnlock()
 		switch {
 		case errors.Is(rerr, ErrCorrupt):
